@@ -1,0 +1,148 @@
+"""Loading the authors' RAVLT checkpoints (and ours) with nothing skipped silently.
+
+The release ships three kinds of files:
+  * ImageNet classification: ``{'model': state_dict}`` with a classification head
+    (``proj.*``, ``norm.*``, ``head.*``) and no output norms (``extra_norms.*``);
+  * detection (mmdet 2.x) and segmentation (mmseg 0.x): ``{'state_dict': ..., 'meta': ...}``
+    whose backbone keys carry a ``backbone.`` prefix.
+Backbone keys are the same in all of them and in our ``RAVLT`` (``layers.0.RoPE.angle``, ...).
+"""
+import argparse
+import collections
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from mmengine.logging import print_log
+from mmengine.runner.checkpoint import CheckpointLoader
+
+# Top-level modules of the classification model that the dense backbone does not have.
+CLASSIFICATION_ONLY = ('proj', 'norm', 'head')
+
+
+def register_safe_globals() -> None:
+    """Allow the plain-data types found in mmengine and the release's checkpoints.
+
+    torch >= 2.6 unpickles checkpoints with ``weights_only=True``; mmengine 0.10.7 files hold
+    its message hub (HistoryBuffer with numpy arrays) and the release's hold argparse
+    namespaces, so resuming or loading them would fail. These types carry data, not code.
+    """
+    import numpy as np
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    safe = [HistoryBuffer, argparse.Namespace, collections.OrderedDict, collections.defaultdict,
+            np.ndarray, np.dtype, type(np.dtype('float64')), type(np.dtype('float32')),
+            type(np.dtype('int64')), type(np.dtype('int32')), type(np.dtype('bool'))]
+    for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
+        try:
+            multiarray = __import__(module, fromlist=['_reconstruct', 'scalar'])
+        except ImportError:
+            continue
+        # numpy 2 keeps a ``numpy.core`` alias whose functions are named under numpy._core;
+        # register under both names, as pickles written by numpy 1 use the old one.
+        for name in ('_reconstruct', 'scalar'):
+            safe.append((getattr(multiarray, name), f'{module}.{name}'))
+    torch.serialization.add_safe_globals(safe)
+
+
+def unwrap_state_dict(checkpoint: dict) -> Dict[str, torch.Tensor]:
+    """The state dict inside a checkpoint file of any of the release's formats or ours."""
+    if not isinstance(checkpoint, dict):
+        raise TypeError(f'Expected a checkpoint dict, got {type(checkpoint).__name__}')
+    for key in ('state_dict', 'model'):
+        if key in checkpoint and isinstance(checkpoint[key], dict):
+            return checkpoint[key]
+    if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        return checkpoint
+    raise ValueError(f"No state dict found in the checkpoint (top-level keys: "
+                   f"{sorted(checkpoint)[:10]}); expected 'state_dict' or 'model'")
+
+
+def to_backbone_state_dict(state_dict: Dict[str, torch.Tensor], prefix: Optional[str] = None
+                           ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """Backbone weights keyed as ``RAVLT`` expects, and the names of the keys left out.
+
+    Keys under ``prefix`` (default ``backbone.`` when any key has it, as in detection and
+    segmentation files) are kept with the prefix stripped; the classification head is left out.
+    """
+    state_dict = {k[len('module.'):] if k.startswith('module.') else k: v
+                  for k, v in state_dict.items()}
+    if prefix is None and any(k.startswith('backbone.') for k in state_dict):
+        prefix = 'backbone.'
+    if prefix:
+        if not prefix.endswith('.'):
+            prefix += '.'
+        kept = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        if not kept:
+            raise ValueError(f'No key starts with the prefix {prefix!r} in the checkpoint')
+        dropped = [k for k in state_dict if not k.startswith(prefix)]
+        state_dict = kept
+    else:
+        dropped = [k for k in state_dict if k.split('.', 1)[0] in CLASSIFICATION_ONLY]
+        state_dict = {k: v for k, v in state_dict.items() if k not in dropped}
+    return state_dict, dropped
+
+
+def check_state_dict(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor],
+                     allow_missing: Tuple[str, ...] = ()) -> Dict[str, List[str]]:
+    """Missing, unexpected and mis-shaped keys of ``state_dict`` against ``model``.
+
+    Missing keys that start with one of ``allow_missing`` are reported under 'new'.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    report = {
+        'missing': [k for k in missing if not k.startswith(allow_missing)],
+        'new': [k for k in missing if k.startswith(allow_missing)],
+        'unexpected': [k for k in state_dict if k not in own],
+        'mismatched': [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+                       for k, v in state_dict.items() if k in own and v.shape != own[k].shape],
+    }
+    return report
+
+
+def format_report(report: Dict[str, List[str]], limit: int = 20) -> str:
+    lines = []
+    for kind in ('missing', 'unexpected', 'mismatched'):
+        keys = report.get(kind, [])
+        if keys:
+            shown = ', '.join(keys[:limit]) + (f', ... ({len(keys) - limit} more)'
+                                               if len(keys) > limit else '')
+            lines.append(f'{len(keys)} {kind} key(s): {shown}')
+    return '\n'.join(lines)
+
+
+def load_backbone_checkpoint(model: torch.nn.Module, filename: str,
+                             prefix: Optional[str] = None, logger: str = 'current') -> None:
+    """Load a RAVLT checkpoint into ``model`` strictly; raise naming every key that does not fit.
+
+    The output norms (``extra_norms``) are the only keys allowed to be missing: ImageNet
+    checkpoints have none, so they start from their initialisation (logged).
+    """
+    register_safe_globals()
+    try:
+        checkpoint = CheckpointLoader.load_checkpoint(filename, map_location='cpu',
+                                                      logger=logger)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(
+            f'RAVLT checkpoint not found: {filename}. Download the ImageNet weights of the '
+            f'variant (see README, "Checkpoints") or set model.backbone.init_cfg=None to train '
+            f'from scratch.') from e
+    state_dict, dropped = to_backbone_state_dict(unwrap_state_dict(checkpoint), prefix)
+    if dropped:
+        print_log(f'RAVLT: left out {len(dropped)} key(s) that are not part of the backbone '
+                  f'({", ".join(sorted({k.split(".")[0] for k in dropped}))})', logger=logger)
+    # Output norms of stages that are not returned do not exist in the model.
+    unused = [k for k in state_dict if k.startswith('extra_norms.') and k not in
+              model.state_dict()]
+    for k in unused:
+        state_dict.pop(k)
+    report = check_state_dict(model, state_dict, allow_missing=('extra_norms.', ))
+    problems = format_report(report)
+    if problems:
+        raise ValueError(f'Checkpoint {filename} does not fit RAVLT({model.arch}):\n{problems}\n'
+                       f'Check that the checkpoint is a RAVLT one of the same variant (arch).')
+    model.load_state_dict(state_dict, strict=False)
+    if report['new']:
+        print_log(f'RAVLT: {len(report["new"])} output-norm key(s) not in the checkpoint keep '
+                  f'their initialisation (expected for ImageNet checkpoints)', logger=logger)
+    print_log(f'RAVLT: loaded {len(state_dict)} tensors from {filename}', logger=logger)

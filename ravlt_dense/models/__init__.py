@@ -1,0 +1,3 @@
+from .backbones import RAVLT
+
+__all__ = ['RAVLT']

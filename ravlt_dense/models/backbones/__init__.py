@@ -1,0 +1,3 @@
+from .ravlt import RAVLT
+
+__all__ = ['RAVLT']

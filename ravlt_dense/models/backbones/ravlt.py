@@ -1,0 +1,498 @@
+"""RAVLT: Rank-Augmented Vision Linear Transformer ("Breaking the Low-Rank Dilemma of Linear
+Attention", CVPR 2025) as an OpenMMLab dense-prediction backbone.
+
+Read top to bottom: 2-D RoPE, the two attentions (RALA and softmax), the convolutional FFN, the
+block, the stage, the stem and finally the backbone. Module and attribute names follow the authors'
+release, so their checkpoints load key for key (``layers.0.RoPE.angle``, ``blocks.0.attn.qkvo``...).
+
+Every attention has two implementations of the same math:
+  * ``reference``: the paper's formulas written out directly (token-major tensors, an explicit
+    N x N matrix for softmax attention, RoPE tables rebuilt on every call);
+  * ``fast``: channels-last maps, RALA with the key re-weighting folded into the values and its
+    sums in fp32, softmax attention through ``F.scaled_dot_product_attention``, and RoPE tables
+    cached per (size, device, dtype). The tests hold the two to 1e-5.
+"""
+import math
+from collections import OrderedDict
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmengine.model import BaseModule
+from torch.nn.modules.batchnorm import _BatchNorm
+
+ATTN_TYPES = ('rala', 'softmax')
+ATTN_IMPLS = ('fast', 'reference')
+MIN_INPUT_SIZE = 32  # four stride-2 reductions (stem x2, three downsamples) need at least this
+
+
+# --------------------------------------------------------------------------------------------
+# 2-D rotary position embedding
+# --------------------------------------------------------------------------------------------
+def rope_angles(head_dim: int) -> torch.Tensor:
+    """Frequencies 1 / 10000^linspace(0, 1, d/4), each repeated twice: d/2 values."""
+    angle = 1.0 / (10000**torch.linspace(0, 1, head_dim // 4))
+    return angle.repeat_interleave(2)
+
+
+def rope_tables(angle: torch.Tensor, height: int,
+                width: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """sin/cos tables of shape (H*W, d): token (i, j) gets [f(i * angle), f(j * angle)]."""
+    rows = torch.arange(height, device=angle.device, dtype=angle.dtype)[:, None] * angle
+    cols = torch.arange(width, device=angle.device, dtype=angle.dtype)[:, None] * angle
+    half = angle.numel()
+    theta = torch.cat([
+        rows[:, None, :].expand(height, width, half),
+        cols[None, :, :].expand(height, width, half)
+    ], dim=-1).reshape(height * width, 2 * half)
+    return theta.sin(), theta.cos()
+
+
+def rotate_every_two(x: torch.Tensor) -> torch.Tensor:
+    """(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...) along the last dim."""
+    x_even, x_odd = x[..., ::2], x[..., 1::2]
+    return torch.stack((-x_odd, x_even), dim=-1).flatten(-2)
+
+
+def apply_rope(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+    """RoPE(x) = x * cos + rotate_every_two(x) * sin, x of shape (..., N, d)."""
+    return x * cos + rotate_every_two(x) * sin
+
+
+def apply_rope_swapped(x: torch.Tensor, sin_signed: torch.Tensor,
+                       cos: torch.Tensor) -> torch.Tensor:
+    """``apply_rope`` with ``sin_signed`` = sin with the sign of every even column flipped.
+
+    rotate_every_two(x) * sin equals the pair-swapped x times sin_signed: one swap instead of
+    slicing, negating and stacking.
+    """
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    return x * cos + swapped * sin_signed
+
+
+class RoPE(nn.Module):
+    """Holds the per-stage frequencies (``angle`` buffer, part of the release's checkpoints)."""
+
+    def __init__(self, head_dim: int, cache_size: int = 8):
+        super().__init__()
+        if head_dim % 4:
+            raise ValueError(f'2-D RoPE needs a head dim divisible by 4, got {head_dim}')
+        self.register_buffer('angle', rope_angles(head_dim))
+        self.cache_size = cache_size
+        self._cache: 'OrderedDict[tuple, Tuple[torch.Tensor, torch.Tensor]]' = OrderedDict()
+
+    def forward(self, height: int, width: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Token-major (sin, cos), each (H*W, d), built anew on every call."""
+        return rope_tables(self.angle, height, width)
+
+    def cached(self, height: int, width: int, dtype: torch.dtype
+               ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(signed sin, cos) for ``apply_rope_swapped``, cached per (size, device, dtype).
+
+        The key holds the buffer's version counter, so loading new weights invalidates the cache.
+        """
+        angle = self.angle
+        key = (height, width, angle.device, dtype, angle._version, angle.data_ptr())
+        tables = self._cache.get(key)
+        if tables is None:
+            with torch.no_grad():
+                sin, cos = rope_tables(angle.float(), height, width)
+                sign = torch.ones_like(sin[0])
+                sign[::2] = -1
+                tables = ((sin * sign).to(dtype), cos.to(dtype))
+            self._cache[key] = tables
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return tables
+
+
+# --------------------------------------------------------------------------------------------
+# Attention: rank-augmented linear attention (RALA) and softmax attention, same parameters
+# --------------------------------------------------------------------------------------------
+def rala_reference(q, k, v, sin, cos, scale):
+    """RALA as the paper writes it. q, k, v: (B, heads, N, d); returns (B, heads, N, d)."""
+    num_tokens = q.shape[-2]
+    q = F.elu(q) + 1
+    k = F.elu(k) + 1
+    q_global = q.mean(dim=-2, keepdim=True)  # (B, h, 1, d)
+    alpha = torch.softmax(scale * q_global @ k.transpose(-1, -2), dim=-1).transpose(-1, -2)
+    k = k * alpha * num_tokens  # query-aware key re-weighting
+    q_rope, k_rope = apply_rope(q, sin, cos), apply_rope(k, sin, cos)
+    z = 1 / (q @ k.mean(dim=-2, keepdim=True).transpose(-1, -2) + 1e-6)  # (B, h, N, 1)
+    kv = (k_rope.transpose(-1, -2) / math.sqrt(num_tokens)) @ (v / math.sqrt(num_tokens))
+    return (q_rope @ kv) * z
+
+
+def rala_fast(q, k, v, sin_signed, cos, scale):
+    """RALA with the same inputs and result as ``rala_reference``, computed in fewer steps.
+
+    RoPE acts per token, so the re-weighting alpha * N commutes with it and cancels against the
+    1/N of the kv product: kv = RoPE(k)^T (alpha * v) and mean(k * alpha * N) = alpha^T k.
+    Runs in fp32: the normaliser z and the sum over all tokens in kv lose precision or
+    overflow in fp16/bf16.
+    """
+    out_dtype = q.dtype
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        q, k, v = q.float(), k.float(), v.float()
+        q = F.elu(q) + 1
+        k = F.elu(k) + 1
+        q_global = q.mean(dim=-2, keepdim=True)  # (B, h, 1, d)
+        alpha = torch.softmax(scale * q_global @ k.transpose(-1, -2), dim=-1)  # (B, h, 1, N)
+        z = 1 / (q @ (alpha @ k).transpose(-1, -2) + 1e-6)  # (B, h, N, 1)
+        kv = apply_rope_swapped(k, sin_signed, cos).transpose(-1, -2) @ (
+            v * alpha.transpose(-1, -2))
+        out = (apply_rope_swapped(q, sin_signed, cos) @ kv) * z
+    return out.to(out_dtype)
+
+
+def softmax_attention_reference(q, k, v, sin, cos, scale):
+    """Global softmax attention with RoPE on q and k; (B, heads, N, d) in and out."""
+    q, k = apply_rope(q, sin, cos), apply_rope(k, sin, cos)
+    attn = torch.softmax(scale * q @ k.transpose(-1, -2), dim=-1)
+    return attn @ v
+
+
+class RALAttention(nn.Module):
+    """One attention layer of RAVLT; ``attn_type`` picks RALA or softmax over the same weights.
+
+    qkvo = Conv1x1(C -> 4C) gives q, k, v and the output gate o; a 5x5 depth-wise conv on v
+    (``lepe``) adds a local branch; y = proj((attention + lepe) * o).
+    """
+
+    def __init__(self, dim: int, num_heads: int, attn_type: str = 'rala',
+                 attn_impl: str = 'fast'):
+        super().__init__()
+        if attn_type not in ATTN_TYPES:
+            raise ValueError(f'attn_type must be one of {ATTN_TYPES}, got {attn_type!r}')
+        if attn_impl not in ATTN_IMPLS:
+            raise ValueError(f'attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}')
+        if dim % num_heads:
+            raise ValueError(f'dim {dim} is not divisible by num_heads {num_heads}')
+        self.dim, self.num_heads = dim, num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.attn_type, self.attn_impl = attn_type, attn_impl
+        self.qkvo = nn.Conv2d(dim, 4 * dim, 1)
+        self.lepe = nn.Conv2d(dim, dim, 5, padding=2, groups=dim)
+        self.proj = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor, rope: RoPE) -> torch.Tensor:
+        B, C, H, W = x.shape
+        q, k, v, o = self.qkvo(x).chunk(4, dim=1)
+        lepe = self.lepe(v)
+        # (B, C, H, W) -> (B, heads, N, d); channels are head-major (c = head * d + i)
+        if self.attn_impl == 'reference':
+            q, k, v = (t.reshape(B, self.num_heads, self.head_dim, H * W).transpose(-1, -2)
+                       for t in (q, k, v))
+            attend = rala_reference if self.attn_type == 'rala' else softmax_attention_reference
+            out = attend(q, k, v, *rope(H, W), self.scale)
+        else:
+            # views only: no copy for channels-last maps, which the fast path uses
+            q, k, v = (t.flatten(2).transpose(1, 2).unflatten(-1, (self.num_heads, -1))
+                       .transpose(1, 2) for t in (q, k, v))
+            if self.attn_type == 'rala':
+                out = rala_fast(q, k, v, *rope.cached(H, W, torch.float32), self.scale)
+            else:
+                sin_signed, cos = rope.cached(H, W, q.dtype)
+                q = apply_rope_swapped(q, sin_signed, cos)
+                k = apply_rope_swapped(k, sin_signed, cos)
+                out = F.scaled_dot_product_attention(q, k, v)
+        out = out.transpose(1, 2).reshape(B, H, W, C).permute(0, 3, 1, 2)
+        return self.proj((out + lepe) * o)
+
+
+# --------------------------------------------------------------------------------------------
+# Block and stage
+# --------------------------------------------------------------------------------------------
+def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
+    """Stochastic depth per sample (kept samples rescaled by 1 / keep_prob)."""
+    if drop_prob == 0. or not training:
+        return x
+    keep_prob = 1 - drop_prob
+    mask = x.new_empty((x.shape[0], ) + (1, ) * (x.ndim - 1)).bernoulli_(keep_prob)
+    return x * mask / keep_prob
+
+
+class DropPath(nn.Module):
+
+    def __init__(self, drop_prob: float = 0.):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x):
+        return drop_path(x, self.drop_prob, self.training)
+
+    def extra_repr(self):
+        return f'drop_prob={self.drop_prob:.3f}'
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channels of an NCHW map (wraps ``norm`` to keep the release's keys)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=eps)
+
+    def forward(self, x):
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvFFN(nn.Module):
+    """1x1 expand, GELU, residual 3x3 depth-wise conv, 1x1 project."""
+
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden_dim, 1)
+        self.act = nn.GELU()
+        self.dwconv = nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1, groups=hidden_dim)
+        self.fc2 = nn.Conv2d(hidden_dim, dim, 1)
+
+    def forward(self, x):
+        x = self.act(self.fc1(x))
+        return self.fc2(x + self.dwconv(x))
+
+
+class RAVLTBlock(nn.Module):
+    """Conditional position encoding, then pre-norm attention and FFN with layer scale."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, attn_type: str,
+                 drop_path_rate: float = 0., layer_scale_init: float = 1.0,
+                 attn_impl: str = 'fast'):
+        super().__init__()
+        self.pos = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.norm1 = LayerNorm2d(dim)
+        self.attn = RALAttention(dim, num_heads, attn_type, attn_impl)
+        self.norm2 = LayerNorm2d(dim)
+        self.ffn = ConvFFN(dim, int(dim * mlp_ratio))
+        self.drop_path = DropPath(drop_path_rate)
+        self.gamma_1 = nn.Parameter(layer_scale_init * torch.ones(1, dim, 1, 1))
+        self.gamma_2 = nn.Parameter(layer_scale_init * torch.ones(1, dim, 1, 1))
+
+    def forward(self, x: torch.Tensor, rope: RoPE) -> torch.Tensor:
+        x = x + self.pos(x)
+        x = x + self.drop_path(self.gamma_1 * self.attn(self.norm1(x), rope))
+        x = x + self.drop_path(self.gamma_2 * self.ffn(self.norm2(x)))
+        return x
+
+
+class Downsample(nn.Module):
+    """Conv3x3 stride 2 + BN between stages."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.reduction = nn.Conv2d(in_dim, out_dim, 3, stride=2, padding=1)
+        self.norm = nn.BatchNorm2d(out_dim)
+
+    def forward(self, x):
+        return self.norm(self.reduction(x))
+
+
+class RAVLTStage(nn.Module):
+    """Blocks sharing one RoPE, then (except in the last stage) the downsampling.
+
+    Returns the stage's feature map (for the dense outputs) and the input of the next stage.
+    """
+
+    def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float, attn_type: str,
+                 drop_path_rates: Sequence[float], layer_scale_init: float,
+                 out_dim: Optional[int] = None, attn_impl: str = 'fast', with_cp: bool = False):
+        super().__init__()
+        self.with_cp = with_cp
+        self.RoPE = RoPE(dim // num_heads)  # attribute name as in the release's checkpoints
+        self.blocks = nn.ModuleList([
+            RAVLTBlock(dim, num_heads, mlp_ratio, attn_type, drop_path_rates[i],
+                       layer_scale_init, attn_impl) for i in range(depth)
+        ])
+        self.downsample = Downsample(dim, out_dim) if out_dim else None
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        for block in self.blocks:
+            if self.with_cp and x.requires_grad:
+                x = cp.checkpoint(block, x, self.RoPE, use_reentrant=False)
+            else:
+                x = block(x, self.RoPE)
+        return x, (self.downsample(x) if self.downsample is not None else x)
+
+
+class ConvStem(nn.Module):
+    """Stride-4 stem: four 3x3 convs (stride 2, 1, 1, 2) with BN, GELU after the first three."""
+
+    def __init__(self, in_channels: int, dim: int):
+        super().__init__()
+        half = dim // 2
+        self.proj = nn.Sequential(
+            nn.Conv2d(in_channels, half, 3, 2, 1), nn.BatchNorm2d(half), nn.GELU(),
+            nn.Conv2d(half, half, 3, 1, 1), nn.BatchNorm2d(half), nn.GELU(),
+            nn.Conv2d(half, half, 3, 1, 1), nn.BatchNorm2d(half), nn.GELU(),
+            nn.Conv2d(half, dim, 3, 2, 1), nn.BatchNorm2d(dim))
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+# --------------------------------------------------------------------------------------------
+# The backbone
+# --------------------------------------------------------------------------------------------
+class RAVLT(BaseModule):
+    """RAVLT backbone with four multi-scale outputs (strides 4, 8, 16, 32).
+
+    Args:
+        arch (str | dict): 't'/'tiny', 's'/'small', 'b'/'base', 'l'/'large', or a dict with keys
+            embed_dims, depths, num_heads, mlp_ratio, layer_scale_init (and optionally
+            drop_path_rate). Defaults to 's'.
+        in_channels (int): Input channels. Defaults to 3.
+        attn_types (Sequence[str]): 'rala' or 'softmax' per stage. Defaults to the release's
+            ('rala', 'rala', 'softmax', 'softmax'); all-RALA makes the model linear in pixels.
+        drop_path_rate (float, optional): Stochastic depth rate; ``None`` takes the variant's.
+        out_indices (Sequence[int]): Stages whose (normed) outputs are returned.
+        frozen_stages (int): Stem plus the first ``frozen_stages`` stages are frozen (no grad,
+            eval mode); -1 freezes nothing.
+        norm_eval (bool): Keep BatchNorm layers in eval mode while training. Defaults to True.
+        with_cp (bool): Activation checkpointing per block (saves memory, costs a re-forward).
+        attn_impl (str): 'fast' (default) or 'reference' (the formulas as written, for checks).
+        init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)`` loads the
+            authors' ImageNet checkpoints or ours, strictly, reporting any key that does not fit.
+    """
+    arch_zoo = {
+        **dict.fromkeys(['t', 'tiny'], dict(
+            embed_dims=[64, 128, 256, 512], depths=[2, 2, 6, 2], num_heads=[1, 2, 4, 8],
+            mlp_ratio=3.5, layer_scale_init=[1., 1., 1., 1.], drop_path_rate=0.1)),
+        **dict.fromkeys(['s', 'small'], dict(
+            embed_dims=[64, 128, 320, 512], depths=[3, 5, 9, 3], num_heads=[1, 2, 5, 8],
+            mlp_ratio=3.5, layer_scale_init=[1., 1., 1., 1.], drop_path_rate=0.15)),
+        **dict.fromkeys(['b', 'base', 'm'], dict(
+            embed_dims=[96, 192, 384, 512], depths=[4, 6, 12, 6], num_heads=[1, 2, 6, 8],
+            mlp_ratio=3.5, layer_scale_init=[1., 1., 1e-6, 1e-6], drop_path_rate=0.4)),
+        **dict.fromkeys(['l', 'large'], dict(
+            embed_dims=[96, 192, 448, 640], depths=[4, 7, 19, 8], num_heads=[1, 2, 7, 10],
+            mlp_ratio=3.5, layer_scale_init=[1e-6] * 4, drop_path_rate=0.55)),
+    }
+    arch_keys = ('embed_dims', 'depths', 'num_heads', 'mlp_ratio', 'layer_scale_init')
+    num_stages = 4
+
+    def __init__(self,
+                 arch: Union[str, Dict] = 's',
+                 in_channels: int = 3,
+                 attn_types: Sequence[str] = ('rala', 'rala', 'softmax', 'softmax'),
+                 drop_path_rate: Optional[float] = None,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 frozen_stages: int = -1,
+                 norm_eval: bool = True,
+                 with_cp: bool = False,
+                 attn_impl: str = 'fast',
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        arch = self._resolve_arch(arch)
+        dims, depths = arch['embed_dims'], arch['depths']
+        if drop_path_rate is None:
+            drop_path_rate = arch.get('drop_path_rate', 0.)
+        attn_types = tuple(attn_types)
+        if len(attn_types) != self.num_stages or any(t not in ATTN_TYPES for t in attn_types):
+            raise ValueError(f'attn_types must give one of {ATTN_TYPES} for each of the '
+                             f'{self.num_stages} stages, got {attn_types}')
+        out_indices = tuple(out_indices)
+        if not out_indices or any(not 0 <= i < self.num_stages for i in out_indices):
+            raise ValueError(f'out_indices must be a non-empty subset of 0..{self.num_stages - 1}'
+                             f', got {out_indices}')
+        if not -1 <= frozen_stages <= self.num_stages:
+            raise ValueError(f'frozen_stages must be in -1..{self.num_stages}, got {frozen_stages}')
+        self.arch = arch
+        self.embed_dims, self.attn_types = dims, attn_types
+        self.out_indices, self.frozen_stages = out_indices, frozen_stages
+        self.norm_eval, self.with_cp = norm_eval, with_cp
+
+        self.patch_embed = ConvStem(in_channels, dims[0])
+        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.layers = nn.ModuleList()
+        for i in range(self.num_stages):
+            start = sum(depths[:i])
+            self.layers.append(RAVLTStage(
+                dims[i], depths[i], arch['num_heads'][i], arch['mlp_ratio'], attn_types[i],
+                rates[start:start + depths[i]], arch['layer_scale_init'][i],
+                out_dim=dims[i + 1] if i + 1 < self.num_stages else None,
+                attn_impl=attn_impl, with_cp=with_cp))
+        # Stages that are not returned get no output norm (their weights would go unused).
+        self.extra_norms = nn.ModuleList(
+            LayerNorm2d(dims[i]) if i in out_indices else nn.Identity()
+            for i in range(self.num_stages))
+        self._freeze_stages()
+
+    @classmethod
+    def _resolve_arch(cls, arch: Union[str, Dict]) -> Dict:
+        if isinstance(arch, str):
+            if arch.lower() not in cls.arch_zoo:
+                raise ValueError(f'Unknown RAVLT arch {arch!r}; choose one of '
+                                 f'{sorted(cls.arch_zoo)} or pass a dict with {cls.arch_keys}')
+            return dict(cls.arch_zoo[arch.lower()])
+        missing = set(cls.arch_keys) - set(arch)
+        if missing:
+            raise ValueError(f'Custom RAVLT arch is missing {sorted(missing)}; it needs '
+                             f'{cls.arch_keys}')
+        arch = dict(arch)
+        for key in ('embed_dims', 'depths', 'num_heads', 'layer_scale_init'):
+            if len(arch[key]) != cls.num_stages:
+                raise ValueError(f'arch[{key!r}] needs {cls.num_stages} values, got {arch[key]}')
+        return arch
+
+    @property
+    def attn_impl(self) -> str:
+        return self.layers[0].blocks[0].attn.attn_impl
+
+    def set_attn_impl(self, attn_impl: str) -> 'RAVLT':
+        """Switch every attention between 'fast' and 'reference' (same weights)."""
+        if attn_impl not in ATTN_IMPLS:
+            raise ValueError(f'attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}')
+        for m in self.modules():
+            if isinstance(m, RALAttention):
+                m.attn_impl = attn_impl
+        return self
+
+    def init_weights(self):
+        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
+            from ravlt_dense.checkpoint import load_backbone_checkpoint
+            load_backbone_checkpoint(self, self.init_cfg['checkpoint'],
+                                     prefix=self.init_cfg.get('prefix'))
+            self._is_init = True
+        else:
+            super().init_weights()
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if x.dim() != 4:
+            raise ValueError(f'RAVLT expects a B x C x H x W tensor, got shape {tuple(x.shape)}')
+        if min(x.shape[-2:]) < MIN_INPUT_SIZE:
+            raise ValueError(f'RAVLT needs inputs of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} '
+                             f'pixels, got {x.shape[-2]}x{x.shape[-1]}; resize or pad the input')
+        if self.attn_impl == 'fast':
+            # Depth-wise and 1x1 convs run several times faster on channels-last maps.
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.patch_embed(x)
+        outs = []
+        for i, stage in enumerate(self.layers):
+            feat, x = stage(x)
+            if i in self.out_indices:
+                outs.append(self.extra_norms[i](feat).contiguous())
+        return tuple(outs)
+
+    def _freeze_stages(self):
+        frozen = []
+        if self.frozen_stages >= 0:
+            frozen.append(self.patch_embed)
+        for i in range(self.frozen_stages):
+            frozen += [self.layers[i], self.extra_norms[i]]
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'RAVLT':
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self

@@ -1,0 +1,260 @@
+"""The RAVLT backbone: structure, exactness of the fast path, freezing, checkpoints, AMP."""
+import math
+import re
+
+import pytest
+import torch
+
+from ravlt_dense.models.backbones.ravlt import (RAVLT, RALAttention, RoPE, apply_rope,
+                                                rala_fast, rala_reference, rope_tables)
+
+TINY = dict(embed_dims=[8, 16, 32, 64], depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8],
+            mlp_ratio=3.5, layer_scale_init=[1., 1., 1., 1.])
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize('arch,params', [('t', 13_347_328), ('s', 24_040_896),
+                                         ('b', 46_691_296), ('l', 93_561_760)])
+def test_parameter_counts_are_exact(arch, params):
+    assert count(RAVLT(arch)) == params
+
+
+def test_arch_aliases_and_variant_defaults():
+    model = RAVLT('small')
+    assert model.embed_dims == [64, 128, 320, 512]
+    assert [len(s.blocks) for s in model.layers] == [3, 5, 9, 3]
+    # drop path grows linearly to the variant's rate (S: 0.15) over all blocks
+    assert model.layers[3].blocks[-1].drop_path.drop_prob == pytest.approx(0.15)
+    assert model.layers[0].blocks[0].drop_path.drop_prob == 0
+    # B and L start their deep stages' layer scale at 1e-6
+    base = RAVLT('b')
+    assert base.layers[2].blocks[0].gamma_1.flatten()[0].item() == pytest.approx(1e-6)
+    assert base.layers[1].blocks[0].gamma_1.flatten()[0].item() == 1.0
+    assert [b.attn.attn_type for s in model.layers for b in s.blocks[:1]] == \
+        ['rala', 'rala', 'softmax', 'softmax']
+
+
+def test_state_dict_uses_the_release_key_layout():
+    keys = RAVLT('t').state_dict().keys()
+    patterns = [
+        r'patch_embed\.proj\.(0|3|6|9)\.(weight|bias)',
+        r'patch_embed\.proj\.(1|4|7|10)\.(weight|bias|running_mean|running_var|num_batches_tracked)',
+        r'layers\.[0-3]\.RoPE\.angle',
+        r'layers\.[0-3]\.blocks\.\d+\.pos\.(weight|bias)',
+        r'layers\.[0-3]\.blocks\.\d+\.norm[12]\.norm\.(weight|bias)',
+        r'layers\.[0-3]\.blocks\.\d+\.attn\.(qkvo|lepe|proj)\.(weight|bias)',
+        r'layers\.[0-3]\.blocks\.\d+\.ffn\.(fc1|dwconv|fc2)\.(weight|bias)',
+        r'layers\.[0-3]\.blocks\.\d+\.gamma_[12]',
+        r'layers\.[0-2]\.downsample\.(reduction\.(weight|bias)|norm\.(weight|bias|running_mean|'
+        r'running_var|num_batches_tracked))',
+        r'extra_norms\.[0-3]\.norm\.(weight|bias)',
+    ]
+    unmatched = [k for k in keys if not any(re.fullmatch(p, k) for p in patterns)]
+    assert unmatched == []
+    assert 'layers.3.downsample.reduction.weight' not in keys
+    assert RAVLT('t').state_dict()['layers.0.blocks.0.attn.qkvo.weight'].shape == (256, 64, 1, 1)
+
+
+@pytest.mark.parametrize('size', [(223, 301), (32, 32), (64, 97)])
+def test_output_shapes_and_strides_on_odd_sizes(size):
+    model = RAVLT(TINY).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(2, 3, *size))
+    assert len(outs) == 4
+    for i, (out, dim) in enumerate(zip(outs, TINY['embed_dims'])):
+        stride = 4 * 2**i
+        assert out.shape == (2, dim, math.ceil(size[0] / stride), math.ceil(size[1] / stride))
+        assert torch.isfinite(out).all()
+
+
+def test_out_indices_select_outputs_and_their_norms():
+    model = RAVLT(TINY, out_indices=(1, 3)).eval()
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [16, 64]
+    assert not any(k.startswith('extra_norms.0.') for k in model.state_dict())
+    # each returned map is layer-normalised over channels
+    assert outs[0].mean(1).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(arch='xl'), "Unknown RAVLT arch 'xl'"),
+    (dict(arch=dict(embed_dims=[8, 16, 32, 64])), 'missing'),
+    (dict(arch='t', attn_types=('rala', 'linear', 'softmax', 'softmax')), 'attn_types'),
+    (dict(arch='t', attn_types=('rala', ) * 3), 'attn_types'),
+    (dict(arch='t', out_indices=(4, )), 'out_indices'),
+    (dict(arch='t', frozen_stages=5), 'frozen_stages'),
+    (dict(arch='t', attn_impl='flash'), 'attn_impl'),
+])
+def test_bad_configs_raise_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RAVLT(**kwargs)
+
+
+def test_bad_inputs_raise_clear_errors():
+    model = RAVLT(TINY)
+    with pytest.raises(ValueError, match='at least 32x32'):
+        model(torch.randn(1, 3, 31, 64))
+    with pytest.raises(ValueError, match='B x C x H x W'):
+        model(torch.randn(3, 64, 64))
+
+
+# ------------------------------------------------------------------------------------------
+# RoPE
+# ------------------------------------------------------------------------------------------
+def test_rope_tables_match_a_hand_computed_case():
+    rope = RoPE(head_dim=8)
+    # d/4 = 2 frequencies 1/10000^0 = 1 and 1/10000^1 = 1e-4, each twice
+    assert torch.allclose(rope.angle, torch.tensor([1., 1., 1e-4, 1e-4]))
+    sin, cos = rope(2, 3)
+    assert sin.shape == (6, 8)
+    i, j = 1, 2  # token n = i * W + j = 5: row angles first, then column angles
+    expected = torch.tensor([i, i, i * 1e-4, i * 1e-4, j, j, j * 1e-4, j * 1e-4])
+    assert torch.allclose(sin[5], expected.sin())
+    assert torch.allclose(cos[5], expected.cos())
+    # each pair (x0, x1) is rotated by its angle: (x0 cos - x1 sin, x1 cos + x0 sin)
+    x = torch.arange(1., 9.).expand(6, 8)
+    out = apply_rope(x, sin, cos)
+    theta = expected[0]
+    assert torch.allclose(out[5, :2], torch.stack([1 * theta.cos() - 2 * theta.sin(),
+                                                   2 * theta.cos() + 1 * theta.sin()]))
+
+
+def test_rope_scores_depend_only_on_relative_position():
+    sin, cos = rope_tables(RoPE(16).angle, 4, 5)
+    q, k = torch.randn(16), torch.randn(16)
+    score = lambda n, m: apply_rope(q, sin[n], cos[n]) @ apply_rope(k, sin[m], cos[m])  # noqa
+    # tokens (0,0)-(1,2) and (2,1)-(3,3) have the same offset (1, 2)
+    assert score(0 * 5 + 0, 1 * 5 + 2) == pytest.approx(score(2 * 5 + 1, 3 * 5 + 3).item(),
+                                                        abs=1e-5)
+
+
+def test_rope_tables_are_cached_and_follow_loaded_weights():
+    rope = RoPE(8)
+    first = rope.cached(4, 4, torch.float32)
+    assert rope.cached(4, 4, torch.float32)[0] is first[0]
+    assert rope.cached(4, 6, torch.float32)[0].shape == (24, 8)
+    rope.load_state_dict({'angle': rope.angle * 2})
+    assert not torch.equal(rope.cached(4, 4, torch.float32)[1], first[1])
+
+
+# ------------------------------------------------------------------------------------------
+# Fast path == reference path
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('attn_type', ['rala', 'softmax'])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_fast_attention_matches_reference(attn_type, channels_last):
+    attn = RALAttention(64, num_heads=2, attn_type=attn_type)
+    rope = RoPE(32)
+    x = torch.randn(2, 64, 13, 17)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        fast = attn(x, rope)
+        attn.attn_impl = 'reference'
+        ref = attn(x, rope)
+    assert (fast - ref).abs().max() <= 1e-5
+    assert ref.abs().max() > 0.1  # a meaningful, non-degenerate output
+
+
+def test_rala_fast_matches_reference_formula_directly():
+    q, k, v = (torch.randn(2, 3, 50, 16) for _ in range(3))
+    rope = RoPE(16)
+    sin, cos = rope(5, 10)
+    ref = rala_reference(q, k, v, sin, cos, 16**-0.5)
+    fast = rala_fast(q, k, v, *rope.cached(5, 10, torch.float32), 16**-0.5)
+    assert (fast - ref).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize('attn_types', [('rala', 'rala', 'softmax', 'softmax'), ('rala', ) * 4])
+def test_fast_backbone_matches_reference(attn_types):
+    model = RAVLT(TINY, attn_types=attn_types).eval()
+    x = torch.randn(1, 3, 96, 80)
+    with torch.no_grad():
+        fast = model(x)
+        ref = model.set_attn_impl('reference')(x)
+    for a, b in zip(fast, ref):
+        # errors of 1e-7 per op accumulate over the blocks; outputs are layer-normalised
+        assert (a - b).abs().max() <= 2e-5
+
+
+def test_rala_fast_survives_half_precision_where_the_formula_overflows():
+    # One token dominates the query-aware softmax, so k * alpha * N ~ N * |k| > fp16 max.
+    n, d = 4096, 16
+    q = torch.ones(1, 1, n, d)
+    k = torch.zeros(1, 1, n, d)
+    k[..., 0, :] = 30.0
+    v = torch.randn(1, 1, n, d)
+    rope = RoPE(d)
+    sin, cos = rope(64, 64)
+    half = [t.half() for t in (q, k, v)]
+    naive = rala_reference(*half, sin.half(), cos.half(), d**-0.5)
+    assert not torch.isfinite(naive).all()
+    fast = rala_fast(*half, *rope.cached(64, 64, torch.float32), d**-0.5)
+    assert fast.dtype == torch.float16 and torch.isfinite(fast).all()
+    ref = rala_reference(q, k, v, sin, cos, d**-0.5)
+    assert torch.allclose(fast.float(), ref, atol=1e-2, rtol=1e-2)
+
+
+def test_autocast_bf16_stays_finite_and_close_to_fp32():
+    model = RAVLT(TINY).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            amp = model(x)
+    for a, b in zip(amp, ref):
+        assert torch.isfinite(a).all()
+        rel = (a.float() - b).norm() / b.norm()
+        assert rel < 0.05
+
+
+# ------------------------------------------------------------------------------------------
+# Training-time behaviour
+# ------------------------------------------------------------------------------------------
+def test_frozen_stages_stop_gradients_and_keep_bn_in_eval():
+    model = RAVLT(TINY, frozen_stages=2, norm_eval=False).train()
+    assert not any(p.requires_grad for p in model.patch_embed.parameters())
+    assert not any(p.requires_grad for p in model.layers[1].parameters())
+    assert not any(p.requires_grad for p in model.extra_norms[1].parameters())
+    assert all(p.requires_grad for p in model.layers[2].parameters())
+    assert not model.patch_embed.proj[1].training
+    assert not model.layers[1].downsample.norm.training
+    assert model.layers[2].downsample.norm.training
+
+
+def test_norm_eval_keeps_batchnorm_statistics_fixed():
+    model = RAVLT(TINY, norm_eval=True)
+    assert model.train() is model
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and not any(bn.training for bn in bns)
+    before = bns[0].running_mean.clone()
+    model(torch.randn(2, 3, 64, 64)).__len__()
+    assert torch.equal(bns[0].running_mean, before)
+    assert model.layers[0].blocks[0].training  # the rest does train
+    model_train_bn = RAVLT(TINY, norm_eval=False).train()
+    assert all(m.training for m in model_train_bn.modules()
+               if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_with_cp_gives_equal_outputs_and_gradients():
+    plain = RAVLT(TINY, drop_path_rate=0.)
+    ckpt = RAVLT(TINY, drop_path_rate=0., with_cp=True)
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    grads = []
+    for model in (plain, ckpt):
+        model.train()
+        sum(o.square().mean() for o in model(x)).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6), name
+    assert grads[0]['layers.2.blocks.1.attn.qkvo.weight'].abs().sum() > 0

@@ -1,0 +1,87 @@
+"""What tools/train.py and tools/test.py add around mmengine's Runner.
+
+* A check that the datasets of a config exist, with a message that says what to put where.
+* Distributed runs on CPU-only machines: mmengine 0.10.7's ``init_dist`` calls
+  ``torch.cuda.set_device`` and its DDP wrapper passes ``device_ids=[rank]``, both of which fail
+  without CUDA. Initialising the gloo group first (the Runner then skips ``init_dist``) and
+  wrapping with ``device_ids=None`` keeps mmengine's own runner and wrapper.
+"""
+import os
+import os.path as osp
+from typing import Iterator, Tuple
+
+import torch
+import torch.distributed as dist
+from mmengine.config import Config
+
+# What a missing dataset should look like, by dataset type.
+DATASET_HELP = {
+    'CocoDataset': (
+        'Put COCO 2017 at data/coco/ in the standard layout: data/coco/annotations/'
+        'instances_{train,val}2017.json, data/coco/train2017/, data/coco/val2017/ (or symlink '
+        'data/coco to it), or point the config at it with --cfg-options '
+        'train_dataloader.dataset.data_root=... val_dataloader.dataset.data_root=... '
+        'test_dataloader.dataset.data_root=... For a small synthetic set in COCO format run '
+        '`python tools/data/make_coco_shapes.py`.'),
+    'ADE20KDataset': (
+        'Put ADE20K (ADEChallengeData2016) at data/ade/ADEChallengeData2016/ in the standard '
+        'layout: images/{training,validation}/*.jpg and annotations/{training,validation}/*.png, '
+        'or point the config at it with --cfg-options train_dataloader.dataset.data_root=... '
+        'For a small synthetic set in the ADE20K layout run `python tools/data/make_ade_shapes.py`.'),
+}
+
+
+def _datasets(cfg: Config) -> Iterator[Tuple[str, dict]]:
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        dataset = (cfg.get(loader) or {}).get('dataset')
+        stack = [dataset] if dataset else []
+        while stack:  # unwrap RepeatDataset / ConcatDataset / MultiImageMixDataset ...
+            ds = stack.pop()
+            if ds.get('dataset'):
+                stack.append(ds['dataset'])
+            elif ds.get('datasets'):
+                stack.extend(ds['datasets'])
+            else:
+                yield loader, ds
+
+
+def check_datasets(cfg: Config, loaders=('train_dataloader', 'val_dataloader',
+                                         'test_dataloader')) -> None:
+    """Raise FileNotFoundError naming the missing path and how to provide the dataset."""
+    for loader, ds in _datasets(cfg):
+        if loader not in loaders:
+            continue
+        root = ds.get('data_root') or ''
+        paths = []
+        if ds.get('ann_file'):
+            paths.append(osp.join(root, ds['ann_file']))
+        for prefix in (ds.get('data_prefix') or {}).values():
+            if isinstance(prefix, str) and prefix:
+                paths.append(osp.join(root, prefix))
+        if not paths and root:
+            paths.append(root)
+        for path in paths:
+            if not osp.exists(path):
+                hint = DATASET_HELP.get(ds.get('type'), 'Check data_root and ann_file/data_prefix '
+                                        'of the dataset in the config.')
+                raise FileNotFoundError(
+                    f'{loader}: {ds.get("type", "dataset")} not found: {path} does not exist '
+                    f'(data_root={root!r}).\n{hint}')
+
+
+def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
+    """Start the gloo process group for ``launcher='pytorch'`` runs on machines without CUDA."""
+    if launcher == 'none' or torch.cuda.is_available():
+        return
+    if launcher != 'pytorch':
+        raise ValueError(f'On a machine without CUDA only --launcher pytorch (torchrun) is '
+                         f'supported, got --launcher {launcher}')
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')  # torchrun provides the env:// rendezvous
+    wrapper = dict(cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel'))
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
+
+
+def set_local_rank(local_rank: int) -> None:
+    os.environ.setdefault('LOCAL_RANK', str(local_rank))

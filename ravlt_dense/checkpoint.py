@@ -9,11 +9,14 @@ Backbone keys are the same in all of them and in our ``RAVLT`` (``layers.0.RoPE.
 """
 import argparse
 import collections
+import pickle
 from typing import Dict, List, Optional, Tuple
 
 import torch
 from mmengine.logging import print_log
 from mmengine.runner.checkpoint import CheckpointLoader
+
+from ravlt_dense.models.backbones.ravlt import RAVLT
 
 # Top-level modules of the classification model that the dense backbone does not have.
 CLASSIFICATION_ONLY = ('proj', 'norm', 'head')
@@ -41,7 +44,20 @@ def register_safe_globals() -> None:
         # register under both names, as pickles written by numpy 1 use the old one.
         for name in ('_reconstruct', 'scalar'):
             safe.append((getattr(multiarray, name), f'{module}.{name}'))
+    # HistoryBuffer pickles its statistics as getattr(HistoryBuffer, 'mean'), ...: allow exactly
+    # that lookup under the name getattr, never getattr itself.
+    for name in ('builtins.getattr', '__builtin__.getattr'):
+        safe.append((_history_buffer_method, name))
     torch.serialization.add_safe_globals(safe)
+
+
+def _history_buffer_method(owner, name: str):
+    from mmengine.logging.history_buffer import HistoryBuffer
+    if owner is HistoryBuffer and not name.startswith('_') and callable(
+            getattr(HistoryBuffer, name, None)):
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(f'Refusing getattr({owner!r}, {name!r}) while loading a '
+                                 f'checkpoint with weights_only=True')
 
 
 def unwrap_state_dict(checkpoint: dict) -> Dict[str, torch.Tensor]:
@@ -146,3 +162,43 @@ def load_backbone_checkpoint(model: torch.nn.Module, filename: str,
         print_log(f'RAVLT: {len(report["new"])} output-norm key(s) not in the checkpoint keep '
                   f'their initialisation (expected for ImageNet checkpoints)', logger=logger)
     print_log(f'RAVLT: loaded {len(state_dict)} tensors from {filename}', logger=logger)
+
+
+def infer_arch(state_dict: Dict[str, torch.Tensor]) -> str:
+    """The RAVLT variant ('t', 's', 'b', 'l') whose shapes a backbone state dict has."""
+    dims, depths = [], []
+    for i in range(4):
+        blocks = {int(k.split('.')[3]) for k in state_dict
+                  if k.startswith(f'layers.{i}.blocks.') and k.split('.')[3].isdigit()}
+        pos = state_dict.get(f'layers.{i}.blocks.0.pos.weight')
+        if pos is None or not blocks:
+            raise ValueError(f'Not a RAVLT backbone state dict: no layers.{i}.blocks.* keys')
+        dims.append(pos.shape[0])
+        depths.append(max(blocks) + 1)
+    for name in ('t', 's', 'b', 'l'):
+        arch = RAVLT.arch_zoo[name]
+        if arch['embed_dims'] == dims and arch['depths'] == depths:
+            return name
+    raise ValueError(f'No RAVLT variant has embed_dims={dims} and depths={depths}')
+
+
+# Keys renamed between the release's frameworks (mmdet 2.x, mmseg 0.x) and mmdet 3.x / mmseg 1.x:
+# (old prefix, new prefix). The heads used by the release (FPN, RPN, Shared2FC bbox head, FCN
+# mask head, RetinaHead, Cascade RoI heads, UPerHead, FPNHead, FCN auxiliary head) kept their
+# parameter names across the version change, so the table is empty; the check against a built
+# model in tools/model_converters is what guarantees nothing is skipped.
+RELEASE_RENAMES: Tuple[Tuple[str, str], ...] = ()
+
+
+def convert_release_checkpoint(checkpoint: dict) -> Dict[str, torch.Tensor]:
+    """State dict of an mmdet 2.x / mmseg 0.x release checkpoint with 3.x / 1.x key names."""
+    state_dict = {k[len('module.'):] if k.startswith('module.') else k: v
+                  for k, v in unwrap_state_dict(checkpoint).items()}
+    converted = {}
+    for key, value in state_dict.items():
+        for old, new in RELEASE_RENAMES:
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        converted[key] = value
+    return converted

@@ -453,7 +453,7 @@ class RAVLT(BaseModule):
 
     def init_weights(self):
         if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
-            from ravlt_dense.checkpoint import load_backbone_checkpoint
+            from ravlt_dense.checkpoint import load_backbone_checkpoint  # imports this module
             load_backbone_checkpoint(self, self.init_cfg['checkpoint'],
                                      prefix=self.init_cfg.get('prefix'))
             self._is_init = True

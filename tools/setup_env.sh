@@ -11,7 +11,7 @@ log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 pin() { grep -E "^$1==" "$REQ" | head -n1; }
 build_tools() { grep -E '^[^#].*# \[build\]' "$REQ" | sed 's/ *#.*//'; }
 # pip warns that torch wants setuptools>=77 while mmcv's build needs <70; torch runs fine with it.
-pip_quiet() { $PIP install -q "$@" 2> >(grep -v "dependency resolver\|requires setuptools" >&2); }
+pip_quiet() { $PIP install -q "$@" 2> >(grep -v "dependency resolver\|requires setuptools\|is ignored: it is neither" >&2); }
 runtime_reqs() { grep -vE '^\s*(#|$)|# \[build\]' "$REQ"; }
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -21,7 +21,7 @@ fi
 PIP="$VENV/bin/python -m pip"
 # torch first, pinned, so nothing later pulls a CUDA build
 log "installing $(pin torch)"
-$PIP install -q "$(pin torch)"
+pip_quiet "$(pin torch)"
 log "installing $(pin mmengine) and mmcv's build tools"
 pip_quiet "$(pin mmengine)" $(build_tools)
 
@@ -33,7 +33,9 @@ if ! $VENV/bin/python -c "import mmcv, mmcv.ops" >/dev/null 2>&1; then
     log "the wheel is kept in $WHEELS). Compiler progress follows."
     start=$(date +%s)
     MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-2} $PIP wheel --no-deps --no-build-isolation -v \
-      "$MMCV" -w "$WHEELS" 2>&1 | grep --line-buffered -E '^\[[0-9]+/[0-9]+\]|Building|Created wheel|error' || true
+      "$MMCV" -w "$WHEELS" 2>&1 \
+      | grep --line-buffered -E '^\s*\[[0-9]+/[0-9]+\]|Created wheel|error:' \
+      | sed -u -E 's/^\s*(\[[0-9]+\/[0-9]+\]).* -c ([^ ]+).*/  \1 compiling \2/' || true
     ls "$WHEELS"/mmcv-${MMCV#mmcv==}-*.whl >/dev/null 2>&1 || { log "mmcv build failed"; exit 1; }
     log "mmcv built in $(( $(date +%s) - start )) s"
   else

@@ -1,0 +1,182 @@
+"""Tests of the synthetic dataset generators tools/data/make_coco_shapes.py and make_ade_shapes.py."""
+import filecmp
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+TOOLS_DATA = Path(__file__).resolve().parents[1] / 'tools' / 'data'
+
+# pycocotools' decode trips a numpy 2 copy-keyword deprecation on every call (not ours).
+pytestmark = pytest.mark.filterwarnings('ignore::DeprecationWarning:pycocotools.*')
+
+
+def _load(name):
+    # tools/ is not a package: load the scripts by path, as `python tools/data/<name>.py` would run them.
+    spec = importlib.util.spec_from_file_location(name, TOOLS_DATA / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def common():
+    return _load('shapes_common')
+
+
+@pytest.fixture(scope='module')
+def coco_gen():
+    return _load('make_coco_shapes')
+
+
+@pytest.fixture(scope='module')
+def ade_gen():
+    return _load('make_ade_shapes')
+
+
+@pytest.fixture(scope='module')
+def coco_data(coco_gen, tmp_path_factory):
+    return coco_gen.make_coco_shapes(str(tmp_path_factory.mktemp('coco')), num_train=32, num_val=8)
+
+
+@pytest.fixture(scope='module')
+def ade_data(ade_gen, tmp_path_factory):
+    return ade_gen.make_ade_shapes(str(tmp_path_factory.mktemp('ade')), num_train=24, num_val=8)
+
+
+def _files(root):
+    return sorted(p.relative_to(root) for p in Path(root).rglob('*') if p.is_file())
+
+
+def _same_tree(a, b):
+    names = _files(a)
+    return names == _files(b) and all(filecmp.cmp(Path(a, n), Path(b, n), shallow=False) for n in names)
+
+
+@pytest.mark.parametrize('split', ['train', 'val'])
+def test_coco_annotations_describe_visible_masks(coco_gen, coco_data, split):
+    info = coco_data[split]
+    coco = COCO(info['ann_file'])
+    assert len(coco.getImgIds()) == info['images']
+    assert len(coco.getAnnIds()) == info['instances'] > info['images']
+    assert [c['name'] for c in coco.loadCats(coco.getCatIds())] == list(coco_gen.CLASSES)
+    assert {a['category_id'] for a in coco.anns.values()} == set(coco.getCatIds())
+    for img_id, img_info in coco.imgs.items():
+        h, w = img_info['height'], img_info['width']
+        img = cv2.imread(os.path.join(info['img_dir'], img_info['file_name']))
+        assert img.shape == (h, w, 3)
+        coverage = np.zeros((h, w), np.int32)
+        for ann in coco.imgToAnns[img_id]:
+            assert ann['iscrowd'] == 0 and ann['area'] >= coco_gen.MIN_AREA
+            assert ann['segmentation'] and all(len(p) >= 6 for p in ann['segmentation'])
+            mask = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(ann['segmentation'], h, w)))
+            # The polygons rasterise back to the exact mask, so box and area match to the pixel.
+            assert ann['bbox'] == mask_utils.toBbox(mask_utils.encode(mask)).tolist()
+            assert ann['area'] == mask.sum()
+            coverage += mask
+        # Visible parts of occluding shapes never share a pixel.
+        assert coverage.max() <= 1
+
+
+def test_polygons_are_exact(common):
+    # Slivers and single pixels survive the mask -> polygon -> mask round trip unchanged.
+    rng = np.random.default_rng(1)
+    checked = 0
+    for _ in range(30):
+        mask = common.random_shape_mask(rng, 'star', 64) & ~common.random_shape_mask(rng, 'square', 64)
+        mask[5, 5:40] = True  # 1-px line
+        mask[60, 60] = True  # isolated pixel
+        if common.has_holes(mask):
+            continue
+        rles = mask_utils.frPyObjects(common.mask_to_polygons(mask), 64, 64)
+        np.testing.assert_array_equal(mask_utils.decode(mask_utils.merge(rles)).astype(bool), mask)
+        checked += 1
+    assert checked >= 10
+
+
+def test_coco_is_deterministic(coco_gen, tmp_path):
+    args = dict(num_train=6, num_val=2, size=64)
+    coco_gen.make_coco_shapes(str(tmp_path / 'a'), seed=3, **args)
+    coco_gen.make_coco_shapes(str(tmp_path / 'b'), seed=3, **args)
+    coco_gen.make_coco_shapes(str(tmp_path / 'c'), seed=4, **args)
+    assert _same_tree(tmp_path / 'a', tmp_path / 'b')
+    assert not _same_tree(tmp_path / 'a', tmp_path / 'c')
+
+
+def test_coco_cli(coco_gen, tmp_path, capsys):
+    coco_gen.main(['--out', str(tmp_path), '--num-train', '3', '--num-val', '2', '--size', '48'])
+    assert 'done' in capsys.readouterr().out
+    with open(tmp_path / 'annotations' / 'instances_val.json') as f:
+        images = json.load(f)['images']
+    assert [i['file_name'] for i in images] == ['000000.png', '000001.png']
+    assert cv2.imread(str(tmp_path / 'train' / '000002.png')).shape == (48, 48, 3)
+    assert not (tmp_path / 'train' / '000003.png').exists()
+
+
+def test_ade_labels(ade_gen, ade_data):
+    num_classes = len(ade_gen.CLASSES)
+    assert len(ade_gen.PALETTE) == num_classes
+    for split in ('train', 'val'):
+        info = ade_data[split]
+        images = sorted(p.stem for p in Path(info['img_dir']).glob('*.jpg'))
+        labels = sorted(p.stem for p in Path(info['ann_dir']).glob('*.png'))
+        assert images == labels and len(images) == info['images']
+        counts = np.zeros(num_classes + 1, np.int64)
+        for name in images:
+            img = cv2.imread(os.path.join(info['img_dir'], name + '.jpg'))
+            label = cv2.imread(os.path.join(info['ann_dir'], name + '.png'), cv2.IMREAD_UNCHANGED)
+            assert label.dtype == np.uint8 and label.shape == img.shape[:2] == (128, 128)
+            assert label.max() <= num_classes
+            counts += np.bincount(label.ravel(), minlength=num_classes + 1)
+        if split == 'train':
+            assert (counts[1:] > 0).all(), counts
+        assert 0 < counts[0] / counts.sum() < 0.05
+        assert counts[0] / counts.sum() == pytest.approx(info['ignore_fraction'])
+
+
+def test_ade_is_deterministic(ade_gen, tmp_path):
+    args = dict(num_train=4, num_val=2, size=64)
+    ade_gen.make_ade_shapes(str(tmp_path / 'a'), seed=3, **args)
+    ade_gen.make_ade_shapes(str(tmp_path / 'b'), seed=3, **args)
+    ade_gen.make_ade_shapes(str(tmp_path / 'c'), seed=4, **args)
+    assert _same_tree(tmp_path / 'a', tmp_path / 'b')
+    assert not _same_tree(tmp_path / 'a', tmp_path / 'c')
+
+
+def test_ade_regeneration_removes_stale_files(ade_gen, tmp_path):
+    # mmseg lists the folders, so a smaller rerun must not leave the old images behind.
+    ade_gen.make_ade_shapes(str(tmp_path), num_train=4, num_val=1, size=32)
+    ade_gen.make_ade_shapes(str(tmp_path), num_train=2, num_val=1, size=32)
+    assert len(list((tmp_path / 'images' / 'training').glob('*.jpg'))) == 2
+    assert len(list((tmp_path / 'annotations' / 'training').glob('*.png'))) == 2
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(size=31), 'size must be at least 32, got 31'),
+    (dict(num_train=0), 'num_train must be at least 1, got 0'),
+    (dict(num_val=-1), 'num_val must be at least 1, got -1'),
+    (dict(seed=-1), 'seed must be non-negative'),
+])
+def test_bad_arguments(coco_gen, ade_gen, tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        coco_gen.make_coco_shapes(str(tmp_path / 'coco'), **kwargs)
+    with pytest.raises(ValueError, match=message):
+        ade_gen.make_ade_shapes(str(tmp_path / 'ade'), **kwargs)
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_bad_cli_arguments(coco_gen, ade_gen, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        coco_gen.main(['--out', str(tmp_path), '--size', '16'])
+    assert exc.value.code == 2 and 'size must be at least 32, got 16' in capsys.readouterr().err
+    with pytest.raises(ValueError, match='max_objects must be at least 1'):
+        coco_gen.make_coco_shapes(str(tmp_path), max_objects=0)
+    with pytest.raises(SystemExit) as exc:
+        ade_gen.main(['--out', str(tmp_path), '--num-train', '0'])
+    assert exc.value.code == 2 and 'num_train must be at least 1, got 0' in capsys.readouterr().err

@@ -1,0 +1,36 @@
+"""Build every RAVLT variant and print its parameters and multi-scale output shapes.
+
+    python tools/analysis/ravlt_variants.py [--size 224 224]
+"""
+import argparse
+
+import torch
+
+from ravlt_dense.models.backbones.ravlt import RAVLT
+
+PAPER_BACKBONE_PARAMS = {'t': 13_347_328, 's': 24_040_896, 'b': 46_691_296, 'l': 93_561_760}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--size', nargs=2, type=int, default=[224, 224], metavar=('H', 'W'))
+    args = parser.parse_args(argv)
+    print(f'| variant | params | spec | attention per stage | outputs for 1x3x{args.size[0]}x'
+          f'{args.size[1]} |')
+    print('|---|---|---|---|---|')
+    rows = []
+    for arch, expected in PAPER_BACKBONE_PARAMS.items():
+        model = RAVLT(arch).eval()
+        params = sum(p.numel() for p in model.parameters())
+        with torch.no_grad():
+            outs = model(torch.randn(1, 3, *args.size))
+        shapes = ', '.join('x'.join(map(str, o.shape[1:])) for o in outs)
+        check = 'ok' if params == expected else f'expected {expected:,}'
+        print(f'| RAVLT-{arch.upper()} | {params:,} | {check} | {"/".join(model.attn_types)} '
+              f'| {shapes} |', flush=True)
+        rows.append((arch, params, [tuple(o.shape) for o in outs]))
+    return rows
+
+
+if __name__ == '__main__':
+    main()

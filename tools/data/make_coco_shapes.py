@@ -1,0 +1,121 @@
+"""Generate a small, deterministic instance-segmentation dataset of shapes in COCO format.
+
+Every image shows 1..max_objects shapes of random size, position, rotation and colour on a
+textured background; later shapes occlude earlier ones and the annotations describe the visible
+parts only. Written layout (use ``data_prefix=dict(img='train/')`` and ``metainfo=dict(classes=CLASSES)``
+in an mmdet config)::
+
+    OUT/train/000000.png ...            OUT/annotations/instances_train.json
+    OUT/val/000000.png ...              OUT/annotations/instances_val.json
+
+Usage: python tools/data/make_coco_shapes.py [--out data/coco_shapes] [--num-train 96] ...
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import shapes_common as sc  # noqa: E402
+
+CLASSES = ('circle', 'square', 'triangle', 'star')
+MIN_AREA = 30  # px: smaller visible remnants are not recognisable, so they are not annotated
+PLACEMENT_TRIES = 10
+
+
+def _render(rng, size, max_objects):
+    """Return an RGB uint8 image and its instances as (class index, visible mask) pairs."""
+    img = sc.textured_background(rng, size)
+    labels, masks = [], []
+    for _ in range(rng.integers(1, max_objects + 1)):
+        label = int(rng.integers(len(CLASSES)))
+        for _ in range(PLACEMENT_TRIES):
+            mask = sc.random_shape_mask(rng, CLASSES[label], size)
+            occluded = [m & ~mask for m in masks]
+            # COCO polygons cannot carry holes: a shape may not land inside what is visible of another.
+            if not any(sc.has_holes(m) for m in occluded):
+                break
+        else:
+            continue
+        rgb = sc.contrasting_rgb(rng, img[mask].mean(axis=0), sat=(0.6, 1.0), val=(0.45, 1.0))
+        sc.paint(img, mask, rgb, rng)
+        labels.append(label)
+        masks = occluded + [mask]
+    instances = [(lb, m) for lb, m in zip(labels, masks) if m.sum() >= MIN_AREA]
+    return sc.to_uint8(img, rng, sigma=4), instances
+
+
+def _annotation(mask, label, image_id, ann_id):
+    ys, xs = np.nonzero(mask)
+    x0, y0 = int(xs.min()), int(ys.min())
+    return dict(
+        id=ann_id,
+        image_id=image_id,
+        category_id=label + 1,
+        # Tight box of the mask, as pycocotools.mask.toBbox computes it.
+        bbox=[x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1],
+        area=int(mask.sum()),
+        iscrowd=0,
+        segmentation=sc.mask_to_polygons(mask))
+
+
+def _make_split(out_dir, split, num, size, seed, max_objects):
+    img_dir = os.path.join(out_dir, split)
+    ann_file = os.path.join(out_dir, 'annotations', f'instances_{split}.json')
+    sc.prepare_split_dir(img_dir, '.png')
+    images, annotations = [], []
+    for index in range(num):
+        rng = sc.image_rng(seed, split, index)
+        img, instances = _render(rng, size, max_objects)
+        file_name = f'{index:06d}.png'
+        sc.write_image(os.path.join(img_dir, file_name), img)
+        image_id = index + 1
+        images.append(dict(id=image_id, file_name=file_name, height=size, width=size))
+        for label, mask in instances:
+            annotations.append(_annotation(mask, label, image_id, len(annotations) + 1))
+    categories = [dict(id=i + 1, name=name, supercategory='shape') for i, name in enumerate(CLASSES)]
+    with open(ann_file, 'w') as f:
+        json.dump(dict(images=images, annotations=annotations, categories=categories), f,
+                  separators=(',', ':'))
+    return dict(images=num, instances=len(annotations), img_dir=img_dir, ann_file=ann_file)
+
+
+def make_coco_shapes(out_dir='data/coco_shapes', num_train=96, num_val=24, size=128, seed=0,
+                     max_objects=4):
+    """Write the dataset to ``out_dir`` and return a summary: per split its counts and paths."""
+    sc.check_args(size, seed, num_train=num_train, num_val=num_val, max_objects=max_objects)
+    os.makedirs(os.path.join(out_dir, 'annotations'), exist_ok=True)
+    summary = dict(out_dir=out_dir, classes=CLASSES)
+    for split, num in (('train', num_train), ('val', num_val)):
+        info = _make_split(out_dir, split, num, size, seed, max_objects)
+        print(f'[coco_shapes] {split}: {info["images"]} images, {info["instances"]} instances '
+              f'-> {info["img_dir"]}', flush=True)
+        summary[split] = info
+    return summary
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--out', default='data/coco_shapes', help='output folder')
+    parser.add_argument('--num-train', type=int, default=96, help='training images')
+    parser.add_argument('--num-val', type=int, default=24, help='validation images')
+    parser.add_argument('--size', type=int, default=128, help='side of the square images (px)')
+    parser.add_argument('--seed', type=int, default=0, help='random seed')
+    parser.add_argument('--max-objects', type=int, default=4, help='most shapes per image')
+    args = parser.parse_args(argv)
+    try:
+        sc.check_args(args.size, args.seed, num_train=args.num_train, num_val=args.num_val,
+                      max_objects=args.max_objects)
+    except ValueError as err:
+        parser.error(str(err))
+    summary = make_coco_shapes(args.out, args.num_train, args.num_val, args.size, args.seed,
+                               args.max_objects)
+    print(f'[coco_shapes] done: classes {", ".join(CLASSES)}')
+    for split in ('train', 'val'):
+        print(f'  {split}: images {summary[split]["img_dir"]}, annotations {summary[split]["ann_file"]}')
+
+
+if __name__ == '__main__':
+    main()

@@ -85,3 +85,10 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
 
 def set_local_rank(local_rank: int) -> None:
     os.environ.setdefault('LOCAL_RANK', str(local_rank))
+
+
+def build_model(cfg: Config) -> torch.nn.Module:
+    """The model of a config, built in the config's scope (mmdet or mmseg)."""
+    from mmengine.registry import MODELS, init_default_scope
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    return MODELS.build(cfg.model)

@@ -12,7 +12,9 @@ pin() { grep -E "^$1==" "$REQ" | head -n1; }
 build_tools() { grep -E '^[^#].*# \[build\]' "$REQ" | sed 's/ *#.*//'; }
 # pip warns that torch wants setuptools>=77 while mmcv's build needs <70; torch runs fine with it.
 pip_quiet() { $PIP install -q "$@" 2> >(grep -v "dependency resolver\|requires setuptools\|is ignored: it is neither" >&2); }
-runtime_reqs() { grep -vE '^\s*(#|$)|# \[build\]' "$REQ"; }
+# torch is left out here: it is installed first, and asking for it again lets pip "fix" its
+# setuptools>=77 requirement, removing the pkg_resources that mmengine's `mmdet::` configs need.
+runtime_reqs() { grep -vE '^\s*(#|$)|# \[build\]|^torch==' "$REQ"; echo "setuptools<70"; }
 
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating virtual environment $VENV"
@@ -47,7 +49,8 @@ fi
 log "installing the rest of $REQ and ravlt_dense (editable)"
 pip_quiet $(runtime_reqs)
 $PIP install -q --no-deps --no-build-isolation -e .
-$VENV/bin/python - <<'PY'
+$VENV/bin/python -W ignore::DeprecationWarning - <<'PY'
+import pkg_resources  # mmengine resolves `mmdet::`/`mmseg::` base configs with it
 import torch, mmengine, mmcv, mmcv.ops, mmdet, mmseg
 print('[setup] ready: torch', torch.__version__, '| mmengine', mmengine.__version__, '| mmcv', mmcv.__version__,
       '| mmdet', mmdet.__version__, '| mmseg', mmseg.__version__)

@@ -18,6 +18,7 @@ import torch
 import ravlt_dense  # noqa: F401  registers RAVLT and the safe checkpoint types
 from ravlt_dense.checkpoint import (check_state_dict, convert_release_checkpoint, format_report,
                                     infer_arch, to_backbone_state_dict)
+from ravlt_dense.runner import build_model
 
 
 def parse_args(argv=None):
@@ -41,15 +42,11 @@ def load(path: str, unsafe: bool) -> dict:
             f'trust the file, run again with --unsafe-load.') from e
 
 
-def build_model(config: str) -> torch.nn.Module:
+def config_model(config: str) -> torch.nn.Module:
     from mmengine.config import Config
-    from mmengine.registry import DefaultScope, init_default_scope
     cfg = Config.fromfile(config)
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    registry = __import__(f'{DefaultScope.get_current_instance().scope_name}.registry',
-                          fromlist=['MODELS']).MODELS
     cfg.model.backbone.init_cfg = None  # the check needs the structure, not the ImageNet weights
-    return registry.build(cfg.model)
+    return build_model(cfg)
 
 
 def main(argv=None) -> int:
@@ -65,7 +62,7 @@ def convert(args) -> int:
     checkpoint = load(args.src, args.unsafe_load)
     state_dict = convert_release_checkpoint(checkpoint)
     if args.config:
-        model, checked = build_model(args.config), state_dict
+        model, checked = config_model(args.config), state_dict
         what = f'the model of {args.config}'
     else:
         checked, _ = to_backbone_state_dict(state_dict)

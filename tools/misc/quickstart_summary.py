@@ -1,0 +1,45 @@
+"""Print the quick start's metrics before and after training, from the test runs' logs.
+
+    python tools/misc/quickstart_summary.py work_dirs/quickstart
+"""
+import argparse
+import glob
+import json
+import os.path as osp
+
+METRICS = ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'mIoU', 'aAcc')
+
+
+def test_metrics(run_dir: str) -> dict:
+    """The metrics line of the newest mmengine json log under run_dir (a test run's)."""
+    logs = sorted(glob.glob(osp.join(run_dir, '**', '*.json'), recursive=True),
+                  key=osp.getmtime)
+    for log in reversed(logs):
+        with open(log) as f:
+            lines = [json.loads(line) for line in f if line.strip()]
+        for line in reversed(lines):
+            if any(k in line for k in METRICS):
+                return line
+    return {}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('work_dir')
+    args = parser.parse_args(argv)
+    rows = []
+    for model_dir in sorted(glob.glob(osp.join(args.work_dir, '*'))):
+        before = test_metrics(osp.join(model_dir, 'untrained'))
+        after = test_metrics(osp.join(model_dir, 'trained'))
+        for key in METRICS:
+            if key in after:
+                rows.append((osp.basename(model_dir), key, before.get(key), after[key]))
+    print('| model (RAVLT-T) | metric | untrained | trained |')
+    print('|---|---|---|---|')
+    for model, key, before, after in rows:
+        print(f'| {model} | {key} | {before} | {after} |')
+    return rows
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The main job (`make quickstart`): every RAVLT variant, then on the shipped synthetic datasets
+# train, evaluate (before and after training) and run the demo, for detection and segmentation.
+#   QUICK_MODELS="maskrcnn fpn" bash tools/quickstart.sh    # a subset
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+WORK=${WORK:-work_dirs/quickstart}
+MODELS=${QUICK_MODELS:-maskrcnn retinanet fpn upernet}
+export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore::DeprecationWarning,ignore::FutureWarning}
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "RAVLT variants: parameters and output shapes"
+$PY tools/analysis/ravlt_variants.py --size 223 301
+
+step "Synthetic datasets: data/coco_shapes (COCO format), data/ade_shapes (ADE20K layout)"
+$PY tools/data/make_coco_shapes.py --out data/coco_shapes
+$PY tools/data/make_ade_shapes.py --out data/ade_shapes
+
+for model in $MODELS; do
+  case $model in
+    maskrcnn|retinanet) task=det; images=data/coco_shapes/val; demo=demo/image_demo.py ;;
+    fpn|upernet) task=seg; images=data/ade_shapes/images/validation; demo=demo/seg_demo.py ;;
+    *) echo "unknown model '$model' in QUICK_MODELS" >&2; exit 2 ;;
+  esac
+  cfg=configs/quickstart/${model}_ravlt_t_shapes.py
+  out=$WORK/$model
+  step "$model + RAVLT-T: evaluate the untrained model"
+  $PY tools/misc/init_checkpoint.py "$cfg" "$out/untrained.pth"
+  $PY tools/test.py "$cfg" "$out/untrained.pth" --work-dir "$out/untrained"
+  step "$model + RAVLT-T: train ($cfg)"
+  start=$(date +%s)
+  $PY tools/train.py "$cfg" --work-dir "$out/train"
+  echo "trained in $(( $(date +%s) - start )) s"
+  ckpt=$(cat "$out/train/last_checkpoint")
+  step "$model + RAVLT-T: evaluate the trained model"
+  $PY tools/test.py "$cfg" "$ckpt" --work-dir "$out/trained"
+  step "$model + RAVLT-T: demo on 4 validation images -> $out/demo"
+  $PY "$demo" "$cfg" "$ckpt" $(ls "$images"/* | head -n 4) --out-dir "$out/demo"
+done
+
+step "Summary"
+$PY tools/misc/quickstart_summary.py "$WORK"

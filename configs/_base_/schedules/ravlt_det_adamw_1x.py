@@ -1,0 +1,24 @@
+# Optimisation recipe of the RAVLT detection release, 1x (12 epochs, lr x0.1 after epochs 8
+# and 11): mmdet's schedule_1x (500-iteration linear warm-up, MultiStepLR) with AdamW and fp16.
+_base_ = 'mmdet::_base_/schedules/schedule_1x.py'
+
+optim_wrapper = dict(
+    _delete_=True,
+    # fp16 with dynamic loss scaling. Needs a GPU: on a CPU-only machine pass
+    # --cfg-options optim_wrapper.type=OptimWrapper
+    type='AmpOptimWrapper',
+    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
+    paramwise_cfg=dict(
+        # BN and LayerNorm weights and biases (all norms of the backbone, incl. extra_norms).
+        norm_decay_mult=0.,
+        # Layer-scale vectors are per-channel gains like norm weights; decaying them would pull
+        # the residual branches of B and L (initialised at 1e-6) towards zero. The RoPE
+        # frequencies (`RoPE.angle`) are a buffer, so the optimiser never sees them.
+        custom_keys={
+            '.gamma_1': dict(decay_mult=0.),
+            '.gamma_2': dict(decay_mult=0.)
+        }))
+
+# The lr above is for 16 images per iteration (2 per GPU x 8 GPUs); --auto-scale-lr rescales it
+# linearly for other batch sizes.
+auto_scale_lr = dict(enable=False, base_batch_size=16)

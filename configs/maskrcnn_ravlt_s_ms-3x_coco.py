@@ -1,0 +1,7 @@
+# Mask R-CNN 3x with multi-scale training, RAVLT-S (paper: 44M, 262G, 51.4 box AP / 45.5 mask AP).
+_base_ = [
+    './_base_/models/maskrcnn_ravlt_s_fpn.py',
+    './_base_/datasets/coco_instance_ms-crop.py',
+    './_base_/schedules/ravlt_det_adamw_3x.py',
+    'mmdet::_base_/default_runtime.py',
+]

@@ -1,0 +1,124 @@
+"""Run a trained detector on images and write visualisations (PNG) and predictions (JSON).
+
+    python demo/image_demo.py CONFIG CHECKPOINT IMAGE_OR_DIR [IMAGE_OR_DIR ...] \
+        [--out-dir outputs] [--pred-score-thr 0.3] [--device cpu|cuda:0]
+
+For every image NAME.EXT it writes OUT_DIR/vis/NAME.png (predictions drawn by mmdet's visualizer)
+and OUT_DIR/preds/NAME.json (one entry per instance with score >= --pred-score-thr: class, score,
+box x1 y1 x2 y2 in pixels of the input image and, for instance segmentation, the mask as COCO
+RLE). Inference goes through mmdet's DetInferencer, so the config's test pipeline applies.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+
+import cv2
+import mmcv
+
+IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('config', help='model config file')
+    parser.add_argument('checkpoint', help='checkpoint file of the trained model')
+    parser.add_argument('inputs', nargs='+', help='image files and/or folders of images')
+    parser.add_argument('--out-dir', default='outputs', help='where vis/ and preds/ go')
+    parser.add_argument('--pred-score-thr', type=float, default=0.3,
+                        help='keep (draw and save) instances with at least this score')
+    parser.add_argument('--device', default='cpu', help="'cpu' or a GPU such as 'cuda:0'")
+    args = parser.parse_args(argv)
+    if not osp.isfile(args.config):
+        parser.error(f'config not found: {args.config}')
+    if not osp.isfile(args.checkpoint):
+        parser.error(f'checkpoint not found: {args.checkpoint}')
+    if not 0 <= args.pred_score_thr <= 1:
+        parser.error(f'--pred-score-thr must be in [0, 1], got {args.pred_score_thr}')
+    try:
+        args.images = collect_images(args.inputs)
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(str(err))
+    return args
+
+
+def collect_images(inputs):
+    """Files as given, folders expanded to their images (sorted); each one checked to decode.
+
+    Everything is checked before the model is loaded, so a bad input fails fast and names itself.
+    """
+    images = []
+    for path in inputs:
+        if osp.isdir(path):
+            found = sorted(osp.join(path, f) for f in os.listdir(path)
+                           if f.lower().endswith(IMG_EXTENSIONS))
+            if not found:
+                raise FileNotFoundError(f'no images ({", ".join(IMG_EXTENSIONS)}) in folder {path}')
+            images += found
+        elif osp.isfile(path):
+            images.append(path)
+        else:
+            raise FileNotFoundError(f'image not found: {path}')
+    for path in images:
+        if mmcv.imread(path) is None:  # cv2 returns None for data it cannot decode
+            raise ValueError(f'cannot decode image {path}: not an image file or corrupt')
+    return images
+
+
+def instances_to_json(prediction: dict, classes, score_thr: float) -> list:
+    """The DetInferencer's parallel lists -> one dict per instance above the threshold."""
+    instances = []
+    masks = prediction.get('masks')
+    for i, (label, score) in enumerate(zip(prediction['labels'], prediction['scores'])):
+        if score < score_thr:
+            continue
+        inst = dict(label=label, class_name=classes[label] if label < len(classes) else None,
+                    score=round(float(score), 5),
+                    bbox=[round(float(v), 2) for v in prediction['bboxes'][i]])
+        if masks is not None:
+            inst['mask'] = masks[i]  # COCO RLE: {'size': [h, w], 'counts': str}
+        instances.append(inst)
+    return instances
+
+
+def unique_stem(path: str, used: set) -> str:
+    stem = osp.splitext(osp.basename(path))[0]
+    name, n = stem, 1
+    while name in used:  # a.jpg and a.png in one run must not overwrite each other
+        name, n = f'{stem}_{n}', n + 1
+    used.add(name)
+    return name
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import ravlt_dense  # noqa: F401  registers RAVLT and the types found in our checkpoints
+    from mmdet.apis import DetInferencer
+
+    inferencer = DetInferencer(model=args.config, weights=args.checkpoint, device=args.device,
+                               show_progress=False)
+    classes = list(inferencer.model.dataset_meta.get('classes', []))
+    vis_dir, pred_dir = osp.join(args.out_dir, 'vis'), osp.join(args.out_dir, 'preds')
+    os.makedirs(vis_dir, exist_ok=True)
+    os.makedirs(pred_dir, exist_ok=True)
+    used = set()
+    for path in args.images:
+        # File paths (not arrays): the inferencer then reads them itself and draws in RGB.
+        result = inferencer(path, return_vis=True, no_save_vis=True, no_save_pred=True,
+                            pred_score_thr=args.pred_score_thr)
+        name = unique_stem(path, used)
+        vis_file = osp.join(vis_dir, name + '.png')
+        cv2.imwrite(vis_file, result['visualization'][0][:, :, ::-1])
+        height, width = mmcv.imread(path).shape[:2]
+        instances = instances_to_json(result['predictions'][0], classes, args.pred_score_thr)
+        pred_file = osp.join(pred_dir, name + '.json')
+        with open(pred_file, 'w') as f:
+            json.dump(dict(image=path, height=height, width=width, classes=classes,
+                           pred_score_thr=args.pred_score_thr, instances=instances), f)
+        print(f'{path}: {len(instances)} instance(s) with score >= {args.pred_score_thr} '
+              f'-> {vis_file}, {pred_file}', flush=True)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

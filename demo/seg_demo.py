@@ -1,0 +1,204 @@
+"""Segment images with a trained RAVLT segmentor and write overlays and label maps.
+
+    python demo/seg_demo.py CONFIG CHECKPOINT IMAGE_OR_FOLDER [...] --out-dir OUT
+        [--device cpu] [--opacity 0.5] [--slide --crop-size 512 512 --stride 341 341]
+
+For every input image ``NAME.ext`` it writes
+    OUT/vis/NAME.png    the image with the predicted classes painted over it (and their names)
+    OUT/pred/NAME.png   the label map: one uint8 class index (0..K-1, the checkpoint's classes)
+                        per pixel, the format mmseg's inferencer writes
+Inference goes through mmseg's ``MMSegInferencer`` (its test pipeline, model and visualizer).
+``--slide`` switches the model to sliding-window inference for images larger than the training
+crops: crops of ``--crop-size`` every ``--stride`` pixels, logits averaged where they overlap.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+from typing import List, Optional, Sequence
+
+import mmcv
+import numpy as np
+from mmengine.config import Config
+from mmengine.utils import import_modules_from_strings
+
+IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('config', help='segmentor config (e.g. configs/fpn_ravlt_t_ade20k.py)')
+    parser.add_argument('checkpoint', help='trained segmentor checkpoint (.pth)')
+    parser.add_argument('inputs', nargs='+', help='image files and/or folders of images')
+    parser.add_argument('--out-dir', default='work_dirs/seg_demo',
+                        help='writes OUT_DIR/vis/*.png (overlays) and OUT_DIR/pred/*.png (labels)')
+    parser.add_argument('--device', default=None,
+                        help='torch device, e.g. cpu or cuda:0 (default: cuda:0 if available)')
+    parser.add_argument('--opacity', type=float, default=0.5,
+                        help='opacity of the painted classes in the overlays, in (0, 1]')
+    parser.add_argument('--no-labels', action='store_true',
+                        help='do not write class names on the overlays')
+    parser.add_argument('--slide', action='store_true',
+                        help='sliding-window inference (for images larger than the crops)')
+    parser.add_argument('--crop-size', type=int, nargs=2, default=[512, 512], metavar=('H', 'W'),
+                        help='window size of --slide')
+    parser.add_argument('--stride', type=int, nargs=2, default=[341, 341], metavar=('H', 'W'),
+                        help='window stride of --slide')
+    args = parser.parse_args(argv)
+    if not 0 < args.opacity <= 1:
+        parser.error(f'--opacity must be in (0, 1], got {args.opacity}')
+    if min(args.crop_size) < 1 or min(args.stride) < 1:
+        parser.error('--crop-size and --stride must be positive')
+    if any(s > c for s, c in zip(args.stride, args.crop_size)):
+        parser.error(f'--stride {args.stride} larger than --crop-size {args.crop_size} would '
+                     'leave pixels no window covers')
+    return args
+
+
+def collect_images(inputs: Sequence[str]) -> List[str]:
+    """Files as given plus the images (by extension, sorted) of each folder; raise if none."""
+    images = []
+    for item in inputs:
+        if osp.isdir(item):
+            found = sorted(osp.join(item, name) for name in os.listdir(item)
+                           if name.lower().endswith(IMG_EXTENSIONS))
+            if not found:
+                raise FileNotFoundError(f'No images ({", ".join(IMG_EXTENSIONS)}) in folder {item}')
+            images += found
+        elif osp.isfile(item):
+            images.append(item)
+        else:
+            raise FileNotFoundError(f'Input image or folder not found: {item}')
+    return images
+
+
+def read_image(path: str) -> np.ndarray:
+    """BGR uint8 image (the order mmseg's pipelines expect); ValueError naming an unreadable file."""
+    try:
+        img = mmcv.imread(path, flag='color')
+    except Exception as err:
+        raise ValueError(f'Cannot decode the image {path}: {err}') from err
+    if img is None:
+        raise ValueError(f'Cannot decode the image {path}: the file is corrupt or not an image')
+    return img
+
+
+def load_config(config: str, slide: bool = False, crop_size=(512, 512),
+                stride=(341, 341)) -> Config:
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'Config not found: {config}')
+    cfg = Config.fromfile(config)
+    if cfg.get('custom_imports'):
+        # MMSegInferencer builds the model without reading custom_imports: register RAVLT here.
+        import_modules_from_strings(**cfg.custom_imports)
+    if slide:
+        cfg.model.test_cfg = dict(mode='slide', crop_size=tuple(crop_size), stride=tuple(stride))
+    # The demo writes its files itself: no visualizer backend (it would want a save_dir).
+    cfg.visualizer.vis_backends = None
+    # Inference needs no backbone initialisation: the segmentor checkpoint holds every weight.
+    cfg.model.backbone.pop('init_cfg', None)
+    return cfg
+
+
+def config_dataset_meta(cfg: Config) -> Optional[dict]:
+    """Classes and palette the config's test set declares (metainfo, else its dataset type's)."""
+    from mmseg.registry import DATASETS
+    dataset = (cfg.get('test_dataloader') or {}).get('dataset') or {}
+    meta = dict(dataset.get('metainfo') or {})
+    dataset_cls = DATASETS.get(dataset.get('type', ''))
+    default = getattr(dataset_cls, 'METAINFO', {}) if dataset_cls else {}
+    classes = meta.get('classes') or default.get('classes')
+    if not classes:
+        return None
+    palette = meta.get('palette') or default.get('palette')
+    if not palette or len(palette) != len(classes):
+        palette = np.random.default_rng(0).integers(0, 256, (len(classes), 3)).tolist()
+    return dict(classes=list(classes), palette=[list(c) for c in palette])
+
+
+def build_inferencer(cfg: Config, checkpoint: str, device: str):
+    """mmseg's inferencer, taking class names from the checkpoint, else from the config.
+
+    MMSegInferencer falls back to Cityscapes' classes for checkpoints without dataset_meta and
+    always labels its drawings with the classes passed to it (Cityscapes' by default), whatever
+    the checkpoint says; both are wrong for every model here.
+    """
+    from mmengine.runner.checkpoint import _load_checkpoint_to_model
+    from mmseg.apis import MMSegInferencer
+
+    class Inferencer(MMSegInferencer):
+
+        def _load_weights_to_model(self, model, checkpoint, cfg):
+            meta = (checkpoint or {}).get('meta', {})
+            fallback = config_dataset_meta(cfg)
+            if checkpoint is None or 'dataset_meta' in meta or 'CLASSES' in meta or not fallback:
+                return super()._load_weights_to_model(model, checkpoint, cfg)
+            _load_checkpoint_to_model(model, checkpoint)
+            model.dataset_meta = fallback
+
+    inferencer = Inferencer(model=cfg, weights=checkpoint, device=device)
+    meta = inferencer.model.dataset_meta
+    classes = list(meta['classes'])
+    palette = meta.get('palette')
+    if not palette or len(palette) != len(classes):
+        palette = np.random.default_rng(0).integers(0, 256, (len(classes), 3)).tolist()
+    inferencer.visualizer.set_dataset_meta(classes=classes, palette=[list(c) for c in palette])
+    return inferencer
+
+
+def unique_stem(path: str, taken: set) -> str:
+    stem = osp.splitext(osp.basename(path))[0]
+    name, n = stem, 1
+    while name in taken:  # same file name in two folders: keep both results
+        name, n = f'{stem}_{n}', n + 1
+    taken.add(name)
+    return name
+
+
+def run(config: str, checkpoint: str, inputs: Sequence[str], out_dir: str,
+        device: Optional[str] = None, opacity: float = 0.5, with_labels: bool = True,
+        slide: bool = False, crop_size=(512, 512), stride=(341, 341)) -> List[dict]:
+    """Segment ``inputs``; return per image its input and the two files written."""
+    if not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'Checkpoint not found: {checkpoint} (train one with '
+                                'tools/train.py, or give the path of a downloaded one)')
+    images = collect_images(inputs)
+    cfg = load_config(config, slide, crop_size, stride)
+
+    import torch
+    if device is None:
+        device = 'cuda:0' if torch.cuda.is_available() else 'cpu'
+    inferencer = build_inferencer(cfg, checkpoint, device)
+    visualizer = inferencer.visualizer
+    visualizer.alpha = opacity
+
+    vis_dir, pred_dir = osp.join(out_dir, 'vis'), osp.join(out_dir, 'pred')
+    os.makedirs(vis_dir, exist_ok=True)
+    os.makedirs(pred_dir, exist_ok=True)
+    written, taken = [], set()
+    for path in images:
+        img = read_image(path)
+        sample = inferencer(img, return_datasamples=True)
+        label = sample.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
+        stem = unique_stem(path, taken)
+        vis_file, pred_file = osp.join(vis_dir, f'{stem}.png'), osp.join(pred_dir, f'{stem}.png')
+        visualizer.add_datasample(stem, mmcv.bgr2rgb(img), sample, draw_gt=False,
+                                  with_labels=with_labels, out_file=vis_file)
+        mmcv.imwrite(label, pred_file)
+        written.append(dict(image=path, vis=vis_file, pred=pred_file))
+        print(f'{path} -> {vis_file}, {pred_file}', flush=True)
+    return written
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    return run(args.config, args.checkpoint, args.inputs, args.out_dir, device=args.device,
+               opacity=args.opacity, with_labels=not args.no_labels, slide=args.slide,
+               crop_size=args.crop_size, stride=args.stride)
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f'seg_demo: error: {err}')

@@ -1,0 +1,397 @@
+"""Detection: configs, train/resume/test through the tools, the demo, distributed CPU training and
+what bad input does. CPU only; the end-to-end runs use a tiny generated shapes set (64 px).
+
+The tools run in subprocesses exactly as a user runs them. Each gets one OpenMP thread: several
+of them share two cores with pytest, and with more threads per process OpenMP's busy-waiting
+made a training step about 10x slower on such a machine (measured).
+"""
+import importlib.util
+import json
+import os
+import os.path as osp
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip('mmdet')
+
+from mmengine.config import Config  # noqa: E402
+from mmengine.registry import init_default_scope  # noqa: E402
+
+import ravlt_dense  # noqa: E402,F401
+from ravlt_dense.models.backbones.ravlt import RAVLT  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = 'configs/quickstart/maskrcnn_ravlt_t_shapes.py'
+IMG = 64  # side of the generated test images
+
+
+def _load_module(name, path):
+    spec = importlib.util.spec_from_file_location(name, REPO / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+get_flops = _load_module('get_flops', 'tools/analysis/get_flops.py')
+make_coco_shapes = _load_module('make_coco_shapes', 'tools/data/make_coco_shapes.py')
+image_demo = _load_module('image_demo', 'demo/image_demo.py')
+
+# config -> (detector type, variant, schedule)
+DET_CONFIGS = {
+    **{f'maskrcnn_ravlt_{v}_coco.py': ('MaskRCNN', v, '1x') for v in 'tsbl'},
+    **{f'maskrcnn_ravlt_{v}_ms-3x_coco.py': ('MaskRCNN', v, '3x') for v in 'sbl'},
+    **{f'retinanet_ravlt_{v}_coco.py': ('RetinaNet', v, '1x') for v in 'tsbl'},
+    **{f'cascade-maskrcnn_ravlt_{v}_ms-3x_coco.py': ('CascadeRCNN', v, '3x') for v in 'sbl'},
+}
+
+
+def tool_env():
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
+    # tools/dist_train.sh calls `python`: make it this interpreter.
+    env['PATH'] = osp.dirname(sys.executable) + os.pathsep + env.get('PATH', '')
+    return env
+
+
+def run(args, timeout=300, check=True):
+    """Run ``python ARGS`` (or a shell script) from the repository root; return the result."""
+    cmd = args if args[0] == 'bash' else [sys.executable, *args]
+    proc = subprocess.run(cmd, cwd=REPO, env=tool_env(), capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'{" ".join(map(str, cmd))} failed ({proc.returncode}):\n'
+                             f'{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}')
+    return proc
+
+
+def shapes_options(root, batch_size=2):
+    """--cfg-options that point the quick-start config at a generated set of IMG px images."""
+    root = f'{root}/'
+    opts = [
+        f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}',
+        f'test_dataloader.dataset.data_root={root}',
+        f'val_evaluator.ann_file={root}annotations/instances_val.json',
+        f'test_evaluator.ann_file={root}annotations/instances_val.json',
+        f'train_dataloader.dataset.pipeline.2.scale=({IMG},{IMG})',
+        f'val_dataloader.dataset.pipeline.1.scale=({IMG},{IMG})',
+        f'test_dataloader.dataset.pipeline.1.scale=({IMG},{IMG})',
+        f'train_dataloader.batch_size={batch_size}', 'val_dataloader.batch_size=2',
+        'test_dataloader.batch_size=2',
+        # worker processes cost more than they save on 8 tiny images
+        'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
+        'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False',
+        'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False',
+        'default_hooks.logger.interval=1', 'param_scheduler.0.end=4',
+        # After a few iterations every score may still be below the default 0.05, and CocoMetric
+        # then reports no metrics at all ("results ... empty"): keep every detection.
+        'model.test_cfg.rcnn.score_thr=0.0', 'randomness.seed=0',
+    ]
+    return opts
+
+
+def metric_values(text, prefix='coco/'):
+    return {k: float(v) for k, v in re.findall(rf'({prefix}\w+): (-?[\d.]+)', text)}
+
+
+# --------------------------------------------------------------------------------------------
+# Configs
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('name', sorted(DET_CONFIGS))
+def test_config_builds_with_paper_params(name):
+    detector, variant, schedule = DET_CONFIGS[name]
+    cfg = Config.fromfile(REPO / 'configs' / name)
+    model_cfg = cfg.model
+    assert model_cfg.type == detector
+    backbone = model_cfg.backbone
+    assert backbone.type == 'RAVLT' and backbone.arch == variant
+    assert backbone.drop_path_rate == RAVLT.arch_zoo[variant]['drop_path_rate']
+    assert backbone.norm_eval is True
+    assert backbone.init_cfg == dict(type='Pretrained',
+                                     checkpoint=f'checkpoints/ravlt_{variant}_in1k.pth')
+    dims = RAVLT.arch_zoo[variant]['embed_dims']
+    assert model_cfg.neck.in_channels == [dims[i] for i in backbone.out_indices]
+    assert 'SyncBN' not in cfg.pretty_text
+    # the recipe
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.optimizer == dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999),
+                                               weight_decay=0.05)
+    assert cfg.optim_wrapper.paramwise_cfg.norm_decay_mult == 0
+    assert cfg.auto_scale_lr.base_batch_size == 16 and cfg.train_dataloader.batch_size == 2
+    steps = next(s for s in cfg.param_scheduler if s.type == 'MultiStepLR')
+    epochs, milestones = (12, [8, 11]) if schedule == '1x' else (36, [27, 33])
+    assert cfg.train_cfg.max_epochs == epochs and steps.milestones == milestones
+    if schedule == '3x':  # multi-scale training, short side 480..800
+        choice = next(t for t in cfg.train_dataloader.dataset.pipeline if t.type == 'RandomChoice')
+        scales = [min(s) for s in choice.transforms[0][0].scales]
+        assert scales[0] == 480 and scales[-1] == 800
+    assert cfg.train_dataloader.dataset.data_root == 'data/coco/'
+
+    if name.startswith('maskrcnn') and schedule == '3x':  # the 1x model, trained longer
+        one_x = Config.fromfile(REPO / 'configs' / f'maskrcnn_ravlt_{variant}_coco.py')
+        assert cfg.model == one_x.model
+        return
+    init_default_scope('mmdet')
+    from mmdet.registry import MODELS
+    model = MODELS.build(model_cfg)
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    paper = get_flops.paper_entry(name)['params']
+    assert abs(params - paper) < 1.0, f'{name}: {params:.2f}M, paper {paper}M'
+
+
+def test_optimizer_skips_decay_on_norms_and_layer_scale():
+    from mmengine.optim import build_optim_wrapper
+    from mmdet.registry import MODELS
+    init_default_scope('mmdet')
+    cfg = Config.fromfile(REPO / 'configs/maskrcnn_ravlt_t_coco.py')
+    model = MODELS.build(cfg.model)
+    cfg.optim_wrapper.type = 'OptimWrapper'  # AMP needs a GPU
+    optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+    decay = {id(p): g['weight_decay'] for g in optimizer.param_groups for p in g['params']}
+    names = dict(model.named_parameters())
+    for name in ('backbone.layers.0.blocks.0.gamma_1', 'backbone.layers.2.blocks.5.gamma_2',
+                 'backbone.layers.0.blocks.0.norm1.norm.weight', 'backbone.extra_norms.3.norm.bias',
+                 'backbone.patch_embed.proj.1.weight', 'backbone.layers.1.downsample.norm.weight'):
+        assert decay[id(names[name])] == 0, name
+    for name in ('backbone.layers.0.blocks.0.attn.qkvo.weight', 'neck.fpn_convs.0.conv.weight'):
+        assert decay[id(names[name])] == 0.05, name
+    # the RoPE frequencies are a buffer: never optimised
+    assert 'backbone.layers.0.RoPE.angle' not in names
+
+
+# --------------------------------------------------------------------------------------------
+# Train, kill, resume, test, demo: one tiny run shared by the tests below
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp('coco_shapes')
+    make_coco_shapes.make_coco_shapes(str(root), num_train=8, num_val=4, size=IMG, seed=0,
+                                      max_objects=3)
+    return root
+
+
+@pytest.fixture(scope='module')
+def trained(shapes, tmp_path_factory):
+    """Train 2 epochs (4 iterations each), SIGKILL after the epoch-1 checkpoint, then --resume."""
+    work_dir = tmp_path_factory.mktemp('work')
+    args = [
+        'tools/train.py', QUICKSTART, '--work-dir', str(work_dir), '--cfg-options',
+        *shapes_options(shapes), 'train_cfg.max_epochs=2', 'train_cfg.val_interval=2',
+        'default_hooks.checkpoint.interval=1', 'default_hooks.checkpoint.max_keep_ckpts=5'
+    ]
+    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=tool_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    last = work_dir / 'last_checkpoint'  # written once a checkpoint file is complete
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if last.exists() and last.read_text().strip().endswith('epoch_1.pth'):
+            break
+        time.sleep(0.1)
+    killed_at = proc.poll()
+    proc.send_signal(signal.SIGKILL)
+    first_log = proc.communicate()[0]
+    assert killed_at is None, f'training ended before it could be killed:\n{first_log[-3000:]}'
+    assert not (work_dir / 'epoch_2.pth').exists()
+
+    resumed = run([*args, '--resume'], timeout=400)
+    return dict(work_dir=work_dir, first_log=first_log, resumed_log=resumed.stdout + resumed.stderr,
+                checkpoint=work_dir / 'epoch_2.pth')
+
+
+def test_train_kill_and_resume(trained):
+    log = trained['resumed_log']
+    # resumed from the epoch-1 checkpoint under torch's weights_only loading
+    assert re.search(r'Auto resumed from the latest checkpoint \S*epoch_1\.pth', log)
+    assert 'resumed epoch: 1, iter: 4' in log
+    assert 'UnpicklingError' not in log and 'weights_only' not in log
+    # continues at the next iteration (not from scratch) and finishes with a validation
+    trained_iters = re.findall(r'Epoch\(train\)\s+\[(\d+)\]\[\s*(\d+)/4\]', log)
+    assert trained_iters[0] == ('2', '1') and trained_iters[-1] == ('2', '4')
+    assert ('1', '1') not in trained_iters
+    assert re.search(r'Epoch\(val\) \[2\]\[2/2\]', log)
+    assert {'coco/bbox_mAP', 'coco/segm_mAP'} <= set(metric_values(log))
+    assert trained['checkpoint'].exists()
+    ckpt = torch.load(trained['checkpoint'], map_location='cpu')  # weights_only default
+    assert ckpt['meta']['epoch'] == 2 and ckpt['meta']['iter'] == 8
+    assert tuple(ckpt['meta']['dataset_meta']['classes']) == make_coco_shapes.CLASSES
+
+
+def test_test_tool_reports_coco_metrics(trained, shapes, tmp_path):
+    out = tmp_path / 'preds.pkl'
+    proc = run(['tools/test.py', QUICKSTART, str(trained['checkpoint']), '--work-dir',
+                str(tmp_path), '--out', str(out), '--cfg-options', *shapes_options(shapes)])
+    metrics = metric_values(proc.stdout + proc.stderr)
+    for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'coco/segm_mAP_50'):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    from mmengine import load
+    results = load(out)
+    assert len(results) == 4 and 'pred_instances' in results[0]
+
+
+def test_demo_writes_png_and_json(trained, shapes, tmp_path):
+    import cv2
+    photo = Path(importlib.util.find_spec('matplotlib').origin).parent / \
+        'mpl-data/sample_data/grace_hopper.jpg'  # a real photograph shipped with matplotlib
+    inputs = [str(shapes / 'val')] + ([str(photo)] if photo.exists() else [])
+    proc = run(['demo/image_demo.py', QUICKSTART, str(trained['checkpoint']), *inputs,
+                '--out-dir', str(tmp_path), '--pred-score-thr', '0.05', '--device', 'cpu'])
+    names = sorted(p.stem for p in (shapes / 'val').glob('*.png')) + \
+        (['grace_hopper'] if photo.exists() else [])
+    assert sorted(p.stem for p in (tmp_path / 'vis').glob('*.png')) == sorted(names)
+    assert sorted(p.stem for p in (tmp_path / 'preds').glob('*.json')) == sorted(names)
+    for name in names:
+        pred = json.loads((tmp_path / 'preds' / f'{name}.json').read_text())
+        vis = cv2.imread(str(tmp_path / 'vis' / f'{name}.png'))
+        assert vis.shape[:2] == (pred['height'], pred['width'])
+        assert pred['classes'] == list(make_coco_shapes.CLASSES)
+        for inst in pred['instances']:
+            assert inst['score'] >= 0.05 and inst['class_name'] in make_coco_shapes.CLASSES
+            x1, y1, x2, y2 = inst['bbox']
+            assert 0 <= x1 <= x2 <= pred['width'] and 0 <= y1 <= y2 <= pred['height']
+            assert inst['mask']['size'] == [pred['height'], pred['width']]
+    assert proc.stdout.count('instance(s) with score >= 0.05') == len(names)
+
+
+def test_dist_train_two_cpu_processes(shapes, tmp_path):
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    cmd = ['bash', 'tools/dist_train.sh', QUICKSTART, '2', '--work-dir', str(tmp_path),
+           '--cfg-options', *shapes_options(shapes), 'train_cfg.max_epochs=1']
+    proc = subprocess.run(cmd, cwd=REPO, env=dict(tool_env(), PORT=str(port)),
+                          capture_output=True, text=True, timeout=400)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-5000:]
+    # 8 images, 2 processes x 2 images per iteration: 2 iterations per epoch, then validation
+    assert re.search(r'Distributed launcher: pytorch', log)
+    assert re.search(r'Distributed training: True', log)
+    assert re.search(r'Epoch\(train\) \[1\]\[2/2\]', log)
+    assert {'coco/bbox_mAP', 'coco/segm_mAP'} <= set(metric_values(log))
+    assert (tmp_path / 'epoch_1.pth').exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------------
+def test_missing_data_root_names_the_coco_layout(tmp_path):
+    missing = tmp_path / 'no_coco'
+    proc = run(['tools/train.py', 'configs/maskrcnn_ravlt_t_coco.py', '--work-dir',
+                str(tmp_path / 'work'), '--cfg-options',
+                f'train_dataloader.dataset.data_root={missing}/'], check=False)
+    assert proc.returncode != 0
+    assert re.search(rf'FileNotFoundError: train_dataloader: CocoDataset not found: '
+                     rf'{re.escape(str(missing))}/annotations/instances_train2017.json does not '
+                     rf'exist', proc.stderr)
+    assert 'data/coco/annotations/instances_{train,val}2017.json' in proc.stderr
+    assert 'data/coco/train2017/' in proc.stderr
+
+
+def test_corrupt_image_error_names_the_file(shapes, tmp_path):
+    root = tmp_path / 'shapes'
+    shutil.copytree(shapes, root)
+    bad = root / 'train' / '000000.png'  # unshuffled: read in the first iteration
+    bad.write_bytes(b'\x89PNG\r\n\x1a\n' + os.urandom(200))  # a PNG header, then garbage
+    proc = run(['tools/train.py', QUICKSTART, '--work-dir', str(tmp_path / 'work'),
+                '--cfg-options', *shapes_options(root), 'train_dataloader.sampler.shuffle=False'],
+               check=False)
+    assert proc.returncode != 0
+    assert re.search(rf'failed to load image: {re.escape(str(bad))}', proc.stderr)
+
+
+def test_missing_checkpoints(tmp_path):
+    # ImageNet weights named by the config's init_cfg
+    from mmdet.registry import MODELS
+    init_default_scope('mmdet')
+    cfg = Config.fromfile(REPO / 'configs/maskrcnn_ravlt_t_coco.py')
+    missing = tmp_path / 'ravlt_t_in1k.pth'
+    cfg.model.backbone.init_cfg.checkpoint = str(missing)
+    model = MODELS.build(cfg.model)
+    with pytest.raises(FileNotFoundError, match=rf'RAVLT checkpoint not found: '
+                       rf'{re.escape(str(missing))}.*init_cfg=None to train from scratch'):
+        model.init_weights()
+    # a trained model for test.py (the demo's case is in test_demo_bad_input)
+    proc = run(['tools/test.py', QUICKSTART, str(tmp_path / 'nope.pth')], check=False)
+    assert proc.returncode != 0
+    assert f'FileNotFoundError: Checkpoint not found: {tmp_path / "nope.pth"}' in proc.stderr
+
+
+def test_mismatched_checkpoint_names_the_keys(tmp_path):
+    from mmdet.registry import MODELS
+    init_default_scope('mmdet')
+    ckpt = tmp_path / 'ravlt_t.pth'
+    torch.save({'model': RAVLT('t').state_dict()}, ckpt)  # ImageNet-style file of RAVLT-T
+    cfg = Config.fromfile(REPO / 'configs/maskrcnn_ravlt_s_coco.py')
+    cfg.model.backbone.init_cfg.checkpoint = str(ckpt)
+    model = MODELS.build(cfg.model)
+    with pytest.raises(ValueError, match=r'(?s)does not fit RAVLT.*\d+ mismatched key\(s\): .*'
+                       r'layers\.2\.blocks\.0\.attn\.qkvo\.weight: checkpoint \(1024, 256, 1, 1\) '
+                       r'vs model \(1280, 320, 1, 1\)'):
+        model.init_weights()
+
+
+def test_demo_bad_input(tmp_path, shapes, capsys):
+    """Every input is checked (and named) before the model loads; nothing is written."""
+    ckpt = tmp_path / 'any.pth'
+    ckpt.write_bytes(b'')
+    bad = tmp_path / 'broken.jpg'
+    bad.write_bytes(b'not an image')
+    (tmp_path / 'empty_dir').mkdir()
+    out = ['--out-dir', str(tmp_path / 'out')]
+    cases = [([QUICKSTART, str(tmp_path / 'nope.pth'), str(shapes / 'val')],
+              f'checkpoint not found: {tmp_path / "nope.pth"}'),
+             (['configs/nope.py', str(ckpt), str(shapes / 'val')],
+              'config not found: configs/nope.py'),
+             ([QUICKSTART, str(ckpt), str(tmp_path / 'missing.png')],
+              f'image not found: {tmp_path / "missing.png"}'),
+             ([QUICKSTART, str(ckpt), str(shapes / 'val'), str(bad)],
+              f'cannot decode image {bad}: not an image file or corrupt'),
+             ([QUICKSTART, str(ckpt), str(tmp_path / 'empty_dir')],
+              f'no images (.jpg, .jpeg, .png, .bmp, .ppm, .pgm, .tif, .tiff, .webp) in folder '
+              f'{tmp_path / "empty_dir"}')]
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        for args, message in cases:
+            with pytest.raises(SystemExit) as exc:
+                image_demo.main([*args, *out])
+            assert exc.value.code == 2
+            assert f'error: {message}' in capsys.readouterr().err
+    finally:
+        os.chdir(cwd)
+    assert not (tmp_path / 'out').exists()
+
+
+def test_config_typo_is_reported_by_the_built_component():
+    """mmengine merges any --cfg-options key into the config without checking it; the component
+    the key reaches rejects it when it is built (tools/train.py: when the Runner builds the model,
+    before any data is read). Same DictAction + merge_from_dict as tools/train.py, in-process."""
+    import argparse
+    from mmengine.config import DictAction
+    from mmdet.registry import MODELS
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    options = parser.parse_args(['--cfg-options', 'model.backbone.archh=s']).cfg_options
+    cfg = Config.fromfile(REPO / QUICKSTART)
+    cfg.merge_from_dict(options)  # accepted silently
+    assert cfg.model.backbone.archh == 's'
+    init_default_scope('mmdet')
+    with pytest.raises(TypeError, match=r"RAVLT\.__init__\(\) got an unexpected keyword "
+                       r"argument 'archh'"):
+        MODELS.build(cfg.model)
+
+
+def test_get_flops_counts_both_ways():
+    result = get_flops.main(['configs/retinanet_ravlt_t_coco.py', '--shape', '128', '160'])
+    assert result['input_shape'] == [1, 3, 128, 160]
+    assert abs(result['params'] / 1e6 - 24) < 1
+    assert result['paper'] == dict(params=24, flops=201, shape=[800, 1280])
+    assert result['flops_traced'] > result['flops_modules_only'] > 0
+    assert result['backbone_flops_traced'] > result['backbone_flops_modules_only'] > 0
+    assert result['flops_traced_matmul'] > 0

@@ -1,0 +1,212 @@
+"""Parameters and FLOPs of a whole detector or segmentor, next to the paper's figures.
+
+    python tools/analysis/get_flops.py configs/maskrcnn_ravlt_s_coco.py --shape 1280 800
+    python tools/analysis/get_flops.py configs/upernet_ravlt_s_ade20k.py --shape 512 2048
+
+The model is built through the registry of the config's ``default_scope`` (mmdet, mmseg) and
+its ``mode='tensor'`` forward (what mmdet's and mmseg's own get_flops tools count: backbone, neck
+and heads; for two-stage detectors the RoI heads on the RPN's proposals) runs on one random image
+through the model's data preprocessor. Two counts (``ravlt_dense.analysis.flops``, 1 multiply-add
+= 1 FLOP), for the whole model and for its backbone:
+
+* full: mmengine's FlopAnalyzer traces the forward and counts every convolution, linear layer,
+  norm and matrix product (attention: q k^T and attn v, scaled_dot_product_attention, the RALA
+  products);
+* modules only: hooks on convolution, linear, norm, pooling and upsampling modules, like the mmcv
+  1.x counter behind mmdet 2.x / mmseg 0.x get_flops. It does not see functional matrix
+  products, and the paper's FLOPs are consistent with it (the paper's figure is printed beside).
+Custom ops (RoIAlign, NMS) and element-wise ops are counted by neither.
+"""
+import argparse
+import importlib
+import json
+import os.path as osp
+import re
+from typing import Dict, Optional
+
+import torch
+import torch.nn as nn
+from mmengine.config import Config, DictAction
+from mmengine.registry import init_default_scope
+
+from ravlt_dense.analysis.flops import PAPER_COUNTING, module_flops, traced_flops
+
+# The paper's figures (params in M, FLOPs in G at 1280x800 for COCO, 512x2048 for ADE20K),
+# keyed by (model family, RAVLT variant); 1x and 3x share a model.
+PAPER = {
+    **{('maskrcnn', v): dict(params=p, flops=f) for v, p, f in
+       (('t', 33, 219), ('s', 44, 262), ('b', 67, 372), ('l', 114, 501))},
+    **{('retinanet', v): dict(params=p, flops=f) for v, p, f in
+       (('t', 24, 201), ('s', 34, 244), ('b', 57, 353), ('l', 104, 482))},
+    **{('cascade-maskrcnn', v): dict(params=p, flops=f) for v, p, f in
+       (('s', 82, 741), ('b', 105, 851), ('l', 152, 979))},
+    **{('semfpn', v): dict(params=p, flops=f) for v, p, f in
+       (('t', 18, 136), ('s', 28, 180), ('b', 51, 292), ('l', 98, 424))},
+    **{('upernet', v): dict(params=p, flops=f) for v, p, f in
+       (('s', 55, 937), ('b', 77, 1050), ('l', 125, 1182))},
+}
+
+# Data sample type that each scope's models expect next to the image tensor.
+DATA_SAMPLES = {'mmdet': 'mmdet.structures.DetDataSample',
+                'mmseg': 'mmseg.structures.SegDataSample'}
+
+
+def paper_entry(config_path: str) -> Optional[Dict[str, float]]:
+    """The paper's row for a config named ``{model}_ravlt_{t|s|b|l}[_...]_{coco|ade20k}.py``.
+
+    None for others (e.g. the quick-start models on synthetic data).
+    """
+    name = osp.splitext(osp.basename(config_path))[0].lower()
+    match = re.match(r'(?P<model>.+?)_ravlt_(?P<variant>[tsbl])(_.*)?_(coco|ade20k)$', name)
+    if not match:
+        return None
+    model = match['model']
+    if 'cascade' in model:
+        family = 'cascade-maskrcnn'
+    elif 'mask' in model:
+        family = 'maskrcnn'
+    elif 'retina' in model:
+        family = 'retinanet'
+    elif 'uper' in model:
+        family = 'upernet'
+    elif 'fpn' in model:
+        family = 'semfpn'
+    else:
+        return None
+    entry = PAPER.get((family, match['variant']))
+    if entry is None:
+        return None
+    # the input size of the paper's FLOPs (H x W)
+    return dict(entry, shape=[800, 1280] if name.endswith('coco') else [512, 2048])
+
+
+def build_model(cfg: Config) -> nn.Module:
+    """Build ``cfg.model`` with the registry of the config's default scope (mmdet, mmseg...)."""
+    scope = cfg.get('default_scope', 'mmdet')
+    init_default_scope(scope)
+    registry = importlib.import_module(f'{scope}.registry').MODELS
+    return registry.build(cfg.model)
+
+
+def dummy_batch(model: nn.Module, scope: str, height: int, width: int) -> dict:
+    """One random uint8 image of the given size, through the model's data preprocessor."""
+    module, _, cls = DATA_SAMPLES.get(
+        scope, 'mmengine.structures.BaseDataElement').rpartition('.')
+    sample = getattr(importlib.import_module(module), cls)()
+    shape = (height, width)
+    sample.set_metainfo(dict(img_shape=shape, ori_shape=shape, pad_shape=shape,
+                             batch_input_shape=shape, scale_factor=(1., 1.)))
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=generator)
+    return model.data_preprocessor(dict(inputs=[image], data_samples=[sample]), False)
+
+
+class TensorForward(nn.Module):
+    """The model's ``mode='tensor'`` forward with fixed data samples, for tracing."""
+
+    def __init__(self, model: nn.Module, data_samples):
+        super().__init__()
+        self.model = model
+        self.data_samples = data_samples
+
+    def forward(self, inputs):
+        return self.model(inputs, self.data_samples, mode='tensor')
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def analyse(cfg: Config, height: int, width: int) -> dict:
+    """Params and both FLOP counts of ``cfg.model`` (and of its backbone) on one image."""
+    model = build_model(cfg)
+    model.eval()
+    scope = cfg.get('default_scope', 'mmdet')
+    data = dummy_batch(model, scope, height, width)
+    inputs = (data['inputs'], )
+    wrapper = TensorForward(model, data['data_samples'])
+    with torch.no_grad():
+        full, modules = traced_flops(wrapper, inputs), module_flops(wrapper, inputs)
+        backbone = getattr(model, 'backbone', None)
+        if backbone is not None:
+            bb_full, bb_modules = traced_flops(backbone, inputs), module_flops(backbone, inputs)
+    return dict(
+        input_shape=list(data['inputs'].shape),
+        params=count_params(model),
+        backbone_params=count_params(backbone) if backbone is not None else None,
+        flops_traced=full['total'],
+        flops_modules_only=modules['total'],
+        flops_traced_matmul=full['matmul'],
+        backbone_flops_traced=bb_full['total'] if backbone is not None else None,
+        backbone_flops_modules_only=bb_modules['total'] if backbone is not None else None,
+        by_operator=dict(sorted(full['by_operator'].items(), key=lambda kv: -kv[1])),
+        not_counted=sorted(full['unsupported']))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Params and FLOPs of a whole model')
+    parser.add_argument('config', help='config file (detection or segmentation)')
+    parser.add_argument('--shape', type=int, nargs='+', default=[1280, 800],
+                        help='input size H W (one value: square); 1280 800 for COCO, '
+                        '512 2048 for ADE20K, as in the paper')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of the config')
+    parser.add_argument('--json', action='store_true', help='print one JSON object instead')
+    args = parser.parse_args(argv)
+    if len(args.shape) == 1:
+        args.shape = args.shape * 2
+    if len(args.shape) != 2 or min(args.shape) <= 0:
+        parser.error(f'--shape takes H W or one size, got {args.shape}')
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)  # runs custom_imports: registers RAVLT
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    # Counting needs no weights: do not ask for the ImageNet checkpoint.
+    if cfg.model.get('backbone', {}).get('init_cfg'):
+        cfg.model.backbone.init_cfg = None
+    result = analyse(cfg, *args.shape)
+    result['config'] = args.config
+    result['paper'] = paper_entry(args.config)
+    if args.json:
+        print(json.dumps(result))
+        return result
+
+    paper = result['paper'] or {}
+
+    def beside(key, unit):
+        if key not in paper:
+            return ''
+        at = ' at ' + 'x'.join(map(str, paper['shape'])) if key == 'flops' else ''
+        return f'   (paper: {paper[key]}{unit}{at})'
+
+    def fmt(n, unit):
+        return f'{n / 1e6:.2f}M' if unit == 'M' else f'{n / 1e9:.1f}G'
+
+    def with_backbone(total, backbone, unit):
+        return fmt(total, unit) + (f' (backbone {fmt(backbone, unit)})'
+                                   if backbone is not None else '')
+
+    print(f'config: {args.config}')
+    print(f'input:  {"x".join(map(str, result["input_shape"]))} (N x C x H x W)')
+    print(f'params: {with_backbone(result["params"], result["backbone_params"], "M")}'
+          + beside('params', 'M'))
+    full = with_backbone(result['flops_traced'], result['backbone_flops_traced'], 'G')
+    modules = with_backbone(result['flops_modules_only'], result['backbone_flops_modules_only'],
+                            'G')
+    print(f'FLOPs, full (traced, incl. matrix products): {full}, of which matrix products '
+          f'{fmt(result["flops_traced_matmul"], "G")}')
+    print(f'FLOPs, modules only (convs, linears, norms): {modules}' + beside('flops', 'G'))
+    print('full count by operator: ' + ', '.join(
+        f'{op} {fmt(n, "G")}' for op, n in result['by_operator'].items() if n >= 1e8))
+    if result['not_counted']:
+        print('not counted (no FLOP rule): ' + ', '.join(result['not_counted']))
+    print('1 multiply-add = 1 FLOP. ' + PAPER_COUNTING)
+    return result
+
+
+if __name__ == '__main__':
+    main()

@@ -95,3 +95,17 @@ def build_model(cfg: Config) -> torch.nn.Module:
     from mmengine.registry import MODELS, init_default_scope
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     return MODELS.build(cfg.model)
+
+
+def load_config(args) -> Config:
+    """The config of a train/test command line: --cfg-options, --launcher and the work dir
+    (``--work-dir``, else the config's, else work_dirs/CONFIG_NAME), as mmdet's tools do."""
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg

@@ -11,7 +11,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import ravlt_dense  # noqa: F401  registers RAVLT
-from ravlt_dense.runner import check_datasets, set_local_rank, setup_cpu_distributed
+from ravlt_dense.runner import check_datasets, load_config, set_local_rank, setup_cpu_distributed
 
 
 def parse_args():
@@ -51,14 +51,7 @@ def enable_visualization(cfg: Config, args) -> None:
 
 def main():
     args = parse_args()
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args)
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'Checkpoint not found: {args.checkpoint}')
     cfg.load_from = args.checkpoint

@@ -4,14 +4,13 @@
 Flags follow mmdet's and mmseg's tools/train.py.
 """
 import argparse
-import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import ravlt_dense  # noqa: F401  registers RAVLT and the checkpoint types that resuming needs
-from ravlt_dense.runner import check_datasets, set_local_rank, setup_cpu_distributed
+from ravlt_dense.runner import check_datasets, load_config, set_local_rank, setup_cpu_distributed
 
 
 def parse_args():
@@ -37,14 +36,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args)
     if args.amp:
         optim_wrapper = cfg.optim_wrapper.type
         if optim_wrapper == 'AmpOptimWrapper':

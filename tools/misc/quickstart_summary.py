@@ -23,6 +23,12 @@ def test_metrics(run_dir: str) -> dict:
     return {}
 
 
+def fmt(key: str, value) -> str:
+    if value is None:
+        return '-'
+    return f'{value:.3f}' if key.startswith('coco/') else f'{value:.2f}'  # mAP in 0..1, IoU in %
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('work_dir')
@@ -37,7 +43,7 @@ def main(argv=None):
     print('| model (RAVLT-T) | metric | untrained | trained |')
     print('|---|---|---|---|')
     for model, key, before, after in rows:
-        print(f'| {model} | {key} | {before} | {after} |')
+        print(f'| {model} | {key} | {fmt(key, before)} | {fmt(key, after)} |')
     return rows
 
 

@@ -18,16 +18,14 @@ import sys
 import time
 from pathlib import Path
 
+import mmdet  # noqa: F401  a missing mmdet fails the suite instead of skipping it
 import pytest
 import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
 
-pytest.importorskip('mmdet')
-
-from mmengine.config import Config  # noqa: E402
-from mmengine.registry import init_default_scope  # noqa: E402
-
-import ravlt_dense  # noqa: E402,F401
-from ravlt_dense.models.backbones.ravlt import RAVLT  # noqa: E402
+import ravlt_dense  # noqa: F401
+from ravlt_dense.models.backbones.ravlt import RAVLT
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = 'configs/quickstart/maskrcnn_ravlt_t_shapes.py'

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from ravlt_dense.models.backbones.ravlt import (RAVLT, RALAttention, RoPE, apply_rope,
-                                                rala_fast, rala_reference, rope_tables)
+                                                apply_rope_complex, rala_fast, rala_reference,
+                                                rope_tables)
 
 TINY = dict(embed_dims=[8, 16, 32, 64], depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8],
             mlp_ratio=3.5, layer_scale_init=[1., 1., 1., 1.])
@@ -138,11 +139,26 @@ def test_rope_scores_depend_only_on_relative_position():
 
 def test_rope_tables_are_cached_and_follow_loaded_weights():
     rope = RoPE(8)
-    first = rope.cached(4, 4, torch.float32)
-    assert rope.cached(4, 4, torch.float32)[0] is first[0]
-    assert rope.cached(4, 6, torch.float32)[0].shape == (24, 8)
+    first = rope.cached(4, 4)
+    assert rope.cached(4, 4) is first
+    assert rope.cached(4, 6).shape == (24, 4) and first.dtype == torch.complex64
     rope.load_state_dict({'angle': rope.angle * 2})
-    assert not torch.equal(rope.cached(4, 4, torch.float32)[1], first[1])
+    assert not torch.equal(rope.cached(4, 4), first)
+
+
+@pytest.mark.parametrize('layout', ['contiguous', 'strided', 'bfloat16'])
+def test_complex_rope_equals_the_written_out_rotation(layout):
+    rope = RoPE(16)
+    sin, cos = rope(3, 7)
+    x = torch.randn(2, 3, 21, 16)
+    if layout == 'strided':  # channels-first tokens: the head dim is not contiguous
+        x = torch.randn(2, 3, 16, 21).transpose(-1, -2)
+    if layout == 'bfloat16':
+        x = x.bfloat16()
+    out = apply_rope_complex(x, rope.cached(3, 7))
+    ref = apply_rope(x.float(), sin, cos)
+    assert out.dtype == x.dtype and out.shape == x.shape
+    assert (out.float() - ref).abs().max() <= (1e-2 if layout == 'bfloat16' else 1e-6)
 
 
 # ------------------------------------------------------------------------------------------
@@ -169,7 +185,7 @@ def test_rala_fast_matches_reference_formula_directly():
     rope = RoPE(16)
     sin, cos = rope(5, 10)
     ref = rala_reference(q, k, v, sin, cos, 16**-0.5)
-    fast = rala_fast(q, k, v, *rope.cached(5, 10, torch.float32), 16**-0.5)
+    fast = rala_fast(q, k, v, rope.cached(5, 10), 16**-0.5)
     assert (fast - ref).abs().max() <= 1e-5
 
 
@@ -185,6 +201,25 @@ def test_fast_backbone_matches_reference(attn_types):
         assert (a - b).abs().max() <= 2e-5
 
 
+@pytest.mark.parametrize('attn_types', [('rala', 'rala', 'softmax', 'softmax'), ('rala', ) * 4])
+def test_fast_backbone_gradients_match_reference(attn_types):
+    # the fast path adds in place into fresh tensors; autograd must see the same function
+    model = RAVLT(TINY, attn_types=attn_types, drop_path_rate=0.).train()
+    x = torch.randn(2, 3, 64, 72, requires_grad=True)
+    grads = []
+    for impl in ('fast', 'reference'):
+        model.set_attn_impl(impl).zero_grad()
+        x.grad = None
+        sum((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum()
+            for out in model(x)).backward()
+        grads.append({'input': x.grad.clone(),
+                      **{n: p.grad.clone() for n, p in model.named_parameters()}})
+    for name, fast in grads[0].items():
+        ref = grads[1][name]
+        assert (fast - ref).abs().max() <= 1e-4 * max(1., ref.abs().max().item()), name
+    assert grads[0]['layers.2.blocks.0.attn.qkvo.weight'].abs().sum() > 0
+
+
 def test_rala_fast_survives_half_precision_where_the_formula_overflows():
     # One token dominates the query-aware softmax, so k * alpha * N ~ N * |k| > fp16 max.
     n, d = 4096, 16
@@ -197,7 +232,7 @@ def test_rala_fast_survives_half_precision_where_the_formula_overflows():
     half = [t.half() for t in (q, k, v)]
     naive = rala_reference(*half, sin.half(), cos.half(), d**-0.5)
     assert not torch.isfinite(naive).all()
-    fast = rala_fast(*half, *rope.cached(64, 64, torch.float32), d**-0.5)
+    fast = rala_fast(*half, rope.cached(64, 64), d**-0.5)
     assert fast.dtype == torch.float16 and torch.isfinite(fast).all()
     ref = rala_reference(q, k, v, sin, cos, d**-0.5)
     assert torch.allclose(fast.float(), ref, atol=1e-2, rtol=1e-2)

@@ -9,8 +9,10 @@ Every attention has two implementations of the same math:
   * ``reference``: the paper's formulas written out directly (token-major tensors, an explicit
     N x N matrix for softmax attention, RoPE tables rebuilt on every call);
   * ``fast``: channels-last maps, RALA with the key re-weighting folded into the values and its
-    sums in fp32, softmax attention through ``F.scaled_dot_product_attention``, and RoPE tables
-    cached per (size, device, dtype). The tests hold the two to 1e-5.
+    sums in fp32, softmax attention through ``F.scaled_dot_product_attention``, RoPE as one
+    complex product with the rotation cached per (size, device), and sums added in place into
+    tensors made just before (on CPU each fresh large tensor costs page faults). The tests hold
+    the two to 1e-5, outputs and gradients.
 """
 import math
 from collections import OrderedDict
@@ -61,15 +63,20 @@ def apply_rope(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.T
     return x * cos + rotate_every_two(x) * sin
 
 
-def apply_rope_swapped(x: torch.Tensor, sin_signed: torch.Tensor,
-                       cos: torch.Tensor) -> torch.Tensor:
-    """``apply_rope`` with ``sin_signed`` = sin with the sign of every even column flipped.
+def apply_rope_complex(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """``apply_rope`` as one complex product: pair (x0, x1) is x0 + i x1, times e^(i theta).
 
-    rotate_every_two(x) * sin equals the pair-swapped x times sin_signed: one swap instead of
-    slicing, negating and stacking.
+    (x0 + i x1)(cos + i sin) = (x0 cos - x1 sin) + i (x1 cos + x0 sin), the rotation that
+    ``apply_rope`` spells out. ``rotation``: (N, d/2) complex. Half inputs are rotated in fp32
+    (there are no complex bf16 kernels) and cast back.
     """
-    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
-    return x * cos + swapped * sin_signed
+    dtype = x.dtype
+    if dtype not in (torch.float32, torch.float64):
+        x = x.float()
+    if x.stride(-1) != 1 or x.storage_offset() % 2 or any(s % 2 for s in x.stride()[:-1]):
+        x = x.contiguous()  # view_as_complex needs (re, im) pairs side by side in memory
+    rotated = torch.view_as_complex(x.unflatten(-1, (-1, 2))) * rotation
+    return torch.view_as_real(rotated).flatten(-2).to(dtype)
 
 
 class RoPE(nn.Module):
@@ -81,33 +88,30 @@ class RoPE(nn.Module):
             raise ValueError(f'2-D RoPE needs a head dim divisible by 4, got {head_dim}')
         self.register_buffer('angle', rope_angles(head_dim))
         self.cache_size = cache_size
-        self._cache: 'OrderedDict[tuple, Tuple[torch.Tensor, torch.Tensor]]' = OrderedDict()
+        self._cache: 'OrderedDict[tuple, torch.Tensor]' = OrderedDict()
 
     def forward(self, height: int, width: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """Token-major (sin, cos), each (H*W, d), built anew on every call."""
         return rope_tables(self.angle, height, width)
 
-    def cached(self, height: int, width: int, dtype: torch.dtype
-               ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(signed sin, cos) for ``apply_rope_swapped``, cached per (size, device, dtype).
+    def cached(self, height: int, width: int) -> torch.Tensor:
+        """(H*W, d/2) complex64 e^(i theta) for ``apply_rope_complex``, cached per size/device.
 
         The key holds the buffer's version counter, so loading new weights invalidates the cache.
         """
         angle = self.angle
-        key = (height, width, angle.device, dtype, angle._version, angle.data_ptr())
-        tables = self._cache.get(key)
-        if tables is None:
+        key = (height, width, angle.device, angle._version, angle.data_ptr())
+        rotation = self._cache.get(key)
+        if rotation is None:
             with torch.no_grad():
                 sin, cos = rope_tables(angle.float(), height, width)
-                sign = torch.ones_like(sin[0])
-                sign[::2] = -1
-                tables = ((sin * sign).to(dtype), cos.to(dtype))
-            self._cache[key] = tables
+                rotation = torch.complex(cos[:, ::2], sin[:, ::2])  # pairs share their angle
+            self._cache[key] = rotation
             if len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(key)
-        return tables
+        return rotation
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,25 +131,24 @@ def rala_reference(q, k, v, sin, cos, scale):
     return (q_rope @ kv) * z
 
 
-def rala_fast(q, k, v, sin_signed, cos, scale):
+def rala_fast(q, k, v, rotation, scale):
     """RALA with the same inputs and result as ``rala_reference``, computed in fewer steps.
 
     RoPE acts per token, so the re-weighting alpha * N commutes with it and cancels against the
     1/N of the kv product: kv = RoPE(k)^T (alpha * v) and mean(k * alpha * N) = alpha^T k.
     Runs in fp32: the normaliser z and the sum over all tokens in kv lose precision or
-    overflow in fp16/bf16.
+    overflow in fp16/bf16. In-place steps only touch tensors made here (autograd-safe).
     """
     out_dtype = q.dtype
     with torch.autocast(device_type=q.device.type, enabled=False):
         q, k, v = q.float(), k.float(), v.float()
-        q = F.elu(q) + 1
-        k = F.elu(k) + 1
+        q = F.elu(q).add_(1)
+        k = F.elu(k).add_(1)
         q_global = q.mean(dim=-2, keepdim=True)  # (B, h, 1, d)
         alpha = torch.softmax(scale * q_global @ k.transpose(-1, -2), dim=-1)  # (B, h, 1, N)
         z = 1 / (q @ (alpha @ k).transpose(-1, -2) + 1e-6)  # (B, h, N, 1)
-        kv = apply_rope_swapped(k, sin_signed, cos).transpose(-1, -2) @ (
-            v * alpha.transpose(-1, -2))
-        out = (apply_rope_swapped(q, sin_signed, cos) @ kv) * z
+        kv = apply_rope_complex(k, rotation).transpose(-1, -2) @ (v * alpha.transpose(-1, -2))
+        out = (apply_rope_complex(q, rotation) @ kv).mul_(z)
     return out.to(out_dtype)
 
 
@@ -190,19 +193,21 @@ class RALAttention(nn.Module):
                        for t in (q, k, v))
             attend = rala_reference if self.attn_type == 'rala' else softmax_attention_reference
             out = attend(q, k, v, *rope(H, W), self.scale)
+            out = out.transpose(1, 2).reshape(B, H, W, C).permute(0, 3, 1, 2)
+            return self.proj((out + lepe) * o)
+        rotation = rope.cached(H, W)
+        if self.attn_type == 'rala':
+            out = rala_fast(*map(self._split_heads, (q, k, v)), rotation, self.scale)
         else:
-            # views only: no copy for channels-last maps, which the fast path uses
-            q, k, v = (t.flatten(2).transpose(1, 2).unflatten(-1, (self.num_heads, -1))
-                       .transpose(1, 2) for t in (q, k, v))
-            if self.attn_type == 'rala':
-                out = rala_fast(q, k, v, *rope.cached(H, W, torch.float32), self.scale)
-            else:
-                sin_signed, cos = rope.cached(H, W, q.dtype)
-                q = apply_rope_swapped(q, sin_signed, cos)
-                k = apply_rope_swapped(k, sin_signed, cos)
-                out = F.scaled_dot_product_attention(q, k, v)
-        out = out.transpose(1, 2).reshape(B, H, W, C).permute(0, 3, 1, 2)
-        return self.proj((out + lepe) * o)
+            q, k = (apply_rope_complex(self._split_heads(t), rotation) for t in (q, k))
+            out = F.scaled_dot_product_attention(q, k, self._split_heads(v))
+        # Add into lepe through its token-major view: neither `out` nor a sum gets a new copy.
+        self._split_heads(lepe).add_(out)
+        return self.proj(lepe.mul_(o))
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, heads, N, d) as a view; contiguous per head for channels-last."""
+        return x.flatten(2).transpose(1, 2).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,8 +256,10 @@ class ConvFFN(nn.Module):
         self.dwconv = nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1, groups=hidden_dim)
         self.fc2 = nn.Conv2d(hidden_dim, dim, 1)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         x = self.act(self.fc1(x))
+        if inplace:  # the sum lands in the conv's fresh output (conv backward never reads it)
+            return self.fc2(self.dwconv(x).add_(x))
         return self.fc2(x + self.dwconv(x))
 
 
@@ -273,10 +280,16 @@ class RAVLTBlock(nn.Module):
         self.gamma_2 = nn.Parameter(layer_scale_init * torch.ones(1, dim, 1, 1))
 
     def forward(self, x: torch.Tensor, rope: RoPE) -> torch.Tensor:
-        x = x + self.pos(x)
-        x = x + self.drop_path(self.gamma_1 * self.attn(self.norm1(x), rope))
-        x = x + self.drop_path(self.gamma_2 * self.ffn(self.norm2(x)))
-        return x
+        if self.attn.attn_impl == 'reference':
+            x = x + self.pos(x)
+            x = x + self.drop_path(self.gamma_1 * self.attn(self.norm1(x), rope))
+            x = x + self.drop_path(self.gamma_2 * self.ffn(self.norm2(x)))
+            return x
+        # The same sums, each added into a tensor made just before (whose creator's backward
+        # does not read it): a fresh large tensor costs page faults on CPU.
+        x = self.pos(x).add_(x)
+        x = self.drop_path(self.gamma_1 * self.attn(self.norm1(x), rope)).add_(x)
+        return self.drop_path(self.gamma_2 * self.ffn(self.norm2(x), inplace=True)).add_(x)
 
 
 class Downsample(nn.Module):

@@ -109,3 +109,20 @@ def load_config(args) -> Config:
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     return cfg
+
+
+def load_checkpoint_strictly(runner, checkpoint: str, config: str) -> None:
+    """Load a checkpoint for evaluation, refusing one that does not fit the model.
+
+    mmengine's runner loads ``load_from`` non-strictly: a checkpoint of another variant or model
+    only logs warnings and the metrics of a half-initialised model follow. Here any missing,
+    unexpected or mis-shaped key is an error that names the keys.
+    """
+    try:
+        runner.load_checkpoint(checkpoint, map_location='cpu', strict=True)
+    except RuntimeError as err:
+        raise RuntimeError(
+            f'Checkpoint {checkpoint} does not fit the model of {config}:\n{err}\n'
+            'Evaluate it with the config it was trained with; convert the authors\' mmdet 2.x / '
+            'mmseg 0.x files first (tools/model_converters/ravlt_release_to_mm.py); '
+            '--non-strict evaluates anyway, loading what fits (mmengine\'s default).') from None

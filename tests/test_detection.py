@@ -144,7 +144,7 @@ def test_config_builds_with_paper_params(name):
     assert abs(params - paper) < 1.0, f'{name}: {params:.2f}M, paper {paper}M'
 
 
-def test_optimizer_skips_decay_on_norms_and_layer_scale():
+def test_optimizer_skips_decay_on_norms_only():
     from mmengine.optim import build_optim_wrapper
     from mmdet.registry import MODELS
     init_default_scope('mmdet')
@@ -154,11 +154,12 @@ def test_optimizer_skips_decay_on_norms_and_layer_scale():
     optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
     decay = {id(p): g['weight_decay'] for g in optimizer.param_groups for p in g['params']}
     names = dict(model.named_parameters())
-    for name in ('backbone.layers.0.blocks.0.gamma_1', 'backbone.layers.2.blocks.5.gamma_2',
-                 'backbone.layers.0.blocks.0.norm1.norm.weight', 'backbone.extra_norms.3.norm.bias',
+    for name in ('backbone.layers.0.blocks.0.norm1.norm.weight', 'backbone.extra_norms.3.norm.bias',
                  'backbone.patch_embed.proj.1.weight', 'backbone.layers.1.downsample.norm.weight'):
         assert decay[id(names[name])] == 0, name
-    for name in ('backbone.layers.0.blocks.0.attn.qkvo.weight', 'neck.fpn_convs.0.conv.weight'):
+    # the release's recipe exempts norms only: layer scale decays like any weight
+    for name in ('backbone.layers.0.blocks.0.attn.qkvo.weight', 'neck.fpn_convs.0.conv.weight',
+                 'backbone.layers.0.blocks.0.gamma_1', 'backbone.layers.2.blocks.5.gamma_2'):
         assert decay[id(names[name])] == 0.05, name
     # the RoPE frequencies are a buffer: never optimised
     assert 'backbone.layers.0.RoPE.angle' not in names
@@ -334,6 +335,28 @@ def test_mismatched_checkpoint_names_the_keys(tmp_path):
         model.init_weights()
 
 
+def test_test_tool_refuses_a_checkpoint_of_another_model(trained, shapes, tmp_path):
+    # the trained Mask R-CNN-T with its stage-3 qkvo cut down: what a wrong variant looks like
+    ckpt = torch.load(trained['checkpoint'], map_location='cpu')
+    key = 'backbone.layers.2.blocks.0.attn.qkvo.weight'
+    ckpt['state_dict'][key] = ckpt['state_dict'][key][:512]
+    del ckpt['state_dict']['roi_head.mask_head.conv_logits.bias']
+    wrong = tmp_path / 'wrong.pth'
+    torch.save(ckpt, wrong)
+    args = ['tools/test.py', QUICKSTART, str(wrong), '--work-dir', str(tmp_path),
+            '--cfg-options', *shapes_options(shapes)]
+    proc = run(args, check=False)
+    assert proc.returncode != 0
+    assert f'Checkpoint {wrong} does not fit the model of {QUICKSTART}' in proc.stderr
+    assert re.search(rf'size mismatch for {re.escape(key)}: .*torch\.Size\(\[512, 256, 1, 1\]\)'
+                     r'.*torch\.Size\(\[1024, 256, 1, 1\]\)', proc.stderr)
+    assert 'roi_head.mask_head.conv_logits.bias' in proc.stderr
+    assert 'Epoch(test)' not in proc.stdout + proc.stderr  # refused before evaluating
+    # --non-strict evaluates what fits, as mmengine does by default
+    proc = run([*args, '--non-strict'])
+    assert 'coco/bbox_mAP' in metric_values(proc.stdout + proc.stderr)
+
+
 def test_demo_bad_input(tmp_path, shapes, capsys):
     """Every input is checked (and named) before the model loads; nothing is written."""
     ckpt = tmp_path / 'any.pth'
@@ -393,3 +416,48 @@ def test_get_flops_counts_both_ways():
     assert result['flops_traced'] > result['flops_modules_only'] > 0
     assert result['backbone_flops_traced'] > result['backbone_flops_modules_only'] > 0
     assert result['flops_traced_matmul'] > 0
+
+
+def test_get_flops_runs_cascade_mask_heads_on_100_rois_like_mask_rcnn():
+    cfg = Config.fromfile('configs/cascade-maskrcnn_ravlt_s_ms-3x_coco.py')
+    cfg.model.backbone.update(arch='t', init_cfg=None)
+    cfg.model.neck.in_channels = RAVLT.arch_zoo['t']['embed_dims']
+    init_default_scope('mmdet')
+    from mmdet.registry import MODELS
+    model = MODELS.build(cfg.model).eval()
+    assert get_flops.cap_cascade_mask_rois(model)
+    seen = {'bbox': [], 'mask': []}
+    for kind in seen:
+        for head in getattr(model.roi_head, f'{kind}_head'):
+            head.register_forward_hook(
+                lambda m, args, out, kind=kind: seen[kind].append(args[0].shape[0]))
+    data = get_flops.dummy_batch(model, 'mmdet', 256, 256)
+    with torch.no_grad():
+        outs = model(data['inputs'], data['data_samples'], mode='tensor')
+    assert len(seen['bbox']) == len(seen['mask']) == 3  # every stage ran
+    assert min(seen['bbox']) > 100  # bbox stages refine all proposals
+    assert seen['mask'] == [100, 100, 100]
+    roi_outs = outs[-1]  # (cls_scores, bbox_preds, three mask predictions)
+    assert len(roi_outs) == 5 and all(m.shape[0] == 100 for m in roi_outs[2:])
+    # models without a cascade mask head are left as they are
+    assert not get_flops.cap_cascade_mask_rois(RAVLT('t'))
+
+
+def test_quickstart_summary_reads_test_logs(tmp_path):
+    summary = _load_module('quickstart_summary', 'tools/misc/quickstart_summary.py')
+    runs = {'maskrcnn/untrained': {'coco/bbox_mAP': 0.0, 'coco/segm_mAP': 0.0, 'step': 6},
+            'maskrcnn/trained': {'coco/bbox_mAP': 0.347, 'coco/segm_mAP': 0.342, 'step': 6},
+            'retinanet/untrained': {'data_time': 0.02, 'step': 6},  # no detections: no metrics
+            'retinanet/trained': {'coco/bbox_mAP': 0.144, 'step': 6}}
+    for run_dir, line in runs.items():
+        log_dir = tmp_path / run_dir / '20261125_000000'
+        (log_dir / 'vis_data').mkdir(parents=True)
+        (log_dir / 'vis_data' / '20261125_000000.json').write_text(json.dumps(line) + '\n')
+        (log_dir / '20261125_000000.log').write_text(
+            'ERROR - The testing results of the whole dataset is empty.\n'
+            if run_dir == 'retinanet/untrained' else 'INFO - Epoch(test) [6/6]\n')
+    rows = summary.main([str(tmp_path)])
+    assert ('maskrcnn', 'coco/bbox_mAP', 0.0, 0.347) in rows
+    assert ('maskrcnn', 'coco/segm_mAP', 0.0, 0.342) in rows
+    assert ('retinanet', 'coco/bbox_mAP', '0.000 (no detections)', 0.144) in rows
+    assert len(rows) == 3

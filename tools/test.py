@@ -11,7 +11,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import ravlt_dense  # noqa: F401  registers RAVLT
-from ravlt_dense.runner import check_datasets, load_config, set_local_rank, setup_cpu_distributed
+from ravlt_dense.runner import (check_datasets, load_checkpoint_strictly, load_config,
+                                set_local_rank, setup_cpu_distributed)
 
 
 def parse_args():
@@ -26,6 +27,9 @@ def parse_args():
     parser.add_argument('--wait-time', type=float, default=2, help='interval of --show (s)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of the config')
+    parser.add_argument('--non-strict', action='store_true',
+                        help='load a checkpoint that does not fit the model, with warnings '
+                        '(mmengine\'s default); without it such a checkpoint is an error')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -54,7 +58,8 @@ def main():
     cfg = load_config(args)
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'Checkpoint not found: {args.checkpoint}')
-    cfg.load_from = args.checkpoint
+    # loaded below, strictly unless --non-strict
+    cfg.load_from = args.checkpoint if args.non_strict else None
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
     if args.out and cfg.get('default_scope') == 'mmseg':
@@ -64,6 +69,8 @@ def main():
     check_datasets(cfg, loaders=('test_dataloader', ))
     setup_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    if not args.non_strict:
+        load_checkpoint_strictly(runner, args.checkpoint, args.config)
     if args.out and cfg.get('default_scope') != 'mmseg':
         from mmdet.evaluation import DumpDetResults
         if not args.out.endswith(('.pkl', '.pickle')):

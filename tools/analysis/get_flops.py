@@ -16,6 +16,11 @@ through the model's data preprocessor. Two counts (``ravlt_dense.analysis.flops`
   1.x counter behind mmdet 2.x / mmseg 0.x get_flops. It does not see functional matrix
   products, and the paper's FLOPs are consistent with it (the paper's figure is printed beside).
 Custom ops (RoIAlign, NMS) and element-wise ops are counted by neither.
+
+Cascade heads: mmdet 3.3's ``CascadeRoIHead.forward`` runs every mask stage on all 1000
+proposals, whereas the standard RoI head, and mmdet 2.x's ``forward_dummy`` that gave the paper's
+figures, run mask heads on the first 100 RoIs. The count caps the cascade's mask RoIs the same
+way (``cap_cascade_mask_rois``), so Mask R-CNN and Cascade Mask R-CNN are counted alike.
 """
 import argparse
 import importlib
@@ -101,6 +106,34 @@ def dummy_batch(model: nn.Module, scope: str, height: int, width: int) -> dict:
     return model.data_preprocessor(dict(inputs=[image], data_samples=[sample]), False)
 
 
+MASK_ROIS = 100  # RoIs a mask head sees in a counting forward (StandardRoIHead.forward)
+
+
+def cap_cascade_mask_rois(model: nn.Module) -> bool:
+    """Make a cascade RoI head's tensor forward run its mask stages on ``MASK_ROIS`` RoIs.
+
+    The bbox stages still refine all proposals, as in mmdet's forward. Changes this instance
+    only; returns whether the model has such a head.
+    """
+    roi_head = getattr(model, 'roi_head', None)
+    if not (getattr(roi_head, 'with_mask', False) and hasattr(roi_head, '_refine_roi')):
+        return False
+    from mmdet.structures.bbox import bbox2roi
+
+    def forward(x, rpn_results_list, batch_data_samples):
+        metas = [sample.metainfo for sample in batch_data_samples]
+        proposals = [result.bboxes for result in rpn_results_list]
+        rois, cls_scores, bbox_preds = roi_head._refine_roi(
+            x, bbox2roi(proposals), metas, tuple(len(p) for p in proposals))
+        mask_rois = torch.cat(rois)[:MASK_ROIS]
+        masks = tuple(roi_head._mask_forward(stage, x, mask_rois)['mask_preds']
+                      for stage in range(roi_head.num_stages))
+        return (cls_scores, bbox_preds) + masks
+
+    roi_head.forward = forward
+    return True
+
+
 class TensorForward(nn.Module):
     """The model's ``mode='tensor'`` forward with fixed data samples, for tracing."""
 
@@ -121,6 +154,7 @@ def analyse(cfg: Config, height: int, width: int) -> dict:
     """Params and both FLOP counts of ``cfg.model`` (and of its backbone) on one image."""
     model = build_model(cfg)
     model.eval()
+    capped = cap_cascade_mask_rois(model)
     scope = cfg.get('default_scope', 'mmdet')
     data = dummy_batch(model, scope, height, width)
     inputs = (data['inputs'], )
@@ -139,6 +173,7 @@ def analyse(cfg: Config, height: int, width: int) -> dict:
         flops_traced_matmul=full['matmul'],
         backbone_flops_traced=bb_full['total'] if backbone is not None else None,
         backbone_flops_modules_only=bb_modules['total'] if backbone is not None else None,
+        mask_rois_capped=MASK_ROIS if capped else None,
         by_operator=dict(sorted(full['by_operator'].items(), key=lambda kv: -kv[1])),
         not_counted=sorted(full['unsupported']))
 
@@ -200,6 +235,9 @@ def main(argv=None):
     print(f'FLOPs, full (traced, incl. matrix products): {full}, of which matrix products '
           f'{fmt(result["flops_traced_matmul"], "G")}')
     print(f'FLOPs, modules only (convs, linears, norms): {modules}' + beside('flops', 'G'))
+    if result['mask_rois_capped']:
+        print(f'cascade mask heads counted on {result["mask_rois_capped"]} RoIs, as Mask R-CNN\'s '
+              '(mmdet 3.3 runs them on all proposals in tensor mode)')
     print('full count by operator: ' + ', '.join(
         f'{op} {fmt(n, "G")}' for op, n in result['by_operator'].items() if n >= 1e8))
     if result['not_counted']:

@@ -72,12 +72,7 @@ test_cfg = dict(type='TestLoop')
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05),
-    paramwise_cfg=dict(
-        norm_decay_mult=0.,
-        custom_keys={
-            '.gamma_1': dict(decay_mult=0.),
-            '.gamma_2': dict(decay_mult=0.)
-        }),
+    paramwise_cfg=dict(norm_decay_mult=0.),  # as the COCO recipe: no decay on norms
     clip_grad=dict(max_norm=5.0))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),

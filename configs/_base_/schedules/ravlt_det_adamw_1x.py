@@ -8,16 +8,10 @@ optim_wrapper = dict(
     # --cfg-options optim_wrapper.type=OptimWrapper
     type='AmpOptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
-    paramwise_cfg=dict(
-        # BN and LayerNorm weights and biases (all norms of the backbone, incl. extra_norms).
-        norm_decay_mult=0.,
-        # Layer-scale vectors are per-channel gains like norm weights; decaying them would pull
-        # the residual branches of B and L (initialised at 1e-6) towards zero. The RoPE
-        # frequencies (`RoPE.angle`) are a buffer, so the optimiser never sees them.
-        custom_keys={
-            '.gamma_1': dict(decay_mult=0.),
-            '.gamma_2': dict(decay_mult=0.)
-        }))
+    # No decay on the weights and biases of BN and LayerNorm (all norms, incl. extra_norms),
+    # as the release; the layer-scale gammas decay like the other weights. The RoPE frequencies
+    # (`RoPE.angle`) are a buffer, so the optimiser never sees them.
+    paramwise_cfg=dict(norm_decay_mult=0.))
 
 # The lr above is for 16 images per iteration (2 per GPU x 8 GPUs); --auto-scale-lr rescales it
 # linearly for other batch sizes.

@@ -23,9 +23,21 @@ def test_metrics(run_dir: str) -> dict:
     return {}
 
 
+def had_no_detections(run_dir: str) -> bool:
+    """mmdet's CocoMetric reports nothing when no box passes the score threshold (an untrained
+    RetinaNet's scores start at its 0.01 prior): its mAP is 0 by definition."""
+    for log in glob.glob(osp.join(run_dir, '**', '*.log'), recursive=True):
+        with open(log) as f:
+            if 'The testing results of the whole dataset is empty' in f.read():
+                return True
+    return False
+
+
 def fmt(key: str, value) -> str:
     if value is None:
         return '-'
+    if isinstance(value, str):
+        return value
     return f'{value:.3f}' if key.startswith('coco/') else f'{value:.2f}'  # mAP in 0..1, IoU in %
 
 
@@ -37,9 +49,13 @@ def main(argv=None):
     for model_dir in sorted(glob.glob(osp.join(args.work_dir, '*'))):
         before = test_metrics(osp.join(model_dir, 'untrained'))
         after = test_metrics(osp.join(model_dir, 'trained'))
+        empty_before = had_no_detections(osp.join(model_dir, 'untrained'))
         for key in METRICS:
             if key in after:
-                rows.append((osp.basename(model_dir), key, before.get(key), after[key]))
+                value = before.get(key)
+                if value is None and empty_before and key.startswith('coco/'):
+                    value = '0.000 (no detections)'
+                rows.append((osp.basename(model_dir), key, value, after[key]))
     print('| model (RAVLT-T) | metric | untrained | trained |')
     print('|---|---|---|---|')
     for model, key, before, after in rows:

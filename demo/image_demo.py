@@ -17,7 +17,8 @@ import sys
 import cv2
 import mmcv
 
-IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
+from ravlt_dense.inputs import collect_images, read_image
+
 
 
 def parse_args(argv=None):
@@ -37,32 +38,18 @@ def parse_args(argv=None):
     if not 0 <= args.pred_score_thr <= 1:
         parser.error(f'--pred-score-thr must be in [0, 1], got {args.pred_score_thr}')
     try:
-        args.images = collect_images(args.inputs)
+        args.images = checked_images(args.inputs)
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))
     return args
 
 
-def collect_images(inputs):
-    """Files as given, folders expanded to their images (sorted); each one checked to decode.
-
-    Everything is checked before the model is loaded, so a bad input fails fast and names itself.
-    """
-    images = []
-    for path in inputs:
-        if osp.isdir(path):
-            found = sorted(osp.join(path, f) for f in os.listdir(path)
-                           if f.lower().endswith(IMG_EXTENSIONS))
-            if not found:
-                raise FileNotFoundError(f'no images ({", ".join(IMG_EXTENSIONS)}) in folder {path}')
-            images += found
-        elif osp.isfile(path):
-            images.append(path)
-        else:
-            raise FileNotFoundError(f'image not found: {path}')
+def checked_images(inputs):
+    """Files as given, folders expanded to their images; every one decoded once up front, so a
+    bad input fails before the model loads and names itself."""
+    images = collect_images(inputs)
     for path in images:
-        if mmcv.imread(path) is None:  # cv2 returns None for data it cannot decode
-            raise ValueError(f'cannot decode image {path}: not an image file or corrupt')
+        read_image(path)
     return images
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from mmengine.config import Config
 from mmengine.utils import import_modules_from_strings
 
-IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+from ravlt_dense.inputs import collect_images, read_image
 
 
 def parse_args(argv=None):
@@ -53,34 +53,6 @@ def parse_args(argv=None):
         parser.error(f'--stride {args.stride} larger than --crop-size {args.crop_size} would '
                      'leave pixels no window covers')
     return args
-
-
-def collect_images(inputs: Sequence[str]) -> List[str]:
-    """Files as given plus the images (by extension, sorted) of each folder; raise if none."""
-    images = []
-    for item in inputs:
-        if osp.isdir(item):
-            found = sorted(osp.join(item, name) for name in os.listdir(item)
-                           if name.lower().endswith(IMG_EXTENSIONS))
-            if not found:
-                raise FileNotFoundError(f'No images ({", ".join(IMG_EXTENSIONS)}) in folder {item}')
-            images += found
-        elif osp.isfile(item):
-            images.append(item)
-        else:
-            raise FileNotFoundError(f'Input image or folder not found: {item}')
-    return images
-
-
-def read_image(path: str) -> np.ndarray:
-    """BGR uint8 image (the order mmseg's pipelines expect); ValueError naming an unreadable file."""
-    try:
-        img = mmcv.imread(path, flag='color')
-    except Exception as err:
-        raise ValueError(f'Cannot decode the image {path}: {err}') from err
-    if img is None:
-        raise ValueError(f'Cannot decode the image {path}: the file is corrupt or not an image')
-    return img
 
 
 def load_config(config: str, slide: bool = False, crop_size=(512, 512),

@@ -370,11 +370,11 @@ def test_demo_bad_input(tmp_path, shapes, capsys):
              (['configs/nope.py', str(ckpt), str(shapes / 'val')],
               'config not found: configs/nope.py'),
              ([QUICKSTART, str(ckpt), str(tmp_path / 'missing.png')],
-              f'image not found: {tmp_path / "missing.png"}'),
+              f'Input image or folder not found: {tmp_path / "missing.png"}'),
              ([QUICKSTART, str(ckpt), str(shapes / 'val'), str(bad)],
-              f'cannot decode image {bad}: not an image file or corrupt'),
+              f'Cannot decode the image {bad}: the file is corrupt or not an image'),
              ([QUICKSTART, str(ckpt), str(tmp_path / 'empty_dir')],
-              f'no images (.jpg, .jpeg, .png, .bmp, .ppm, .pgm, .tif, .tiff, .webp) in folder '
+              f'No images (.jpg, .jpeg, .png, .bmp, .ppm, .pgm, .tif, .tiff, .webp) in folder '
               f'{tmp_path / "empty_dir"}')]
     cwd = os.getcwd()
     os.chdir(REPO)

@@ -1,0 +1,37 @@
+"""Image inputs of the demos: files and folders, each checked and named when it is unusable."""
+import os
+import os.path as osp
+from typing import List, Sequence
+
+import mmcv
+import numpy as np
+
+IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
+
+
+def collect_images(inputs: Sequence[str]) -> List[str]:
+    """Files as given plus the images (by extension, sorted) of each folder; raise if none."""
+    images = []
+    for item in inputs:
+        if osp.isdir(item):
+            found = sorted(osp.join(item, name) for name in os.listdir(item)
+                           if name.lower().endswith(IMG_EXTENSIONS))
+            if not found:
+                raise FileNotFoundError(f'No images ({", ".join(IMG_EXTENSIONS)}) in folder {item}')
+            images += found
+        elif osp.isfile(item):
+            images.append(item)
+        else:
+            raise FileNotFoundError(f'Input image or folder not found: {item}')
+    return images
+
+
+def read_image(path: str) -> np.ndarray:
+    """BGR uint8 image (the order mm pipelines expect); ValueError naming an unreadable file."""
+    try:
+        img = mmcv.imread(path, flag='color')
+    except Exception as err:
+        raise ValueError(f'Cannot decode the image {path}: {err}') from err
+    if img is None:  # cv2 returns None for data it cannot decode
+        raise ValueError(f'Cannot decode the image {path}: the file is corrupt or not an image')
+    return img

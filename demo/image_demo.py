@@ -15,10 +15,9 @@ import os.path as osp
 import sys
 
 import cv2
-import mmcv
 
+# importing ravlt_dense registers RAVLT and the types found in our checkpoints
 from ravlt_dense.inputs import collect_images, read_image
-
 
 
 def parse_args(argv=None):
@@ -80,7 +79,6 @@ def unique_stem(path: str, used: set) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
-    import ravlt_dense  # noqa: F401  registers RAVLT and the types found in our checkpoints
     from mmdet.apis import DetInferencer
 
     inferencer = DetInferencer(model=args.config, weights=args.checkpoint, device=args.device,
@@ -96,8 +94,9 @@ def main(argv=None):
                             pred_score_thr=args.pred_score_thr)
         name = unique_stem(path, used)
         vis_file = osp.join(vis_dir, name + '.png')
-        cv2.imwrite(vis_file, result['visualization'][0][:, :, ::-1])
-        height, width = mmcv.imread(path).shape[:2]
+        vis = result['visualization'][0]  # drawn on the image at its own size
+        cv2.imwrite(vis_file, vis[:, :, ::-1])
+        height, width = vis.shape[:2]
         instances = instances_to_json(result['predictions'][0], classes, args.pred_score_thr)
         pred_file = osp.join(pred_dir, name + '.json')
         with open(pred_file, 'w') as f:

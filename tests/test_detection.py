@@ -249,6 +249,7 @@ def test_demo_writes_png_and_json(trained, shapes, tmp_path):
         pred = json.loads((tmp_path / 'preds' / f'{name}.json').read_text())
         vis = cv2.imread(str(tmp_path / 'vis' / f'{name}.png'))
         assert vis.shape[:2] == (pred['height'], pred['width'])
+        assert cv2.imread(pred['image']).shape[:2] == (pred['height'], pred['width'])
         assert pred['classes'] == list(make_coco_shapes.CLASSES)
         for inst in pred['instances']:
             assert inst['score'] >= 0.05 and inst['class_name'] in make_coco_shapes.CLASSES

@@ -1,12 +1,49 @@
+import os.path as osp
+
 from setuptools import find_packages, setup
+
+HERE = osp.dirname(osp.abspath(__file__))
+
+
+def read_requirements(name):
+    """Requirement lines of requirements/NAME.txt, without comments and blank lines."""
+    with open(osp.join(HERE, 'requirements', f'{name}.txt')) as f:
+        lines = (line.split('#', 1)[0].strip() for line in f)
+        return [line for line in lines if line]
+
+
+def read_version():
+    scope = {}
+    with open(osp.join(HERE, 'ravlt_dense', 'version.py')) as f:
+        exec(f.read(), scope)
+    return scope['__version__']
+
+
+def read_readme():
+    with open(osp.join(HERE, 'README.md'), encoding='utf-8') as f:
+        return f.read()
+
+
+extras = {name: read_requirements(name) for name in ('tests', 'export')
+          if osp.exists(osp.join(HERE, 'requirements', f'{name}.txt'))}
+extras['all'] = sorted({req for reqs in extras.values() for req in reqs})
 
 setup(
     name='ravlt_dense',
-    version='0.1.0',
-    description='RAVLT (Rank-Augmented Vision Linear Transformer) backbones for mmdet 3.x and mmseg 1.x',
-    packages=find_packages(include=['ravlt_dense', 'ravlt_dense.*']),
-    python_requires='>=3.9',
-    # The stack is pinned in requirements/stack.txt and installed by tools/setup_env.sh.
-    install_requires=[],
+    version=read_version(),
+    description='RAVLT (Rank-Augmented Vision Linear Transformer) backbones for mmdet 3.x and '
+                'mmseg 1.x',
+    long_description=read_readme(),
+    long_description_content_type='text/markdown',
     license='Apache-2.0',
+    packages=find_packages(include=['ravlt_dense', 'ravlt_dense.*']),
+    include_package_data=True,
+    python_requires='>=3.8',
+    install_requires=read_requirements('runtime'),
+    extras_require=extras,
+    classifiers=[
+        'License :: OSI Approved :: Apache Software License',
+        'Programming Language :: Python :: 3',
+        'Topic :: Scientific/Engineering :: Artificial Intelligence',
+    ],
 )

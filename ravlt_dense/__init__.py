@@ -8,7 +8,7 @@ import importlib
 from .checkpoint import register_safe_globals
 from .models import RAVLT
 
-__version__ = '0.1.0'
+from .version import __version__
 __all__ = ['RAVLT', '__version__']
 
 

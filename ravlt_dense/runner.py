@@ -1,14 +1,17 @@
 """What tools/train.py and tools/test.py add around mmengine's Runner.
 
-* A check that the datasets of a config exist, with a message that says what to put where.
+* A check that the datasets of a config exist, with a message that says what to put where, and
+  an explanation when a COCO-format annotation file names none of the config's classes.
 * Distributed runs on CPU-only machines: mmengine 0.10.7's ``init_dist`` calls
   ``torch.cuda.set_device`` and its DDP wrapper passes ``device_ids=[rank]``, both of which fail
   without CUDA. Initialising the gloo group first (the Runner then skips ``init_dist``) and
   wrapping with ``device_ids=None`` keeps mmengine's own runner and wrapper.
 """
+import contextlib
+import json
 import os
 import os.path as osp
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -70,6 +73,61 @@ def check_datasets(cfg: Config, loaders=('train_dataloader', 'val_dataloader',
                 raise FileNotFoundError(
                     f'{loader}: {ds.get("type", "dataset")} not found: {path} does not exist '
                     f'(data_root={root!r}).\n{hint}')
+
+
+def _config_classes(cfg: Config, ds: dict) -> Optional[Sequence[str]]:
+    """The class names a dataset of the config uses: its metainfo, else its type's default."""
+    classes = (ds.get('metainfo') or {}).get('classes')
+    if classes is None:
+        from mmengine.registry import DATASETS
+        with DATASETS.switch_scope_and_registry(cfg.get('default_scope', 'mmdet')) as registry:
+            dataset_cls = registry.get(ds.get('type', ''))
+        classes = getattr(dataset_cls, 'METAINFO', {}).get('classes')
+    return classes
+
+
+def find_class_mismatch(cfg: Config) -> Optional[str]:
+    """Why the datasets of ``cfg`` are empty, if a COCO-format annotation file shares no category
+    name with the config's classes (mmdet then drops every image, and mmengine only says "need
+    at least one array to concatenate"); None when every annotation file fits."""
+    for loader, ds in _datasets(cfg):
+        ann_file = osp.join(ds.get('data_root') or '', ds.get('ann_file') or '')
+        if not ann_file.endswith('.json') or not osp.isfile(ann_file):
+            continue
+        classes = _config_classes(cfg, ds)
+        try:
+            with open(ann_file) as f:
+                categories = [c['name'] for c in json.load(f).get('categories', [])]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # not a COCO-format file: nothing to compare
+        if classes is None or set(classes) & set(categories):
+            continue
+        shown = ', '.join(repr(c) for c in categories[:8]) + (', ...' if len(categories) > 8 else '')
+        config_shown = ', '.join(repr(c) for c in list(classes)[:8]) + (
+            ', ...' if len(classes) > 8 else '')
+        return (
+            f'{loader}: the categories of {ann_file} ({len(categories)}: {shown}) and the '
+            f'classes of the config ({len(classes)}: {config_shown}) have no name in common, so '
+            f'every image was dropped. Give the dataset the annotation\'s class names, e.g. in '
+            f'the config: metainfo = dict(classes=({", ".join(repr(c) for c in categories[:3])}'
+            f'{", ..." if len(categories) > 3 else ""})) passed to train/val/test_dataloader.'
+            f'dataset.metainfo, and set num_classes of the heads to {len(categories)}; or fix '
+            f'the category names in the annotation file.')
+    return None
+
+
+@contextlib.contextmanager
+def explain_dataset_errors(cfg: Config):
+    """Re-raise a failure of the wrapped run with the reason when the config's classes and an
+    annotation file's categories do not overlap (checked only on failure: reading a large
+    annotation file again costs time)."""
+    try:
+        yield
+    except Exception as err:
+        reason = find_class_mismatch(cfg)
+        if reason is None:
+            raise
+        raise ValueError(reason) from err
 
 
 def setup_cpu_distributed(cfg: Config, launcher: str) -> None:

@@ -48,7 +48,8 @@ fi
 
 log "installing the rest of $REQ and ravlt_dense (editable)"
 pip_quiet $(runtime_reqs)
-$PIP install -q --no-deps --no-build-isolation -e .
+# without --no-deps: pip checks the ranges of requirements/runtime.txt against the pins just installed
+$PIP install -q --no-build-isolation -e .
 $VENV/bin/python -W ignore::DeprecationWarning - <<'PY'
 import pkg_resources  # mmengine resolves `mmdet::`/`mmseg::` base configs with it
 import torch, mmengine, mmcv, mmcv.ops, mmdet, mmseg

@@ -11,8 +11,9 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import ravlt_dense  # noqa: F401  registers RAVLT
-from ravlt_dense.runner import (check_datasets, load_checkpoint_strictly, load_config,
-                                set_local_rank, setup_cpu_distributed)
+from ravlt_dense.runner import (check_datasets, explain_dataset_errors,
+                                load_checkpoint_strictly, load_config, set_local_rank,
+                                setup_cpu_distributed)
 
 
 def parse_args():
@@ -68,7 +69,8 @@ def main():
 
     check_datasets(cfg, loaders=('test_dataloader', ))
     setup_cpu_distributed(cfg, args.launcher)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    with explain_dataset_errors(cfg):
+        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if not args.non_strict:
         load_checkpoint_strictly(runner, args.checkpoint, args.config)
     if args.out and cfg.get('default_scope') != 'mmseg':
@@ -76,7 +78,8 @@ def main():
         if not args.out.endswith(('.pkl', '.pickle')):
             raise ValueError(f'--out must be a .pkl file for detection, got {args.out}')
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    runner.test()
+    with explain_dataset_errors(cfg):
+        runner.test()
 
 
 if __name__ == '__main__':

@@ -1,0 +1,67 @@
+"""ravlt_dense.runner: the explanation given when a dataset's categories miss the config's classes."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mmdet  # noqa: F401
+from mmengine.config import Config
+
+from ravlt_dense.runner import find_class_mismatch
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = 'configs/quickstart/maskrcnn_ravlt_t_shapes.py'
+
+
+def write_coco(path, names):
+    """A minimal COCO-format annotation file with one image and one box per category."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cats = [dict(id=i + 1, name=n) for i, n in enumerate(names)]
+    anns = [dict(id=i + 1, image_id=1, category_id=c['id'], bbox=[1, 1, 10, 10], area=100,
+                 iscrowd=0) for i, c in enumerate(cats)]
+    path.write_text(json.dumps(dict(images=[dict(id=1, file_name='a.jpg', width=32, height=32)],
+                                    annotations=anns, categories=cats)))
+
+
+def coco_config(root, classes=None):
+    dataset = dict(type='CocoDataset', data_root=str(root), ann_file='ann.json')
+    if classes is not None:
+        dataset['metainfo'] = dict(classes=classes)
+    return Config(dict(default_scope='mmdet', train_dataloader=dict(dataset=dataset)))
+
+
+def test_no_common_class_is_explained(tmp_path):
+    write_coco(tmp_path / 'ann.json', ['cat', 'dog'])
+    reason = find_class_mismatch(coco_config(tmp_path, classes=('car', 'bus')))
+    assert "train_dataloader: the categories of" in reason
+    assert "(2: 'cat', 'dog')" in reason and "(2: 'car', 'bus')" in reason
+    assert 'metainfo = dict(classes=(' in reason and 'num_classes of the heads to 2' in reason
+
+
+def test_default_classes_of_the_dataset_type_are_compared(tmp_path):
+    # No metainfo: CocoDataset's own 80 classes are the config's classes.
+    write_coco(tmp_path / 'ann.json', ['cat_x', 'dog_x'])
+    assert "(80: 'person', 'bicycle'" in find_class_mismatch(coco_config(tmp_path))
+    write_coco(tmp_path / 'ann.json', ['person', 'kangaroo'])  # one shared name is enough
+    assert find_class_mismatch(coco_config(tmp_path)) is None
+
+
+def test_train_tool_reports_the_mismatch(tmp_path):
+    write_coco(tmp_path / 'annotations' / 'instances_train.json', ['cat', 'dog'])
+    write_coco(tmp_path / 'annotations' / 'instances_val.json', ['cat', 'dog'])
+    for split in ('train', 'val'):
+        (tmp_path / split).mkdir()
+    root = f'{tmp_path}/'
+    proc = subprocess.run(
+        [sys.executable, 'tools/train.py', QUICKSTART, '--work-dir', str(tmp_path / 'work'),
+         '--cfg-options', f'train_dataloader.dataset.data_root={root}',
+         f'val_dataloader.dataset.data_root={root}', 'train_dataloader.num_workers=0',
+         'train_dataloader.persistent_workers=False'],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore'))
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith('ValueError: train_dataloader: the categories of'), proc.stderr[-2000:]
+    assert "('circle', 'square', 'triangle', 'star')" not in last  # config shown, not as a fix
+    assert "'circle', 'square', 'triangle', 'star'" in last and "'cat', 'dog'" in last

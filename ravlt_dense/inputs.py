@@ -9,13 +9,21 @@ import numpy as np
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
 
 
-def collect_images(inputs: Sequence[str]) -> List[str]:
-    """Files as given plus the images (by extension, sorted) of each folder; raise if none."""
+def collect_images(inputs: Sequence[str], recursive: bool = False) -> List[str]:
+    """Files as given plus the images (by extension, sorted) of each folder; raise if none.
+
+    Args:
+        inputs (Sequence[str]): Image files and folders.
+        recursive (bool): Also take the images of sub-folders. Defaults to False.
+    """
     images = []
     for item in inputs:
         if osp.isdir(item):
-            found = sorted(osp.join(item, name) for name in os.listdir(item)
-                           if name.lower().endswith(IMG_EXTENSIONS))
+            if recursive:
+                names = (osp.join(root, f) for root, _, files in os.walk(item) for f in files)
+            else:
+                names = (osp.join(item, f) for f in os.listdir(item))
+            found = sorted(name for name in names if name.lower().endswith(IMG_EXTENSIONS))
             if not found:
                 raise FileNotFoundError(f'No images ({", ".join(IMG_EXTENSIONS)}) in folder {item}')
             images += found

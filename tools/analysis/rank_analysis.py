@@ -13,22 +13,18 @@ Writes rank_table.md, rank_per_head.csv and rank_analysis.png to the work dir.
 """
 import argparse
 import csv
-import glob
 import os
 import os.path as osp
 import statistics
-import sys
 from collections import defaultdict
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from ravlt_dense.analysis import rank as R
+from ravlt_dense.inputs import collect_images, read_image
+from ravlt_dense.models.backbones.ravlt import RAVLT
 
-from ravlt_dense.analysis import rank as R  # noqa: E402
-from ravlt_dense.models.backbones.ravlt import RAVLT  # noqa: E402
-
-IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp')
 SHAPES_DIR = 'data/coco_shapes'
 
 
@@ -59,13 +55,8 @@ def load_images(args):
     if source is None:
         return (R.procedural_images(args.num_images, args.size, args.seed),
                 f'{args.num_images} procedural images')
-    files = [source] if osp.isfile(source) else sorted(
-        f for f in glob.glob(osp.join(source, '**', '*'), recursive=True)
-        if f.lower().endswith(IMAGE_EXTS))
-    if not files:
-        raise SystemExit(f'no images ({", ".join(IMAGE_EXTS)}) found in {source}')
-    files = files[:args.num_images]
-    imgs = [cv2.resize(cv2.cvtColor(cv2.imread(f), cv2.COLOR_BGR2RGB), (args.size, args.size),
+    files = collect_images([source], recursive=True)[:args.num_images]
+    imgs = [cv2.resize(cv2.cvtColor(read_image(f), cv2.COLOR_BGR2RGB), (args.size, args.size),
                        interpolation=cv2.INTER_LINEAR) for f in files]
     return np.stack(imgs), f'{len(files)} image(s) from {source}'
 

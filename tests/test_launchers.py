@@ -77,7 +77,8 @@ def test_slurm_train_through_srun(shapes, tmp_path):  # noqa: F811
     env.pop('MASTER_ADDR', None)
     proc = subprocess.run(
         ['bash', 'tools/slurm_train.sh', 'cpu', 'ravlt-test', QUICKSTART, str(work_dir),
-         '--cfg-options', *one_epoch_options(shapes)],
+         '--auto-scale-lr', '--cfg-options', *one_epoch_options(shapes),
+         'auto_scale_lr.base_batch_size=16'],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-5000:]
@@ -88,6 +89,8 @@ def test_slurm_train_through_srun(shapes, tmp_path):  # noqa: F811
                                  'kill-on-bad-exit': '1'}
     assert {f'--work-dir={work_dir}', '--launcher=slurm'} <= set(srun_call['command'])
     assert 'Distributed launcher: slurm' in log
+    # 2 tasks x 2 images against the 16 the lr was set for
+    assert 'the current batch size is 4. Scaling the original LR by 0.25' in log
     assert_trained_once(log, work_dir)
 
 

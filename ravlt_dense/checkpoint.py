@@ -14,7 +14,6 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 from mmengine.logging import print_log
-from mmengine.runner.checkpoint import CheckpointLoader
 
 from ravlt_dense.models.backbones.ravlt import RAVLT
 
@@ -134,6 +133,9 @@ def load_backbone_checkpoint(model: torch.nn.Module, filename: str,
     The output norms (``extra_norms``) are the only keys allowed to be missing: ImageNet
     checkpoints have none, so they start from their initialisation (logged).
     """
+    # imported here: mmengine.runner imports OpenCV (its hooks), which the backbone alone does
+    # not need (e.g. tools/analysis/gpu_check.py on a machine with torch + mmengine only)
+    from mmengine.runner.checkpoint import CheckpointLoader
     register_safe_globals()
     try:
         checkpoint = CheckpointLoader.load_checkpoint(filename, map_location='cpu',

@@ -251,6 +251,17 @@ def test_autocast_bf16_stays_finite_and_close_to_fp32():
         assert rel < 0.05
 
 
+def test_training_after_inference_mode_evaluation():
+    # the cached RoPE rotation built under inference_mode must not be an inference tensor
+    model = RAVLT(TINY).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        model(x)
+    model.train()
+    sum(out.sum() for out in model(x)).backward()
+    assert model.layers[0].blocks[0].attn.qkvo.weight.grad.abs().sum() > 0
+
+
 # ------------------------------------------------------------------------------------------
 # Training-time behaviour
 # ------------------------------------------------------------------------------------------

@@ -103,7 +103,9 @@ class RoPE(nn.Module):
         key = (height, width, angle.device, angle._version, angle.data_ptr())
         rotation = self._cache.get(key)
         if rotation is None:
-            with torch.no_grad():
+            # not an inference tensor even when first built under torch.inference_mode():
+            # training after such an evaluation must be able to use it
+            with torch.inference_mode(False), torch.no_grad():
                 sin, cos = rope_tables(angle.float(), height, width)
                 rotation = torch.complex(cos[:, ::2], sin[:, ::2])  # pairs share their angle
             self._cache[key] = rotation

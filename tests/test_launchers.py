@@ -1,0 +1,143 @@
+"""Cluster launchers on one CPU machine: tools/slurm_train.sh through a stand-in ``srun``, and a
+two-node torchrun job (tools/dist_train.sh with NNODES=2) over the loopback interface.
+
+Each trains the quick-start Mask R-CNN for one epoch of 2 iterations (8 images of 64 px, 2 ranks x
+2 images) with gloo, one OpenMP thread per rank, and no validation (test_detection covers a
+distributed validation).
+"""
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from ravlt_dense.runner import export_slurm_env, first_slurm_host
+from test_detection import QUICKSTART, REPO, shapes, shapes_options, tool_env  # noqa: F401
+
+# srun's stand-in: parses the options tools/slurm_*.sh pass, starts --ntasks copies of the
+# command with the variables srun sets, kills the rest when one fails (--kill-on-bad-exit=1) and
+# records the options and every task's exit code.
+FAKE_SRUN = '''#!{python}
+import json, os, subprocess, sys, time
+args, opts = sys.argv[1:], {{}}
+while args[0].startswith('-'):
+    if args[0] == '-p':
+        opts['partition'], args = args[1], args[2:]
+        continue
+    key, _, value = args.pop(0).lstrip('-').partition('=')
+    opts[key] = value
+ntasks, per_node = int(opts['ntasks']), int(opts['ntasks-per-node'])
+procs = [subprocess.Popen(args, env=dict(
+    os.environ, SLURM_PROCID=str(rank), SLURM_NTASKS=str(ntasks),
+    SLURM_LOCALID=str(rank % per_node), SLURM_NODEID=str(rank // per_node),
+    SLURM_NODELIST='localhost', SLURM_JOB_NAME=opts['job-name'])) for rank in range(ntasks)]
+while any(p.poll() is None for p in procs):
+    if any(p.poll() for p in procs):
+        for p in procs:
+            p.kill()
+    time.sleep(0.2)
+codes = [p.wait() for p in procs]
+json.dump(dict(opts=opts, command=args, codes=codes), open(os.environ['SRUN_RECORD'], 'w'))
+sys.exit(max(codes, key=abs))
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def one_epoch_options(shapes_root):  # noqa: F811
+    return [*shapes_options(shapes_root), 'train_cfg.max_epochs=1', 'train_cfg.val_interval=2']
+
+
+def assert_trained_once(log, work_dir):
+    """Two ranks trained both iterations of the epoch and rank 0 alone saved the checkpoint."""
+    assert 'Distributed training: True' in log
+    assert re.search(r'Epoch\(train\) \[1\]\[2/2\]', log), log[-3000:]
+    assert len(re.findall(r'Saving checkpoint at 1 epochs', log)) == 1
+    assert sorted(p.name for p in work_dir.glob('*.pth')) == ['epoch_1.pth']
+    assert (work_dir / 'last_checkpoint').read_text().strip().endswith('epoch_1.pth')
+
+
+def test_slurm_train_through_srun(shapes, tmp_path):  # noqa: F811
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    srun = bin_dir / 'srun'
+    srun.write_text(FAKE_SRUN.format(python=sys.executable))
+    srun.chmod(0o755)
+    work_dir, record = tmp_path / 'work', tmp_path / 'srun.json'
+    env = dict(tool_env(), GPUS='2', GPUS_PER_NODE='2', CPUS_PER_TASK='1',
+               MASTER_PORT=str(free_port()), SRUN_RECORD=str(record))
+    env['PATH'] = f'{bin_dir}{os.pathsep}{env["PATH"]}'
+    env.pop('MASTER_ADDR', None)
+    proc = subprocess.run(
+        ['bash', 'tools/slurm_train.sh', 'cpu', 'ravlt-test', QUICKSTART, str(work_dir),
+         '--auto-scale-lr', '--cfg-options', *one_epoch_options(shapes),
+         'auto_scale_lr.base_batch_size=16'],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-5000:]
+    srun_call = json.loads(record.read_text())
+    assert srun_call['codes'] == [0, 0]  # both ranks finished
+    assert srun_call['opts'] == {'partition': 'cpu', 'job-name': 'ravlt-test', 'gres': 'gpu:2',
+                                 'ntasks': '2', 'ntasks-per-node': '2', 'cpus-per-task': '1',
+                                 'kill-on-bad-exit': '1'}
+    assert {f'--work-dir={work_dir}', '--launcher=slurm'} <= set(srun_call['command'])
+    assert 'Distributed launcher: slurm' in log
+    # 2 tasks x 2 images against the 16 the lr was set for
+    assert 'the current batch size is 4. Scaling the original LR by 0.25' in log
+    assert_trained_once(log, work_dir)
+
+
+def test_two_node_torchrun_on_one_machine(shapes, tmp_path):  # noqa: F811
+    work_dir, port = tmp_path / 'work', free_port()
+    cmd = ['bash', 'tools/dist_train.sh', QUICKSTART, '1', '--work-dir', str(work_dir),
+           '--cfg-options', *one_epoch_options(shapes)]
+    nodes = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env=dict(tool_env(), NNODES='2', NODE_RANK=str(rank),
+                                                  MASTER_ADDR='127.0.0.1', PORT=str(port)))
+             for rank in (0, 1)]
+    try:
+        logs = [node.communicate(timeout=400)[0] for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    assert [node.returncode for node in nodes] == [0, 0], '\n'.join(logs)[-6000:]
+    assert 'Distributed launcher: pytorch' in logs[0]
+    assert_trained_once(logs[0], work_dir)
+    assert 'Saving checkpoint' not in logs[1]  # the second node's rank does not write
+
+
+def test_slurm_env_becomes_torch_rendezvous(monkeypatch):
+    for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv('PATH', '/nonexistent')  # no scontrol: the list is read directly
+    for key, value in dict(SLURM_PROCID='5', SLURM_NTASKS='16', SLURM_LOCALID='1',
+                           SLURM_NODELIST='gpu[03-04,9],cpu1').items():
+        monkeypatch.setenv(key, value)
+    export_slurm_env()
+    assert {k: os.environ[k] for k in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR',
+                                        'MASTER_PORT')} == dict(
+        RANK='5', WORLD_SIZE='16', LOCAL_RANK='1', MASTER_ADDR='gpu03', MASTER_PORT='29500')
+    monkeypatch.setenv('MASTER_ADDR', 'head')  # the user's choice wins, as in mmengine
+    export_slurm_env()
+    assert os.environ['MASTER_ADDR'] == 'head'
+
+
+@pytest.mark.parametrize('nodelist, first', [('node7', 'node7'), ('node7,node8', 'node7'),
+                                             ('gpu[03-05,9],cpu1', 'gpu03'),
+                                             ('rack[2-3]-ib,x', 'rack2-ib')])
+def test_first_slurm_host_without_scontrol(monkeypatch, nodelist, first):
+    monkeypatch.setenv('PATH', '/nonexistent')
+    assert first_slurm_host(nodelist) == first
+
+
+def test_slurm_launcher_outside_srun_says_how_to_start(monkeypatch):
+    monkeypatch.delenv('SLURM_PROCID', raising=False)
+    with pytest.raises(RuntimeError, match=r"missing \['SLURM_PROCID'.*tools/slurm_train.sh"):
+        export_slurm_env()

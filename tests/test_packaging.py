@@ -40,7 +40,9 @@ def test_install_requires_is_runtime_txt_and_is_satisfied():
     assert {'tests', 'all'} <= extras
 
 
-RANGE_FILES = sorted(p.name for p in (REPO / 'requirements').glob('*.txt') if p.name != 'stack.txt')
+# setup.py's ranges; gpu_check.txt is the lock of the GPU machine's wheel bundle (another Python)
+RANGE_FILES = sorted(p.name for p in (REPO / 'requirements').glob('*.txt')
+                     if p.name not in ('stack.txt', 'gpu_check.txt'))
 
 
 @pytest.mark.parametrize('name', RANGE_FILES)
@@ -59,3 +61,10 @@ def test_pip_install_editable_into_an_existing_stack():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f'Would install ravlt_dense-{ravlt_dense.__version__}' in proc.stdout
+
+
+def test_gpu_bundle_pins_agree_with_the_stack():
+    pins = stack_pins()
+    for req in requirement_lines('gpu_check.txt'):
+        if req.name.lower() in pins:
+            assert str(req.specifier) == f'=={pins[req.name.lower()]}', (req, pins[req.name.lower()])

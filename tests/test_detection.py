@@ -238,6 +238,20 @@ def test_test_tool_reports_coco_metrics(trained, shapes, tmp_path):
     assert len(results) == 4 and 'pred_instances' in results[0]
 
 
+def test_test_tool_evaluates_an_mmdet2_release_file_by_url(trained, shapes, tmp_path,
+                                                           file_server, torch_home):
+    """The authors' layout (mmdet 2.x: state_dict + meta with CLASSES), served by URL."""
+    ours = torch.load(trained['checkpoint'], map_location='cpu')
+    release = dict(state_dict=ours['state_dict'],
+                   meta=dict(CLASSES=make_coco_shapes.CLASSES, epoch=12, mmdet_version='2.25.0'))
+    torch.save(release, file_server.root / 'maskrcnn_t_1x_12_epoch.pth')
+    url = f'{file_server.url}/maskrcnn_t_1x_12_epoch.pth'
+    proc = run(['tools/test.py', QUICKSTART, url, '--work-dir', str(tmp_path),
+                '--cfg-options', *shapes_options(shapes)])  # TORCH_HOME: the fixture's
+    assert {'coco/bbox_mAP', 'coco/segm_mAP'} <= set(metric_values(proc.stdout + proc.stderr))
+    assert (torch_home / 'maskrcnn_t_1x_12_epoch.pth').is_file()
+
+
 def test_demo_writes_png_and_json(trained, shapes, tmp_path):
     import cv2
     photo = Path(importlib.util.find_spec('matplotlib').origin).parent / \

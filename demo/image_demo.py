@@ -29,10 +29,11 @@ from ravlt_dense.inputs import collect_images, read_image
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('model', help='model config file (then its CHECKPOINT: file or URL), '
+    parser.add_argument('model', metavar='MODEL', help='model config file (then its CHECKPOINT: file or URL), '
                         'or a name of the model zoo (configs/metafile.yml)')
-    parser.add_argument('inputs', nargs='+', metavar='[CHECKPOINT] INPUT',
-                        help='image files and/or folders of images')
+    parser.add_argument('inputs', nargs='+', metavar='INPUT',
+                        help='image files and/or folders of images, after the CHECKPOINT (file '
+                        'or URL) when MODEL is a config')
     parser.add_argument('--weights', help='checkpoint (file or URL) instead of the zoo\'s')
     parser.add_argument('--out-dir', default='outputs', help='where vis/ and preds/ go')
     parser.add_argument('--pred-score-thr', type=float, default=0.3,

@@ -34,10 +34,11 @@ from ravlt_dense.inputs import collect_images, read_image
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('model', help='segmentor config (e.g. configs/fpn_ravlt_t_ade20k.py; '
+    parser.add_argument('model', metavar='MODEL', help='segmentor config (e.g. configs/fpn_ravlt_t_ade20k.py; '
                         'then its CHECKPOINT: file or URL), or a name of the model zoo')
-    parser.add_argument('inputs', nargs='+', metavar='[CHECKPOINT] INPUT',
-                        help='image files and/or folders of images')
+    parser.add_argument('inputs', nargs='+', metavar='INPUT',
+                        help='image files and/or folders of images, after the CHECKPOINT (file '
+                        'or URL) when MODEL is a config')
     parser.add_argument('--weights', help='checkpoint (file or URL) instead of the zoo\'s')
     parser.add_argument('--out-dir', default='work_dirs/seg_demo',
                         help='writes OUT_DIR/vis/*.png (overlays) and OUT_DIR/pred/*.png (labels)')

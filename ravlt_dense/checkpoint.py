@@ -249,8 +249,12 @@ def load_checkpoint_file(filename: str, hint: str = '', logger: str = 'current')
     try:
         return CheckpointLoader.load_checkpoint(path, map_location='cpu', logger=logger)
     except pickle.UnpicklingError as err:
-        if 'weights only' in str(err).lower().replace('_', ' '):
-            raise  # a refusal to unpickle code, not damage
+        if 'weights only' in str(err).lower().replace('_', ' '):  # a refusal, not damage
+            raise pickle.UnpicklingError(
+                f'{filename} holds Python objects that torch will not unpickle safely '
+                f'(weights_only=True): {err}\nIf you trust the file, convert it once with '
+                f'tools/model_converters/ravlt_release_to_mm.py {path} OUT.pth --unsafe-load '
+                f'and use OUT.pth.') from err
         failure = err
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
         failure = err

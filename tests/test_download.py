@@ -2,6 +2,7 @@
 torch hub cache, load from the cache offline, convert the authors' mmdet 2.x files on load, and
 name the URL, the cache and the way out when a download fails or arrives truncated."""
 import os
+import pickle
 import re
 from types import SimpleNamespace
 
@@ -98,6 +99,20 @@ def test_corrupt_file_in_the_cache_or_on_disk_is_reported_not_loaded(tmp_path, t
     with pytest.raises(CorruptCheckpointError, match=r'now removed: load it again to download'):
         load_checkpoint_file(url)
     assert os.listdir(torch_home) == []
+
+
+class Opaque:
+    """An object torch's weights_only unpickler refuses: it could run code."""
+
+
+def test_file_with_code_objects_is_refused_with_the_way_out(tmp_path):
+    path = tmp_path / 'odd.pth'
+    torch.save(dict(state_dict=RAVLT(TINY).state_dict(), meta=dict(thing=Opaque())), path)
+    with pytest.raises(pickle.UnpicklingError, match=rf'(?s){re.escape(str(path))} holds Python '
+                       r'objects that torch will not unpickle safely.*Opaque.*'
+                       r'ravlt_release_to_mm\.py .* --unsafe-load'):
+        load_checkpoint_file(str(path))
+    assert path.exists()  # not mistaken for a corrupt file
 
 
 @pytest.fixture(scope='module')

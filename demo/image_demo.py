@@ -23,18 +23,14 @@ import cv2
 
 # importing ravlt_dense registers RAVLT and the types found in our checkpoints
 from ravlt_dense.checkpoint import is_url
-from ravlt_dense.inference import ReleaseWeightsMixin, default_device, resolve_demo_model
+from ravlt_dense.inference import (ReleaseWeightsMixin, add_model_arguments, default_device,
+                                   resolve_demo_model)
 from ravlt_dense.inputs import collect_images, read_image
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('model', metavar='MODEL', help='model config file (then its CHECKPOINT: file or URL), '
-                        'or a name of the model zoo (configs/metafile.yml)')
-    parser.add_argument('inputs', nargs='+', metavar='INPUT',
-                        help='image files and/or folders of images, after the CHECKPOINT (file '
-                        'or URL) when MODEL is a config')
-    parser.add_argument('--weights', help='checkpoint (file or URL) instead of the zoo\'s')
+    add_model_arguments(parser, example='configs/maskrcnn_ravlt_s_coco.py')
     parser.add_argument('--out-dir', default='outputs', help='where vis/ and preds/ go')
     parser.add_argument('--pred-score-thr', type=float, default=0.3,
                         help='keep (draw and save) instances with at least this score')

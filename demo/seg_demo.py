@@ -28,18 +28,14 @@ from mmengine.config import Config
 from mmengine.utils import import_modules_from_strings
 
 from ravlt_dense.checkpoint import is_url
-from ravlt_dense.inference import ReleaseWeightsMixin, default_device, resolve_demo_model
+from ravlt_dense.inference import (ReleaseWeightsMixin, add_model_arguments, default_device,
+                                   resolve_demo_model)
 from ravlt_dense.inputs import collect_images, read_image
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('model', metavar='MODEL', help='segmentor config (e.g. configs/fpn_ravlt_t_ade20k.py; '
-                        'then its CHECKPOINT: file or URL), or a name of the model zoo')
-    parser.add_argument('inputs', nargs='+', metavar='INPUT',
-                        help='image files and/or folders of images, after the CHECKPOINT (file '
-                        'or URL) when MODEL is a config')
-    parser.add_argument('--weights', help='checkpoint (file or URL) instead of the zoo\'s')
+    add_model_arguments(parser, example='configs/fpn_ravlt_t_ade20k.py')
     parser.add_argument('--out-dir', default='work_dirs/seg_demo',
                         help='writes OUT_DIR/vis/*.png (overlays) and OUT_DIR/pred/*.png (labels)')
     parser.add_argument('--device', default=None,

@@ -24,6 +24,17 @@ def default_device() -> str:
     return 'cuda:0' if torch.cuda.is_available() else 'cpu'
 
 
+def add_model_arguments(parser, example: str) -> None:
+    """``MODEL INPUT... [--weights W]`` of a demo's command line (see resolve_demo_model)."""
+    parser.add_argument('model', metavar='MODEL',
+                        help=f'config file (e.g. {example}; then its CHECKPOINT: file or URL), '
+                        'or a name of the model zoo (configs/metafile.yml)')
+    parser.add_argument('inputs', nargs='+', metavar='INPUT',
+                        help='image files and/or folders of images, after the CHECKPOINT (file '
+                        'or URL) when MODEL is a config')
+    parser.add_argument('--weights', help="checkpoint (file or URL) instead of the zoo's")
+
+
 def resolve_demo_model(model: str, rest: Sequence[str], weights: Optional[str] = None
                        ) -> Tuple[str, str, List[str]]:
     """(config, checkpoint, inputs) of ``demo.py MODEL [CHECKPOINT] INPUT...``.

@@ -1,9 +1,12 @@
-# Mask R-CNN 1x, RAVLT-B (the release's "m"; paper: 67M, 372G, 51.2 box AP / 45.7 mask AP).
+# Mask R-CNN 1x, RAVLT-B (the release's "m"); paper figures in configs/metafile.yml.
 _base_ = './maskrcnn_ravlt_s_coco.py'
+
+# the authors' ImageNet-1k weights, downloaded once into the torch hub cache
+pretrained = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main/RAVLT_B.pth'
 
 model = dict(
     backbone=dict(
         arch='b',
         drop_path_rate=0.4,
-        init_cfg=dict(checkpoint='checkpoints/ravlt_b_in1k.pth')),
+        init_cfg=dict(checkpoint=pretrained)),
     neck=dict(in_channels=[96, 192, 384, 512]))

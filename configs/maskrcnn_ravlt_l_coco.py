@@ -1,9 +1,12 @@
-# Mask R-CNN 1x, RAVLT-L (paper: 114M, 501G, 52.3 box AP / 46.4 mask AP).
+# Mask R-CNN 1x, RAVLT-L; paper figures in configs/metafile.yml.
 _base_ = './maskrcnn_ravlt_s_coco.py'
+
+# the authors' ImageNet-1k weights, downloaded once into the torch hub cache
+pretrained = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main/RAVLT_L.pth'
 
 model = dict(
     backbone=dict(
         arch='l',
         drop_path_rate=0.55,
-        init_cfg=dict(checkpoint='checkpoints/ravlt_l_in1k.pth')),
+        init_cfg=dict(checkpoint=pretrained)),
     neck=dict(in_channels=[96, 192, 448, 640]))

@@ -1,9 +1,8 @@
-# Mask R-CNN 1x, RAVLT-S, COCO instance segmentation (paper: 44M params, 262G FLOPs,
-# 49.8 box AP / 44.6 mask AP).
+# Mask R-CNN 1x, RAVLT-S, COCO instance segmentation; paper figures in configs/metafile.yml.
 #   python tools/train.py configs/maskrcnn_ravlt_s_coco.py                    # 1 GPU
 #   bash tools/dist_train.sh configs/maskrcnn_ravlt_s_coco.py 8               # the paper's 8 x 2
-# Needs checkpoints/ravlt_s_in1k.pth (ImageNet weights); set model.backbone.init_cfg=None to
-# train from scratch.
+# The backbone starts from the authors' ImageNet weights (`pretrained`, downloaded once); a local
+# copy: --cfg-options model.backbone.init_cfg.checkpoint=PATH; from scratch: ...init_cfg=None.
 _base_ = [
     './_base_/models/maskrcnn_ravlt_s_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py',

@@ -1,4 +1,4 @@
-# Mask R-CNN 3x with multi-scale training, RAVLT-S (paper: 44M, 262G, 51.4 box AP / 45.5 mask AP).
+# Mask R-CNN 3x with multi-scale training, RAVLT-S; paper figures in configs/metafile.yml.
 _base_ = [
     './_base_/models/maskrcnn_ravlt_s_fpn.py',
     './_base_/datasets/coco_instance_ms-crop.py',

@@ -1,9 +1,12 @@
-# RetinaNet 1x, RAVLT-L (paper: 104M, 482G, 50.9 box AP).
+# RetinaNet 1x, RAVLT-L; paper figures in configs/metafile.yml.
 _base_ = './retinanet_ravlt_s_coco.py'
+
+# the authors' ImageNet-1k weights, downloaded once into the torch hub cache
+pretrained = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main/RAVLT_L.pth'
 
 model = dict(
     backbone=dict(
         arch='l',
         drop_path_rate=0.55,
-        init_cfg=dict(checkpoint='checkpoints/ravlt_l_in1k.pth')),
+        init_cfg=dict(checkpoint=pretrained)),
     neck=dict(in_channels=[192, 448, 640]))

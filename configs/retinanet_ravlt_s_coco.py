@@ -1,4 +1,4 @@
-# RetinaNet 1x, RAVLT-S, COCO detection (paper: 34M params, 244G FLOPs, 48.3 box AP).
+# RetinaNet 1x, RAVLT-S, COCO detection; paper figures in configs/metafile.yml.
 #   python tools/train.py configs/retinanet_ravlt_s_coco.py
 _base_ = [
     './_base_/models/retinanet_ravlt_s_fpn.py',

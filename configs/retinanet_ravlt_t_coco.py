@@ -1,9 +1,12 @@
-# RetinaNet 1x, RAVLT-T (paper: 24M, 201G, 45.9 box AP).
+# RetinaNet 1x, RAVLT-T; paper figures in configs/metafile.yml.
 _base_ = './retinanet_ravlt_s_coco.py'
+
+# the authors' ImageNet-1k weights, downloaded once into the torch hub cache
+pretrained = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main/RAVLT_T.pth'
 
 model = dict(
     backbone=dict(
         arch='t',
         drop_path_rate=0.1,
-        init_cfg=dict(checkpoint='checkpoints/ravlt_t_in1k.pth')),
+        init_cfg=dict(checkpoint=pretrained)),
     neck=dict(in_channels=[128, 256, 512]))

@@ -2,6 +2,11 @@
 
     python demo/image_demo.py CONFIG CHECKPOINT IMAGE_OR_DIR [IMAGE_OR_DIR ...] \
         [--out-dir outputs] [--pred-score-thr 0.3] [--device cpu|cuda:0]
+    python demo/image_demo.py ZOO_NAME IMAGE_OR_DIR [...]     # e.g. maskrcnn_ravlt_s_coco
+
+CHECKPOINT is a file or URL, ours or the authors' mmdet 2.x release (converted on load); a name
+of the model zoo (configs/metafile.yml) brings its config and the authors' weights (downloaded
+once into the torch hub cache). Class names come from the checkpoint, else the config's dataset.
 
 For every image NAME.EXT it writes OUT_DIR/vis/NAME.png (predictions drawn by mmdet's visualizer)
 and OUT_DIR/preds/NAME.json (one entry per instance with score >= --pred-score-thr: class, score,
@@ -17,23 +22,29 @@ import sys
 import cv2
 
 # importing ravlt_dense registers RAVLT and the types found in our checkpoints
+from ravlt_dense.checkpoint import is_url
+from ravlt_dense.inference import (ReleaseWeightsMixin, add_model_arguments, default_device,
+                                   resolve_demo_model)
 from ravlt_dense.inputs import collect_images, read_image
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('config', help='model config file')
-    parser.add_argument('checkpoint', help='checkpoint file of the trained model')
-    parser.add_argument('inputs', nargs='+', help='image files and/or folders of images')
+    add_model_arguments(parser, example='configs/maskrcnn_ravlt_s_coco.py')
     parser.add_argument('--out-dir', default='outputs', help='where vis/ and preds/ go')
     parser.add_argument('--pred-score-thr', type=float, default=0.3,
                         help='keep (draw and save) instances with at least this score')
-    parser.add_argument('--device', default='cpu', help="'cpu' or a GPU such as 'cuda:0'")
+    parser.add_argument('--device', default=None,
+                        help="'cpu' or a GPU such as 'cuda:0' (default: cuda:0 if available)")
     args = parser.parse_args(argv)
-    if not osp.isfile(args.config):
-        parser.error(f'config not found: {args.config}')
-    if not osp.isfile(args.checkpoint):
+    try:
+        args.config, args.checkpoint, args.inputs = resolve_demo_model(
+            args.model, args.inputs, args.weights)
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(str(err))
+    if not is_url(args.checkpoint) and not osp.isfile(args.checkpoint):
         parser.error(f'checkpoint not found: {args.checkpoint}')
+    args.device = args.device or default_device()
     if not 0 <= args.pred_score_thr <= 1:
         parser.error(f'--pred-score-thr must be in [0, 1], got {args.pred_score_thr}')
     try:
@@ -81,8 +92,11 @@ def main(argv=None):
     args = parse_args(argv)
     from mmdet.apis import DetInferencer
 
-    inferencer = DetInferencer(model=args.config, weights=args.checkpoint, device=args.device,
-                               show_progress=False)
+    class Inferencer(ReleaseWeightsMixin, DetInferencer):
+        pass
+
+    inferencer = Inferencer(model=args.config, weights=args.checkpoint, device=args.device,
+                            show_progress=False)
     classes = list(inferencer.model.dataset_meta.get('classes', []))
     vis_dir, pred_dir = osp.join(args.out_dir, 'vis'), osp.join(args.out_dir, 'preds')
     os.makedirs(vis_dir, exist_ok=True)

@@ -2,6 +2,11 @@
 
     python demo/seg_demo.py CONFIG CHECKPOINT IMAGE_OR_FOLDER [...] --out-dir OUT
         [--device cpu] [--opacity 0.5] [--slide --crop-size 512 512 --stride 341 341]
+    python demo/seg_demo.py ZOO_NAME IMAGE_OR_FOLDER [...]    # e.g. upernet_ravlt_s_ade20k
+
+CHECKPOINT is a file or URL, ours or the authors' mmseg 0.x release (converted on load); a name
+of the model zoo (configs/metafile.yml) brings its config and the authors' weights (downloaded
+once into the torch hub cache).
 
 For every input image ``NAME.ext`` it writes
     OUT/vis/NAME.png    the image with the predicted classes painted over it (and their names)
@@ -22,14 +27,15 @@ import numpy as np
 from mmengine.config import Config
 from mmengine.utils import import_modules_from_strings
 
+from ravlt_dense.checkpoint import is_url
+from ravlt_dense.inference import (ReleaseWeightsMixin, add_model_arguments, default_device,
+                                   resolve_demo_model)
 from ravlt_dense.inputs import collect_images, read_image
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('config', help='segmentor config (e.g. configs/fpn_ravlt_t_ade20k.py)')
-    parser.add_argument('checkpoint', help='trained segmentor checkpoint (.pth)')
-    parser.add_argument('inputs', nargs='+', help='image files and/or folders of images')
+    add_model_arguments(parser, example='configs/fpn_ravlt_t_ade20k.py')
     parser.add_argument('--out-dir', default='work_dirs/seg_demo',
                         help='writes OUT_DIR/vis/*.png (overlays) and OUT_DIR/pred/*.png (labels)')
     parser.add_argument('--device', default=None,
@@ -72,41 +78,18 @@ def load_config(config: str, slide: bool = False, crop_size=(512, 512),
     return cfg
 
 
-def config_dataset_meta(cfg: Config) -> Optional[dict]:
-    """Classes and palette the config's test set declares (metainfo, else its dataset type's)."""
-    from mmseg.registry import DATASETS
-    dataset = (cfg.get('test_dataloader') or {}).get('dataset') or {}
-    meta = dict(dataset.get('metainfo') or {})
-    dataset_cls = DATASETS.get(dataset.get('type', ''))
-    default = getattr(dataset_cls, 'METAINFO', {}) if dataset_cls else {}
-    classes = meta.get('classes') or default.get('classes')
-    if not classes:
-        return None
-    palette = meta.get('palette') or default.get('palette')
-    if not palette or len(palette) != len(classes):
-        palette = np.random.default_rng(0).integers(0, 256, (len(classes), 3)).tolist()
-    return dict(classes=list(classes), palette=[list(c) for c in palette])
-
-
 def build_inferencer(cfg: Config, checkpoint: str, device: str):
-    """mmseg's inferencer, taking class names from the checkpoint, else from the config.
+    """mmseg's inferencer with our weights loading (ReleaseWeightsMixin), its visualizer
+    labelled with the model's classes.
 
     MMSegInferencer falls back to Cityscapes' classes for checkpoints without dataset_meta and
     always labels its drawings with the classes passed to it (Cityscapes' by default), whatever
     the checkpoint says; both are wrong for every model here.
     """
-    from mmengine.runner.checkpoint import _load_checkpoint_to_model
     from mmseg.apis import MMSegInferencer
 
-    class Inferencer(MMSegInferencer):
-
-        def _load_weights_to_model(self, model, checkpoint, cfg):
-            meta = (checkpoint or {}).get('meta', {})
-            fallback = config_dataset_meta(cfg)
-            if checkpoint is None or 'dataset_meta' in meta or 'CLASSES' in meta or not fallback:
-                return super()._load_weights_to_model(model, checkpoint, cfg)
-            _load_checkpoint_to_model(model, checkpoint)
-            model.dataset_meta = fallback
+    class Inferencer(ReleaseWeightsMixin, MMSegInferencer):
+        pass
 
     inferencer = Inferencer(model=cfg, weights=checkpoint, device=device)
     meta = inferencer.model.dataset_meta
@@ -131,16 +114,12 @@ def run(config: str, checkpoint: str, inputs: Sequence[str], out_dir: str,
         device: Optional[str] = None, opacity: float = 0.5, with_labels: bool = True,
         slide: bool = False, crop_size=(512, 512), stride=(341, 341)) -> List[dict]:
     """Segment ``inputs``; return per image its input and the two files written."""
-    if not osp.isfile(checkpoint):
+    if not is_url(checkpoint) and not osp.isfile(checkpoint):
         raise FileNotFoundError(f'Checkpoint not found: {checkpoint} (train one with '
-                                'tools/train.py, or give the path of a downloaded one)')
+                                'tools/train.py, or give the path or URL of a released one)')
     images = collect_images(inputs)
     cfg = load_config(config, slide, crop_size, stride)
-
-    import torch
-    if device is None:
-        device = 'cuda:0' if torch.cuda.is_available() else 'cpu'
-    inferencer = build_inferencer(cfg, checkpoint, device)
+    inferencer = build_inferencer(cfg, checkpoint, device or default_device())
     visualizer = inferencer.visualizer
     visualizer.alpha = opacity
 
@@ -164,7 +143,8 @@ def run(config: str, checkpoint: str, inputs: Sequence[str], out_dir: str,
 
 def main(argv=None):
     args = parse_args(argv)
-    return run(args.config, args.checkpoint, args.inputs, args.out_dir, device=args.device,
+    config, checkpoint, inputs = resolve_demo_model(args.model, args.inputs, args.weights)
+    return run(config, checkpoint, inputs, args.out_dir, device=args.device,
                opacity=args.opacity, with_labels=not args.no_labels, slide=args.slide,
                crop_size=args.crop_size, stride=args.stride)
 

@@ -6,11 +6,22 @@ The release ships three kinds of files:
   * detection (mmdet 2.x) and segmentation (mmseg 0.x): ``{'state_dict': ..., 'meta': ...}``
     whose backbone keys carry a ``backbone.`` prefix.
 Backbone keys are the same in all of them and in our ``RAVLT`` (``layers.0.RoPE.angle``, ...).
+
+Files may be given by path or by http(s) URL. URLs are downloaded once into the torch hub cache
+(``$TORCH_HOME/hub/checkpoints``, where mmengine and torch.hub put them too); a failed download
+and a corrupt (e.g. truncated) file each raise an error that says what to do, and a corrupt
+download is removed from the cache rather than loaded.
 """
 import argparse
 import collections
+import http.client
+import os
+import os.path as osp
 import pickle
+import zipfile
 from typing import Dict, List, Optional, Tuple
+from urllib.error import URLError
+from urllib.parse import urlparse
 
 import torch
 from mmengine.logging import print_log
@@ -126,6 +137,137 @@ def format_report(report: Dict[str, List[str]], limit: int = 20) -> str:
     return '\n'.join(lines)
 
 
+class CheckpointDownloadError(RuntimeError):
+    """A checkpoint URL could not be downloaded (offline, refused, HTTP error)."""
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file is incomplete or damaged (e.g. a download cut short)."""
+
+
+# torch.save's legacy (pre-1.6, non-zip) format starts with this pickled magic number.
+_LEGACY_MAGIC = b'\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19'
+
+
+def is_url(filename: str) -> bool:
+    return str(filename).startswith(('http://', 'https://'))
+
+
+def hub_cache_path(url: str) -> str:
+    """Where torch.hub (and mmengine's http loader) keep the download of ``url``."""
+    import torch.hub
+    return osp.join(torch.hub.get_dir(), 'checkpoints', osp.basename(urlparse(url).path))
+
+
+def check_complete(path: str) -> None:
+    """Raise CorruptCheckpointError unless ``path`` is a whole torch checkpoint file.
+
+    torch.save writes a zip archive whose central directory is at the end and whose records
+    carry CRCs: a truncated file has no directory, a damaged one fails a CRC. Files in the
+    legacy format are recognised by their magic number (their truncation shows when unpickled).
+    """
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as err:
+            bad = str(err)
+        if bad is None:
+            return
+        reason = f'damaged record {bad}'
+    else:
+        with open(path, 'rb') as f:
+            if f.read(len(_LEGACY_MAGIC)) == _LEGACY_MAGIC:
+                return
+        reason = 'not a complete torch checkpoint (a download cut short, or not a checkpoint)'
+    raise CorruptCheckpointError(f'{path} is corrupt: {reason} ({osp.getsize(path)} bytes)')
+
+
+def download_checkpoint(url: str, hint: str = '') -> str:
+    """The local copy of ``url`` in the torch hub cache, downloaded first if needed.
+
+    Args:
+        url (str): http(s) address of a checkpoint.
+        hint (str): how else to give the file, appended to a download error (e.g. the
+            ``--cfg-options`` that points a config at a local file).
+
+    Raises:
+        CheckpointDownloadError: offline, connection refused, HTTP error. The message names the
+            URL, the cache folder and how to put the file there by hand.
+        CorruptCheckpointError: the download is incomplete; it is removed from the cache.
+    """
+    from mmengine.dist import barrier, get_dist_info
+
+    # As mmengine's http loader: rank 0 downloads, the others wait and then find it cached.
+    rank, world_size = get_dist_info()
+    if rank == 0:
+        cached = _download_once(url, hint)
+    if world_size > 1:
+        barrier()
+        if rank > 0:
+            cached = _download_once(url, hint)
+    return cached
+
+
+def _download_once(url: str, hint: str) -> str:
+    import torch.hub
+    cached = hub_cache_path(url)
+    if osp.isfile(cached):
+        return cached
+    os.makedirs(osp.dirname(cached), exist_ok=True)
+    print_log(f'Downloading {url} to {cached}', logger='current')
+    try:
+        # writes to a temporary file, moved into place only once the transfer has ended
+        torch.hub.download_url_to_file(url, cached, progress=False)
+    except (URLError, OSError, http.client.HTTPException) as err:
+        reason = getattr(err, 'reason', None) or err
+        raise CheckpointDownloadError(
+            f'Cannot download {url}: {reason}.\nWithout access to it, download the file on another '
+            f'machine and put it at {cached} (the torch hub cache: $TORCH_HOME/hub/checkpoints, '
+            f'TORCH_HOME defaults to ~/.cache/torch)' + (f', or {hint}' if hint else '') + '.'
+        ) from err
+    try:
+        check_complete(cached)
+    except CorruptCheckpointError as err:
+        os.remove(cached)
+        raise CorruptCheckpointError(f'The download of {url} is corrupt and was removed from the '
+                                     f'cache: {err}. Download it again.') from None
+    return cached
+
+
+def load_checkpoint_file(filename: str, hint: str = '', logger: str = 'current') -> dict:
+    """The checkpoint dict of a file or an http(s) URL (downloaded once, see above).
+
+    Raises FileNotFoundError for a missing file, CheckpointDownloadError for a failed download
+    and CorruptCheckpointError for a file that cannot be read back whole, never a partial dict.
+    """
+    # imported here: mmengine.runner imports OpenCV (its hooks), which the backbone alone does
+    # not need (e.g. tools/analysis/gpu_check.py on a machine with torch + mmengine only)
+    from mmengine.runner.checkpoint import CheckpointLoader
+    register_safe_globals()
+    path = download_checkpoint(filename, hint) if is_url(filename) else filename
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'Checkpoint not found: {path}' + (f'; {hint}' if hint else ''))
+    try:
+        return CheckpointLoader.load_checkpoint(path, map_location='cpu', logger=logger)
+    except pickle.UnpicklingError as err:
+        if 'weights only' in str(err).lower().replace('_', ' '):  # a refusal, not damage
+            raise pickle.UnpicklingError(
+                f'{filename} holds Python objects that torch will not unpickle safely '
+                f'(weights_only=True): {err}\nIf you trust the file, convert it once with '
+                f'tools/model_converters/ravlt_release_to_mm.py {path} OUT.pth --unsafe-load '
+                f'and use OUT.pth.') from err
+        failure = err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
+        failure = err
+    what = f'{filename} (cached at {path}, now removed: load it again to download it ' \
+        f'again)' if is_url(filename) else filename
+    if is_url(filename):
+        os.remove(path)
+    raise CorruptCheckpointError(f'Checkpoint {what} is corrupt and was not loaded: '
+                                 f'{type(failure).__name__}: {failure}') from failure
+
+
 def load_backbone_checkpoint(model: torch.nn.Module, filename: str,
                              prefix: Optional[str] = None, logger: str = 'current') -> None:
     """Load a RAVLT checkpoint into ``model`` strictly; raise naming every key that does not fit.
@@ -133,18 +275,14 @@ def load_backbone_checkpoint(model: torch.nn.Module, filename: str,
     The output norms (``extra_norms``) are the only keys allowed to be missing: ImageNet
     checkpoints have none, so they start from their initialisation (logged).
     """
-    # imported here: mmengine.runner imports OpenCV (its hooks), which the backbone alone does
-    # not need (e.g. tools/analysis/gpu_check.py on a machine with torch + mmengine only)
-    from mmengine.runner.checkpoint import CheckpointLoader
-    register_safe_globals()
-    try:
-        checkpoint = CheckpointLoader.load_checkpoint(filename, map_location='cpu',
-                                                      logger=logger)
-    except FileNotFoundError as e:
+    hint = ('point the config at a local copy with --cfg-options '
+            'model.backbone.init_cfg.checkpoint=PATH')
+    if not is_url(filename) and not osp.isfile(filename):
         raise FileNotFoundError(
-            f'RAVLT checkpoint not found: {filename}. Download the ImageNet weights of the '
-            f'variant (see README, "Checkpoints") or set model.backbone.init_cfg=None to train '
-            f'from scratch.') from e
+            f'RAVLT checkpoint not found: {filename}. Give the ImageNet weights of the variant '
+            f'(a file, or their URL: see README, "Checkpoints"), or set '
+            f'model.backbone.init_cfg=None to train from scratch.')
+    checkpoint = load_checkpoint_file(filename, hint, logger)
     state_dict, dropped = to_backbone_state_dict(unwrap_state_dict(checkpoint), prefix)
     if dropped:
         print_log(f'RAVLT: left out {len(dropped)} key(s) that are not part of the backbone '
@@ -190,6 +328,44 @@ def infer_arch(state_dict: Dict[str, torch.Tensor]) -> str:
 # parameter names across the version change, so the table is empty; the check against a built
 # model in tools/model_converters is what guarantees nothing is skipped.
 RELEASE_RENAMES: Tuple[Tuple[str, str], ...] = ()
+
+
+def release_dataset_meta(checkpoint: dict) -> Optional[dict]:
+    """``dataset_meta`` (lower-case keys) of our checkpoints or the release's (``CLASSES``,
+    ``PALETTE`` of mmdet 2.x / mmseg 0.x); None when the file names no classes."""
+    meta = checkpoint.get('meta') or {}
+    if isinstance(meta.get('dataset_meta'), dict):
+        return {k.lower(): v for k, v in meta['dataset_meta'].items()}
+    if meta.get('CLASSES'):
+        found = dict(classes=tuple(meta['CLASSES']))
+        if meta.get('PALETTE'):
+            found['palette'] = [list(c) for c in meta['PALETTE']]
+        return found
+    return None
+
+
+def fit_state_dict(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor],
+                   name: str, what: str) -> None:
+    """Raise ValueError naming every missing, unexpected and mis-shaped key of ``state_dict``
+    (from ``name``) against ``model`` (described by ``what``)."""
+    problems = format_report(check_state_dict(model, state_dict))
+    if problems:
+        raise ValueError(f'{name} does not fit {what}:\n{problems}')
+
+
+def load_model_checkpoint(model: torch.nn.Module, filename: str, what: str = 'the model',
+                          hint: str = '') -> dict:
+    """Load a whole detector's or segmentor's checkpoint into ``model``, strictly.
+
+    ``filename`` is a file or an http(s) URL of ours (mmdet 3.x / mmseg 1.x) or the authors'
+    (mmdet 2.x / mmseg 0.x, converted on load as by tools/model_converters). Returns the
+    checkpoint dict; raises ValueError naming the keys if it does not fit.
+    """
+    checkpoint = load_checkpoint_file(filename, hint)
+    state_dict = convert_release_checkpoint(checkpoint)
+    fit_state_dict(model, state_dict, f'Checkpoint {filename}', what)
+    model.load_state_dict(state_dict)
+    return checkpoint
 
 
 def convert_release_checkpoint(checkpoint: dict) -> Dict[str, torch.Tensor]:

@@ -214,17 +214,21 @@ def load_config(args) -> Config:
 
 
 def load_checkpoint_strictly(runner, checkpoint: str, config: str) -> None:
-    """Load a checkpoint for evaluation, refusing one that does not fit the model.
+    """Load a checkpoint (file or URL; ours or the authors' mmdet 2.x / mmseg 0.x, converted on
+    load) for evaluation, refusing one that does not fit the model.
 
     mmengine's runner loads ``load_from`` non-strictly: a checkpoint of another variant or model
     only logs warnings and the metrics of a half-initialised model follow. Here any missing,
     unexpected or mis-shaped key is an error that names the keys.
     """
+    from mmengine.model import is_model_wrapper
+
+    from ravlt_dense.checkpoint import load_model_checkpoint
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
     try:
-        runner.load_checkpoint(checkpoint, map_location='cpu', strict=True)
-    except RuntimeError as err:
-        raise RuntimeError(
-            f'Checkpoint {checkpoint} does not fit the model of {config}:\n{err}\n'
-            'Evaluate it with the config it was trained with; convert the authors\' mmdet 2.x / '
-            'mmseg 0.x files first (tools/model_converters/ravlt_release_to_mm.py); '
-            '--non-strict evaluates anyway, loading what fits (mmengine\'s default).') from None
+        load_model_checkpoint(model, checkpoint, what=f'the model of {config}',
+                              hint='give the path of a local copy instead')
+    except ValueError as err:
+        raise ValueError(
+            f'{err}\nEvaluate it with the config it was trained with; --non-strict evaluates '
+            'anyway, loading what fits (mmengine\'s default).') from None

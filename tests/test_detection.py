@@ -25,6 +25,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import ravlt_dense  # noqa: F401
+from ravlt_dense import zoo
 from ravlt_dense.models.backbones.ravlt import RAVLT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,7 +114,7 @@ def test_config_builds_with_paper_params(name):
     assert backbone.drop_path_rate == RAVLT.arch_zoo[variant]['drop_path_rate']
     assert backbone.norm_eval is True
     assert backbone.init_cfg == dict(type='Pretrained',
-                                     checkpoint=f'checkpoints/ravlt_{variant}_in1k.pth')
+                                     checkpoint=zoo.weights_url(f'ravlt_{variant}_in1k'))
     dims = RAVLT.arch_zoo[variant]['embed_dims']
     assert model_cfg.neck.in_channels == [dims[i] for i in backbone.out_indices]
     assert 'SyncBN' not in cfg.pretty_text
@@ -135,12 +136,15 @@ def test_config_builds_with_paper_params(name):
     if name.startswith('maskrcnn') and schedule == '3x':  # the 1x model, trained longer
         one_x = Config.fromfile(REPO / 'configs' / f'maskrcnn_ravlt_{variant}_coco.py')
         assert cfg.model == one_x.model
+        assert zoo.measured(name[:-len('.py')]) == zoo.measured(f'maskrcnn_ravlt_{variant}_coco')
         return
     init_default_scope('mmdet')
     from mmdet.registry import MODELS
     model = MODELS.build(model_cfg)
-    params = sum(p.numel() for p in model.parameters()) / 1e6
-    paper = get_flops.paper_entry(name)['params']
+    params = sum(p.numel() for p in model.parameters())
+    assert params == zoo.measured(name[:-len('.py')])['params']  # the README's figure
+    params /= 1e6
+    paper = zoo.paper_figures(name[:-len('.py')])['params']
     assert abs(params - paper) < 1.0, f'{name}: {params:.2f}M, paper {paper}M'
 
 
@@ -232,6 +236,20 @@ def test_test_tool_reports_coco_metrics(trained, shapes, tmp_path):
     from mmengine import load
     results = load(out)
     assert len(results) == 4 and 'pred_instances' in results[0]
+
+
+def test_test_tool_evaluates_an_mmdet2_release_file_by_url(trained, shapes, tmp_path,
+                                                           file_server, torch_home):
+    """The authors' layout (mmdet 2.x: state_dict + meta with CLASSES), served by URL."""
+    ours = torch.load(trained['checkpoint'], map_location='cpu')
+    release = dict(state_dict=ours['state_dict'],
+                   meta=dict(CLASSES=make_coco_shapes.CLASSES, epoch=12, mmdet_version='2.25.0'))
+    torch.save(release, file_server.root / 'maskrcnn_t_1x_12_epoch.pth')
+    url = f'{file_server.url}/maskrcnn_t_1x_12_epoch.pth'
+    proc = run(['tools/test.py', QUICKSTART, url, '--work-dir', str(tmp_path),
+                '--cfg-options', *shapes_options(shapes)])  # TORCH_HOME: the fixture's
+    assert {'coco/bbox_mAP', 'coco/segm_mAP'} <= set(metric_values(proc.stdout + proc.stderr))
+    assert (torch_home / 'maskrcnn_t_1x_12_epoch.pth').is_file()
 
 
 def test_demo_writes_png_and_json(trained, shapes, tmp_path):
@@ -349,8 +367,7 @@ def test_test_tool_refuses_a_checkpoint_of_another_model(trained, shapes, tmp_pa
     proc = run(args, check=False)
     assert proc.returncode != 0
     assert f'Checkpoint {wrong} does not fit the model of {QUICKSTART}' in proc.stderr
-    assert re.search(rf'size mismatch for {re.escape(key)}: .*torch\.Size\(\[512, 256, 1, 1\]\)'
-                     r'.*torch\.Size\(\[1024, 256, 1, 1\]\)', proc.stderr)
+    assert f'{key}: checkpoint (512, 256, 1, 1) vs model (1024, 256, 1, 1)' in proc.stderr
     assert 'roi_head.mask_head.conv_logits.bias' in proc.stderr
     assert 'Epoch(test)' not in proc.stdout + proc.stderr  # refused before evaluating
     # --non-strict evaluates what fits, as mmengine does by default
@@ -412,8 +429,9 @@ def test_config_typo_is_reported_by_the_built_component():
 def test_get_flops_counts_both_ways():
     result = get_flops.main(['configs/retinanet_ravlt_t_coco.py', '--shape', '128', '160'])
     assert result['input_shape'] == [1, 3, 128, 160]
-    assert abs(result['params'] / 1e6 - 24) < 1
-    assert result['paper'] == dict(params=24, flops=201, shape=[800, 1280])
+    assert abs(result['params'] / 1e6 - zoo.paper_figures('retinanet_ravlt_t_coco')['params']) < 1
+    assert result['paper'] == zoo.paper_figures('retinanet_ravlt_t_coco')
+    assert result['paper']['shape'] == [800, 1280]
     assert result['flops_traced'] > result['flops_modules_only'] > 0
     assert result['backbone_flops_traced'] > result['backbone_flops_modules_only'] > 0
     assert result['flops_traced_matmul'] > 0

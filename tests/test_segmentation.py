@@ -21,6 +21,7 @@ from mmengine.registry import init_default_scope
 
 import ravlt_dense  # noqa: F401  registers RAVLT
 import ravlt_dense.datasets  # noqa: F401  registers CheckSegLabels
+from ravlt_dense import zoo
 from ravlt_dense.runner import check_datasets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,12 +29,8 @@ CONFIGS = ROOT / 'configs'
 FPN_QUICK = CONFIGS / 'quickstart' / 'fpn_ravlt_t_shapes.py'
 UPER_QUICK = CONFIGS / 'quickstart' / 'upernet_ravlt_t_shapes.py'
 
-# The paper's parameter counts (M) of the ADE20K models.
-PAPER_PARAMS = {
-    'fpn_ravlt_t_ade20k.py': 18, 'fpn_ravlt_s_ade20k.py': 28, 'fpn_ravlt_b_ade20k.py': 51,
-    'fpn_ravlt_l_ade20k.py': 98, 'upernet_ravlt_s_ade20k.py': 55,
-    'upernet_ravlt_b_ade20k.py': 77, 'upernet_ravlt_l_ade20k.py': 125,
-}
+# The ADE20K models of the zoo (configs/metafile.yml), by config file name.
+ADE20K_CONFIGS = sorted(f'{name}.py' for name in zoo.config_names() if name.endswith('_ade20k'))
 
 
 def _load_script(path):
@@ -77,19 +74,27 @@ def _walk(node):
 # ------------------------------------------------------------------------------------------
 # Configs
 # ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize('name', sorted(PAPER_PARAMS))
+def test_every_ade20k_config_is_in_the_zoo():
+    assert len(ADE20K_CONFIGS) == 7
+    assert sorted(p.name for p in CONFIGS.glob('*_ade20k.py')) == ADE20K_CONFIGS
+
+
+@pytest.mark.parametrize('name', ADE20K_CONFIGS)
 def test_ade20k_config_param_count(name):
     cfg = Config.fromfile(CONFIGS / name)
     model = _build(cfg.model)
-    params = sum(p.numel() for p in model.parameters()) / 1e6
-    assert abs(params - PAPER_PARAMS[name]) < 1.0, f'{name}: {params:.2f}M'
+    params = sum(p.numel() for p in model.parameters())
+    assert params == zoo.measured(name[:-len('.py')])['params']  # the README's figure
+    params /= 1e6
+    paper = zoo.paper_figures(name[:-len('.py')])['params']
+    assert abs(params - paper) < 1.0, f'{name}: {params:.2f}M, paper {paper}M'
     variant = name.split('_')[2]
     assert cfg.model.backbone.arch == variant
     assert cfg.model.backbone.init_cfg == dict(
-        type='Pretrained', checkpoint=f'checkpoints/ravlt_{variant}_in1k.pth')
+        type='Pretrained', checkpoint=zoo.weights_url(f'ravlt_{variant}_in1k'))
 
 
-@pytest.mark.parametrize('name', sorted(PAPER_PARAMS))
+@pytest.mark.parametrize('name', ADE20K_CONFIGS)
 def test_ade20k_config_recipe(name):
     cfg = Config.fromfile(CONFIGS / name)
     assert cfg.model.decode_head.num_classes == 150

@@ -1,7 +1,11 @@
 """Evaluate a trained detector (mmdet 3.x) or segmentor (mmseg 1.x).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE] [--show-dir DIR]
-Flags follow mmdet's and mmseg's tools/test.py.
+Flags follow mmdet's and mmseg's tools/test.py. CHECKPOINT is a file or an http(s) URL
+(downloaded once into the torch hub cache), ours or one of the authors' mmdet 2.x / mmseg 0.x
+checkpoints (converted on load, every key checked), e.g.
+    python tools/test.py configs/maskrcnn_ravlt_s_coco.py \\
+        https://huggingface.co/aldjalkdf/RAVLT/resolve/main/maskrcnn_s_1x_12_epoch.pth
 """
 import argparse
 import os.path as osp
@@ -11,6 +15,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import ravlt_dense  # noqa: F401  registers RAVLT
+from ravlt_dense.checkpoint import is_url
 from ravlt_dense.runner import (check_datasets, explain_dataset_errors,
                                 load_checkpoint_strictly, load_config, set_local_rank,
                                 setup_cpu_distributed)
@@ -19,7 +24,8 @@ from ravlt_dense.runner import (check_datasets, explain_dataset_errors,
 def parse_args():
     parser = argparse.ArgumentParser(description='Test (and evaluate) a detector or segmentor')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file or URL: ours, or the authors\' mmdet '
+                        '2.x / mmseg 0.x release (converted on load)')
     parser.add_argument('--work-dir', help='the dir to save the evaluation metrics')
     parser.add_argument('--out', help='detection: a .pkl file for the raw predictions; '
                         'segmentation: a dir for the predicted label maps')
@@ -57,7 +63,7 @@ def enable_visualization(cfg: Config, args) -> None:
 def main():
     args = parse_args()
     cfg = load_config(args)
-    if not osp.isfile(args.checkpoint):
+    if not is_url(args.checkpoint) and not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'Checkpoint not found: {args.checkpoint}')
     # loaded below, strictly unless --non-strict
     cfg.load_from = args.checkpoint if args.non_strict else None

@@ -2,6 +2,9 @@
 # variants change arch and in_channels).
 _base_ = 'mmseg::_base_/models/upernet_swin.py'
 
+# the authors' ImageNet-1k weights, downloaded once into the torch hub cache
+pretrained = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main/RAVLT_S.pth'
+
 custom_imports = dict(imports=['ravlt_dense', 'ravlt_dense.datasets'], allow_failed_imports=False)
 
 # BN, not mmseg's SyncBN: SyncBN fails in single-process and CPU runs, and the backbone's BNs
@@ -16,6 +19,6 @@ model = dict(
         arch='s',
         out_indices=(0, 1, 2, 3),
         norm_eval=True,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/ravlt_s_in1k.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     decode_head=dict(in_channels=[64, 128, 320, 512], num_classes=150, norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels=320, num_classes=150, norm_cfg=norm_cfg))

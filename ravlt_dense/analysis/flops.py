@@ -21,8 +21,8 @@ import torch
 import torch.nn as nn
 
 PAPER_COUNTING = (
-    "The paper's detection/segmentation FLOPs (e.g. Mask R-CNN RAVLT-S 262G vs Swin-T 267G at "
-    '1280x800) match a modules-only counter (convs, linears, norms; mmcv 1.x / mmdet 2.x '
+    "The paper's detection/segmentation FLOPs (configs/metafile.yml) match a modules-only "
+    'counter (convs, linears, norms; mmcv 1.x / mmdet 2.x '
     'get_flops): it misses the functional matrix products of attention, which for the '
     "released mix are dominated by stage 3's global softmax attention (quadratic in tokens). "
     "'FLOPs full' counts them (traced, 1 MAC = 1 FLOP); 'FLOPs modules-only' does not.")

@@ -25,8 +25,6 @@ way (``cap_cascade_mask_rois``), so Mask R-CNN and Cascade Mask R-CNN are counte
 import argparse
 import importlib
 import json
-import os.path as osp
-import re
 from typing import Dict, Optional
 
 import torch
@@ -34,22 +32,8 @@ import torch.nn as nn
 from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 
+from ravlt_dense import zoo
 from ravlt_dense.analysis.flops import PAPER_COUNTING, module_flops, traced_flops
-
-# The paper's figures (params in M, FLOPs in G at 1280x800 for COCO, 512x2048 for ADE20K),
-# keyed by (model family, RAVLT variant); 1x and 3x share a model.
-PAPER = {
-    **{('maskrcnn', v): dict(params=p, flops=f) for v, p, f in
-       (('t', 33, 219), ('s', 44, 262), ('b', 67, 372), ('l', 114, 501))},
-    **{('retinanet', v): dict(params=p, flops=f) for v, p, f in
-       (('t', 24, 201), ('s', 34, 244), ('b', 57, 353), ('l', 104, 482))},
-    **{('cascade-maskrcnn', v): dict(params=p, flops=f) for v, p, f in
-       (('s', 82, 741), ('b', 105, 851), ('l', 152, 979))},
-    **{('semfpn', v): dict(params=p, flops=f) for v, p, f in
-       (('t', 18, 136), ('s', 28, 180), ('b', 51, 292), ('l', 98, 424))},
-    **{('upernet', v): dict(params=p, flops=f) for v, p, f in
-       (('s', 55, 937), ('b', 77, 1050), ('l', 125, 1182))},
-}
 
 # Data sample type that each scope's models expect next to the image tensor.
 DATA_SAMPLES = {'mmdet': 'mmdet.structures.DetDataSample',
@@ -57,32 +41,10 @@ DATA_SAMPLES = {'mmdet': 'mmdet.structures.DetDataSample',
 
 
 def paper_entry(config_path: str) -> Optional[Dict[str, float]]:
-    """The paper's row for a config named ``{model}_ravlt_{t|s|b|l}[_...]_{coco|ade20k}.py``.
-
-    None for others (e.g. the quick-start models on synthetic data).
-    """
-    name = osp.splitext(osp.basename(config_path))[0].lower()
-    match = re.match(r'(?P<model>.+?)_ravlt_(?P<variant>[tsbl])(_.*)?_(coco|ade20k)$', name)
-    if not match:
-        return None
-    model = match['model']
-    if 'cascade' in model:
-        family = 'cascade-maskrcnn'
-    elif 'mask' in model:
-        family = 'maskrcnn'
-    elif 'retina' in model:
-        family = 'retinanet'
-    elif 'uper' in model:
-        family = 'upernet'
-    elif 'fpn' in model:
-        family = 'semfpn'
-    else:
-        return None
-    entry = PAPER.get((family, match['variant']))
-    if entry is None:
-        return None
-    # the input size of the paper's FLOPs (H x W)
-    return dict(entry, shape=[800, 1280] if name.endswith('coco') else [512, 2048])
+    """The paper's params (M), FLOPs (G) and input size (H, W) of a config of the model zoo
+    (configs/metafile.yml); None for others (e.g. the quick-start models on synthetic data)."""
+    name = zoo.name_of_config(config_path)
+    return zoo.paper_figures(name) if name else None
 
 
 def build_model(cfg: Config) -> nn.Module:

@@ -6,9 +6,8 @@ import argparse
 
 import torch
 
+from ravlt_dense import zoo
 from ravlt_dense.models.backbones.ravlt import RAVLT
-
-PAPER_BACKBONE_PARAMS = {'t': 13_347_328, 's': 24_040_896, 'b': 46_691_296, 'l': 93_561_760}
 
 
 def main(argv=None):
@@ -19,7 +18,8 @@ def main(argv=None):
           f'{args.size[1]} |')
     print('|---|---|---|---|---|')
     rows = []
-    for arch, expected in PAPER_BACKBONE_PARAMS.items():
+    for arch in ('t', 's', 'b', 'l'):
+        expected = zoo.backbone_params(arch)
         model = RAVLT(arch).eval()
         params = sum(p.numel() for p in model.parameters())
         with torch.no_grad():

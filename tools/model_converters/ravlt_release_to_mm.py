@@ -16,8 +16,8 @@ import sys
 import torch
 
 import ravlt_dense  # noqa: F401  registers RAVLT and the safe checkpoint types
-from ravlt_dense.checkpoint import (check_state_dict, convert_release_checkpoint, format_report,
-                                    infer_arch, to_backbone_state_dict)
+from ravlt_dense.checkpoint import (convert_release_checkpoint, fit_state_dict, infer_arch,
+                                    release_dataset_meta, to_backbone_state_dict)
 from ravlt_dense.runner import build_model
 
 
@@ -69,14 +69,15 @@ def convert(args) -> int:
         arch = infer_arch(checked)
         model = ravlt_dense.RAVLT(arch)
         what = f'RAVLT({arch!r}) (backbone keys only; pass --config to check the heads)'
-    report = check_state_dict(model, checked)
-    problems = format_report(report)
-    if problems:
-        print(f'{args.src} does not fit {what}; nothing written.\n{problems}', file=sys.stderr)
+    try:
+        fit_state_dict(model, checked, args.src, what)
+    except ValueError as err:
+        print(f'{err}\nThe checkpoint does not fit: nothing written.', file=sys.stderr)
         return 1
     meta = dict(converted_from=osp.basename(args.src), ravlt_dense=ravlt_dense.__version__)
-    if isinstance(checkpoint.get('meta'), dict) and 'CLASSES' in checkpoint['meta']:
-        meta['dataset_meta'] = dict(classes=tuple(checkpoint['meta']['CLASSES']))
+    dataset_meta = release_dataset_meta(checkpoint)
+    if dataset_meta:
+        meta['dataset_meta'] = dataset_meta
     os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
     torch.save(dict(state_dict=state_dict, meta=meta), args.dst)
     print(f'{len(state_dict)} tensors checked against {what}: all keys fit. Wrote {args.dst}')

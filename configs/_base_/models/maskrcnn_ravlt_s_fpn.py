@@ -1,6 +1,9 @@
 # Mask R-CNN with a RAVLT-S backbone and FPN: mmdet's mask-rcnn_r50_fpn with the backbone swapped.
 _base_ = 'mmdet::_base_/models/mask-rcnn_r50_fpn.py'
 
+# the authors' ImageNet-1k weights, downloaded once into the torch hub cache
+pretrained = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main/RAVLT_S.pth'
+
 custom_imports = dict(imports=['ravlt_dense'], allow_failed_imports=False)
 
 model = dict(
@@ -11,5 +14,5 @@ model = dict(
         drop_path_rate=0.15,
         out_indices=(0, 1, 2, 3),
         norm_eval=True,  # BN of the stem and the downsamplings stays frozen, as in the release
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/ravlt_s_in1k.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[64, 128, 320, 512]))

@@ -1,0 +1,106 @@
+"""What the demos add to mmdet's and mmseg's inferencers.
+
+* A model given by config + checkpoint, or by a zoo name (configs/metafile.yml) whose config and
+  weights URL stand in for both, as mmdet's inferencers take their own model names.
+* Weights of ours or the authors' (mmdet 2.x / mmseg 0.x), by file or URL, converted on load and
+  checked key by key like ``tools/model_converters/ravlt_release_to_mm.py``.
+* Class names from the checkpoint, else from the config's dataset (COCO's 80, ADE20K's 150, or a
+  custom ``metainfo``), never a default of another dataset.
+"""
+import importlib
+import os.path as osp
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ravlt_dense import zoo
+from ravlt_dense.checkpoint import (convert_release_checkpoint, fit_state_dict,
+                                    load_checkpoint_file, release_dataset_meta)
+
+
+def default_device() -> str:
+    """'cuda:0' when a GPU is there, else 'cpu' (mmdet's and mmseg's demos' default)."""
+    import torch
+    return 'cuda:0' if torch.cuda.is_available() else 'cpu'
+
+
+def add_model_arguments(parser, example: str) -> None:
+    """``MODEL INPUT... [--weights W]`` of a demo's command line (see resolve_demo_model)."""
+    parser.add_argument('model', metavar='MODEL',
+                        help=f'config file (e.g. {example}; then its CHECKPOINT: file or URL), '
+                        'or a name of the model zoo (configs/metafile.yml)')
+    parser.add_argument('inputs', nargs='+', metavar='INPUT',
+                        help='image files and/or folders of images, after the CHECKPOINT (file '
+                        'or URL) when MODEL is a config')
+    parser.add_argument('--weights', help="checkpoint (file or URL) instead of the zoo's")
+
+
+def resolve_demo_model(model: str, rest: Sequence[str], weights: Optional[str] = None
+                       ) -> Tuple[str, str, List[str]]:
+    """(config, checkpoint, inputs) of ``demo.py MODEL [CHECKPOINT] INPUT...``.
+
+    ``MODEL`` is a config file, followed by its checkpoint, or a name of the model zoo, whose
+    config and weights are used (``weights`` replaces a checkpoint in both cases). Raises
+    FileNotFoundError for a missing config, ValueError for an unknown zoo name or missing
+    arguments; the checkpoint is checked where it is loaded.
+    """
+    rest = list(rest)
+    is_config = model.endswith('.py') or osp.isfile(model)
+    if is_config and not osp.isfile(model):
+        raise FileNotFoundError(f'config not found: {model}')
+    config, checkpoint = zoo.resolve(model, weights)
+    if checkpoint is None:
+        if not rest:
+            raise ValueError(f'give the checkpoint of {model} before the images')
+        checkpoint = rest.pop(0)
+    if not rest:
+        raise ValueError('no input images given')
+    return config, checkpoint, rest
+
+
+def config_dataset_meta(cfg) -> Optional[dict]:
+    """Classes and palette the config's test set declares (metainfo, else its dataset type's)."""
+    scope = cfg.get('default_scope', 'mmdet')
+    datasets = importlib.import_module(f'{scope}.registry').DATASETS
+    dataset = (cfg.get('test_dataloader') or {}).get('dataset') or {}
+    meta = dict(dataset.get('metainfo') or {})
+    dataset_cls = datasets.get(dataset.get('type', ''))
+    default = getattr(dataset_cls, 'METAINFO', {}) if dataset_cls else {}
+    classes = meta.get('classes') or default.get('classes')
+    if not classes:
+        return None
+    palette = meta.get('palette') or default.get('palette')
+    if not palette or len(palette) != len(classes):
+        palette = np.random.default_rng(0).integers(0, 256, (len(classes), 3)).tolist()
+    return dict(classes=list(classes), palette=[list(c) for c in palette])
+
+
+class ReleaseWeightsMixin:
+    """Mixin for an mmengine inferencer (``class X(ReleaseWeightsMixin, DetInferencer)``).
+
+    ``weights`` may be a file or an http(s) URL, ours or the authors' mmdet 2.x / mmseg 0.x
+    checkpoint: it is loaded with :func:`load_checkpoint_file` (download, cache and clear
+    errors), converted, and refused with the names of the keys unless every key fits.
+    """
+
+    def _init_model(self, cfg, weights, device):
+        # Load here rather than in mmengine's _init_model, which knows no conversion or
+        # download errors; _load_weights_to_model below takes the loaded file.
+        self._weights = weights
+        self._checkpoint = load_checkpoint_file(
+            weights, hint='give the path of a local copy instead') if weights else None
+        try:
+            return super()._init_model(cfg, None, device)
+        finally:
+            self._checkpoint = None
+
+    def _load_weights_to_model(self, model, checkpoint, cfg):
+        checkpoint = self._checkpoint
+        if checkpoint is not None:
+            state_dict = convert_release_checkpoint(checkpoint)
+            fit_state_dict(model, state_dict, f'Checkpoint {self._weights}',
+                           'the model of its config')
+            dataset_meta = release_dataset_meta(checkpoint) or config_dataset_meta(cfg)
+            checkpoint = dict(state_dict=state_dict,
+                              meta=dict(dataset_meta=dataset_meta) if dataset_meta else {})
+        super()._load_weights_to_model(model, checkpoint, cfg)

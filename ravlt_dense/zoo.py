@@ -1,0 +1,107 @@
+"""The model zoo: ``configs/metafile.yml`` (OpenMMLab's metafile format) read in one place.
+
+The metafile lists every config with the paper's parameters, FLOPs and metrics and the
+authors' weights; tools, tests and the README take these figures from here.
+
+Weights URLs point at the authors' Hugging Face repository. ``RAVLT_ZOO_URL_ROOT`` replaces
+that root (e.g. a mirror or a local server): with ``RAVLT_ZOO_URL_ROOT=http://host/dir`` the
+weights of ``maskrcnn_ravlt_s_coco`` come from ``http://host/dir/maskrcnn_s_1x_12_epoch.pth``.
+"""
+import os
+import os.path as osp
+from functools import lru_cache
+from typing import Dict, List, Optional, Tuple
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+METAFILE = osp.join(REPO_ROOT, 'configs', 'metafile.yml')
+URL_ROOT = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main'
+URL_ROOT_ENV = 'RAVLT_ZOO_URL_ROOT'
+
+
+@lru_cache(maxsize=None)
+def _read(metafile: str) -> Tuple[dict, ...]:
+    from mmengine.fileio import load
+    if not osp.isfile(metafile):
+        raise FileNotFoundError(f'Model zoo metafile not found: {metafile}')
+    return tuple(load(metafile)['Models'])
+
+
+def models(metafile: Optional[str] = None) -> Dict[str, dict]:
+    """Every model of the metafile (default: configs/metafile.yml) by name, in file order."""
+    return {m['Name']: m for m in _read(osp.abspath(metafile or METAFILE))}
+
+
+def get(name: str, metafile: Optional[str] = None) -> dict:
+    """The metafile entry of the model ``name``; ValueError listing the names if unknown."""
+    zoo = models(metafile)
+    if name not in zoo:
+        raise ValueError(f'Unknown model {name!r}: the model zoo ({metafile or METAFILE}) has '
+                         f'{", ".join(zoo)}')
+    return zoo[name]
+
+
+def config_names(metafile: Optional[str] = None) -> List[str]:
+    """Names of the models that have a config (the detectors and segmentors)."""
+    return [name for name, m in models(metafile).items() if m.get('Config')]
+
+
+def config_path(name: str, metafile: Optional[str] = None) -> str:
+    """Absolute path of the config of ``name`` (metafile paths are relative to the repo)."""
+    config = get(name, metafile).get('Config')
+    if not config:
+        raise ValueError(f'Model {name!r} of the zoo has no config (an ImageNet backbone)')
+    return config if osp.isabs(config) else osp.join(REPO_ROOT, config)
+
+
+def weights_url(name: str, metafile: Optional[str] = None) -> str:
+    """URL of the weights of ``name``, under ``$RAVLT_ZOO_URL_ROOT`` when that is set."""
+    url = get(name, metafile)['Weights']
+    root = os.environ.get(URL_ROOT_ENV)
+    if root and url.startswith(URL_ROOT + '/'):
+        url = root.rstrip('/') + url[len(URL_ROOT):]
+    return url
+
+
+def metrics(name: str, metafile: Optional[str] = None) -> Dict[str, float]:
+    """The paper's metrics of ``name`` ({'box AP': 49.8, 'mask AP': 44.6}, {'mIoU': ...})."""
+    return {k: v for result in get(name, metafile).get('Results') or ()
+            for k, v in result['Metrics'].items()}
+
+
+def paper_figures(name: str, metafile: Optional[str] = None) -> dict:
+    """The paper's params (M), FLOPs (G) and the input size (H, W) its FLOPs are counted at."""
+    meta = get(name, metafile)['Metadata']
+    return dict(params=meta['Parameters'] / 1e6, flops=meta['FLOPs'] / 1e9,
+                shape=list(meta['Input Size']))
+
+
+def measured(name: str, metafile: Optional[str] = None) -> dict:
+    """Our build's exact parameter count and FLOPs (modules only, and traced) of ``name``."""
+    found = get(name, metafile)['Metadata'].get('Measured')
+    if not found:
+        raise ValueError(f'Model {name!r} of the zoo has no measured figures')
+    return dict(params=found['Parameters'], flops=found['FLOPs'] / 1e9,
+                flops_traced=found['FLOPs Traced'] / 1e9)
+
+
+def name_of_config(config: str, metafile: Optional[str] = None) -> Optional[str]:
+    """The zoo name of a config file, None for configs outside the zoo (the quick starts)."""
+    target = osp.realpath(config)
+    for name in config_names(metafile):
+        if osp.realpath(config_path(name, metafile)) == target:
+            return name
+    return None
+
+
+def backbone_params(arch: str, metafile: Optional[str] = None) -> int:
+    """Parameters of the dense RAVLT backbone of variant ``arch`` (incl. the output norms)."""
+    return get(f'ravlt_{arch}_in1k', metafile)['Metadata']['Backbone Parameters']
+
+
+def resolve(model: str, weights: Optional[str] = None,
+            metafile: Optional[str] = None) -> Tuple[str, Optional[str]]:
+    """(config file, weights) of a config path or a zoo name, as mmdet's inferencers resolve
+    model names: a zoo name brings its config and, unless ``weights`` is given, its weights."""
+    if osp.isfile(model) or model.endswith('.py'):
+        return model, weights
+    return config_path(model, metafile), weights or weights_url(model, metafile)

@@ -22,7 +22,10 @@ URL_ROOT_ENV = 'RAVLT_ZOO_URL_ROOT'
 def _read(metafile: str) -> Tuple[dict, ...]:
     from mmengine.fileio import load
     if not osp.isfile(metafile):
-        raise FileNotFoundError(f'Model zoo metafile not found: {metafile}')
+        raise FileNotFoundError(
+            f'Model zoo metafile not found: {metafile}. The zoo and the configs live in the '
+            f'repository (configs/), not in a wheel: install ravlt_dense from a clone with '
+            f'`pip install -e .`, as mmdet and mmseg are installed.')
     return tuple(load(metafile)['Models'])
 
 

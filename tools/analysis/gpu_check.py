@@ -324,8 +324,10 @@ def worker_main() -> None:
         # fp32 means fp32 (the checks compare paths at the tests' tolerances): no TF32
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cudnn.benchmark = True
     for case in cases:
+        # timings: the fastest convolution algorithms; checks: the same ones in both paths
+        torch.backends.cudnn.benchmark = case['kind'] == 'perf'
+        torch.backends.cudnn.deterministic = case['kind'] != 'perf'
         print(RESULT_TAG + json.dumps(run_case(case, device)), flush=True)
 
 
@@ -353,6 +355,9 @@ def parse_args(argv=None):
     p.add_argument('--compile-sizes', nargs='+', type=parse_size,
                    help='sizes of the compiled cases; default the first of --sizes')
     p.add_argument('--compile-dtypes', nargs='+', default=['float16'])
+    p.add_argument('--compile-models', nargs='+', default=list(DEFAULT_MODELS[:4]),
+                   help='models of the compiled cases (those also in --models); default: '
+                   'RAVLT-S both mixes, Swin-T, ConvNeXt-T')
     p.add_argument('--compile-metrics', nargs='+', choices=['latency', 'throughput', 'train'],
                    default=['throughput'], help='each metric is one more compilation')
     p.add_argument('--throughput-batch', type=int, default=8)
@@ -374,6 +379,8 @@ def parse_args(argv=None):
                    help='the smallest settings that run every part (a rehearsal, e.g. on CPU): '
                    '64x96 input, batches of 2, one timed pass, eager unless --modes says otherwise')
     p.add_argument('--work-dir', default='work_dirs/gpu_check')
+    p.add_argument('--list', action='store_true', help='print the planned cases in their order '
+                   'and exit')
     p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -420,7 +427,8 @@ def plan(args) -> List[dict]:
     if 'compiled' in args.modes:
         cases += [dict(timing, model=m, impl='fast', mode='compiled', size=s, dtype=d,
                        metrics=args.compile_metrics)
-                  for s in args.compile_sizes for d in args.compile_dtypes for m in args.models]
+                  for s in args.compile_sizes for d in args.compile_dtypes
+                  for m in args.models if m in args.compile_models]
     if 'eager' in args.modes:
         cases += [c for c in eager if c['size'] != args.sizes[0]]
         if not args.no_reference:
@@ -641,6 +649,9 @@ def main(argv=None):
         return worker_main()
     start = time.time()
     cases = plan(args)
+    if args.list:
+        print('\n'.join(f"{c['id']:3d} {describe(c)}" for c in cases))
+        return cases
     os.makedirs(args.work_dir, exist_ok=True)
     print(f'{len(cases)} cases, budget {args.budget:.0f} s', flush=True)
     results = run_all(cases, args)

@@ -163,3 +163,9 @@ def test_slurm_launcher_outside_srun_says_how_to_start(monkeypatch):
     monkeypatch.delenv('SLURM_PROCID', raising=False)
     with pytest.raises(RuntimeError, match=r"missing \['SLURM_PROCID'.*tools/slurm_train.sh"):
         export_slurm_env()
+
+
+def test_unreadable_node_list_asks_for_master_addr(monkeypatch):
+    monkeypatch.setenv('PATH', '/nonexistent')
+    with pytest.raises(ValueError, match=r"SLURM_NODELIST='\[1-2\]': set MASTER_ADDR"):
+        first_slurm_host('[1-2]')

@@ -99,11 +99,6 @@ def description(name: str) -> str:
 # --------------------------------------------------------------------------------------------
 # Worker: one case at a time
 # --------------------------------------------------------------------------------------------
-def _sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
 def _autocast(device: torch.device, dtype: str):
     return torch.autocast(device.type, dtype=getattr(torch, dtype), enabled=dtype != 'float32')
 
@@ -120,12 +115,12 @@ def _loss(outputs) -> torch.Tensor:
 def _timed(fn: Callable[[], None], device, warmup: int, repeat: int) -> float:
     for _ in range(warmup):
         fn()
-    _sync(device)
+    bench._sync(device)
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
-        _sync(device)
+        bench._sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -151,7 +146,12 @@ def perf_case(case: dict, device: torch.device) -> dict:
     if case['impl'] == 'reference':
         model.set_attn_impl('reference')
     row = dict(source=source, params_M=sum(p.numel() for p in model.parameters()) / 1e6)
-    run = torch.compile(model, dynamic=False) if case['mode'] == 'compiled' else model
+    run = model
+    if case['mode'] == 'compiled':
+        # RAVLT's small helpers (e.g. _split_heads) meet one shape per stage and grad mode:
+        # past dynamo's default limit of 8 recompilations they would silently run eagerly
+        torch._dynamo.config.recompile_limit = 64
+        run = torch.compile(model, dynamic=False)
     warmup, repeat = case['warmup'], case['repeat']
     metrics = case['metrics']
 
@@ -163,7 +163,9 @@ def perf_case(case: dict, device: torch.device) -> dict:
                 run(x)
         return call
 
-    if 'train' in metrics:  # first: RAVLT's RoPE cache is then built outside inference mode
+    # training first: a model compiled under inference_mode could not train afterwards
+    # ("Inference tensors cannot be saved for backward", torch 2.13, RAVLT-T on CPU)
+    if 'train' in metrics:
         model.train()
         x = torch.randn(case['train_batch'], 3, h, w, device=device)
 

@@ -80,3 +80,16 @@ def test_time_out_and_budget_become_rows(tmp_path):
                           for c in checks)
     _, perf = read_csv(tmp_path / 'budget' / 'gpu_check.csv')
     assert perf and all('not run: the 0 s budget was spent' == r['note'] for r in perf)
+
+
+def test_default_plan_puts_checks_and_the_main_table_first():
+    cases = gpu_check.plan(gpu_check.parse_args(['--device', 'cpu']))
+    kinds = [(c['kind'], c.get('mode'), c.get('impl'), tuple(c.get('size', ()))) for c in cases]
+    assert [k[0] for k in kinds[:8]] == ['equal'] * 2 + ['amp'] * 2 + ['equal'] * 4
+    main = ('perf', 'eager', 'fast', (800, 1216))
+    assert kinds[8:26] == [main] * 18  # 6 models x 3 dtypes
+    assert kinds[26:30] == [('perf', 'compiled', 'fast', (800, 1216))] * 4
+    assert kinds[30:48] == [('perf', 'eager', 'fast', (512, 512))] * 18
+    assert kinds[48:] == [('perf', 'eager', 'reference', (800, 1216))] * 12
+    assert [c['model'] for c in cases[26:30]] == ['ravlt_s', 'ravlt_s_rala', 'swin_t',
+                                                  'convnext_t']

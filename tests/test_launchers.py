@@ -15,7 +15,8 @@ import sys
 import pytest
 
 from ravlt_dense.runner import export_slurm_env, first_slurm_host
-from test_detection import QUICKSTART, REPO, shapes, shapes_options, tool_env  # noqa: F401
+from test_detection import (QUICKSTART, REPO, metric_values, shapes, shapes_options,  # noqa: F401
+                            tool_env)
 
 # srun's stand-in: parses the options tools/slurm_*.sh pass, starts --ntasks copies of the
 # command with the variables srun sets, kills the rest when one fails (--kill-on-bad-exit=1) and
@@ -64,22 +65,28 @@ def assert_trained_once(log, work_dir):
     assert (work_dir / 'last_checkpoint').read_text().strip().endswith('epoch_1.pth')
 
 
-def test_slurm_train_through_srun(shapes, tmp_path):  # noqa: F811
+def fake_srun_env(tmp_path, record):
+    """The tools' environment with the stand-in srun first on PATH and 2 tasks on one node."""
     bin_dir = tmp_path / 'bin'
-    bin_dir.mkdir()
+    bin_dir.mkdir(exist_ok=True)
     srun = bin_dir / 'srun'
     srun.write_text(FAKE_SRUN.format(python=sys.executable))
     srun.chmod(0o755)
-    work_dir, record = tmp_path / 'work', tmp_path / 'srun.json'
     env = dict(tool_env(), GPUS='2', GPUS_PER_NODE='2', CPUS_PER_TASK='1',
                MASTER_PORT=str(free_port()), SRUN_RECORD=str(record))
     env['PATH'] = f'{bin_dir}{os.pathsep}{env["PATH"]}'
     env.pop('MASTER_ADDR', None)
+    return env
+
+
+def test_slurm_train_and_test_through_srun(shapes, tmp_path):  # noqa: F811
+    work_dir, record = tmp_path / 'work', tmp_path / 'srun.json'
     proc = subprocess.run(
         ['bash', 'tools/slurm_train.sh', 'cpu', 'ravlt-test', QUICKSTART, str(work_dir),
          '--auto-scale-lr', '--cfg-options', *one_epoch_options(shapes),
          'auto_scale_lr.base_batch_size=16'],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+        cwd=REPO, env=fake_srun_env(tmp_path, record), capture_output=True, text=True,
+        timeout=400)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-5000:]
     srun_call = json.loads(record.read_text())
@@ -92,6 +99,21 @@ def test_slurm_train_through_srun(shapes, tmp_path):  # noqa: F811
     # 2 tasks x 2 images against the 16 the lr was set for
     assert 'the current batch size is 4. Scaling the original LR by 0.25' in log
     assert_trained_once(log, work_dir)
+
+    # evaluation of that checkpoint, the 4 validation images split over the two tasks
+    proc = subprocess.run(
+        ['bash', 'tools/slurm_test.sh', 'cpu', 'ravlt-test', QUICKSTART,
+         str(work_dir / 'epoch_1.pth'), '--work-dir', str(tmp_path / 'test'),
+         '--cfg-options', *shapes_options(shapes)],
+        cwd=REPO, env=fake_srun_env(tmp_path, record), capture_output=True, text=True,
+        timeout=400)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-5000:]
+    assert json.loads(record.read_text())['codes'] == [0, 0]
+    assert 'Distributed launcher: slurm' in log
+    # 4 images, 2 per batch: one iteration per task (a single process would run [2/2])
+    assert re.search(r'Epoch\(test\) \[1/1\]', log), log[-3000:]
+    assert {'coco/bbox_mAP', 'coco/segm_mAP'} <= set(metric_values(log))
 
 
 def test_two_node_torchrun_on_one_machine(shapes, tmp_path):  # noqa: F811
@@ -141,3 +163,9 @@ def test_slurm_launcher_outside_srun_says_how_to_start(monkeypatch):
     monkeypatch.delenv('SLURM_PROCID', raising=False)
     with pytest.raises(RuntimeError, match=r"missing \['SLURM_PROCID'.*tools/slurm_train.sh"):
         export_slurm_env()
+
+
+def test_unreadable_node_list_asks_for_master_addr(monkeypatch):
+    monkeypatch.setenv('PATH', '/nonexistent')
+    with pytest.raises(ValueError, match=r"SLURM_NODELIST='\[1-2\]': set MASTER_ADDR"):
+        first_slurm_host('[1-2]')

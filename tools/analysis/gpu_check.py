@@ -99,11 +99,6 @@ def description(name: str) -> str:
 # --------------------------------------------------------------------------------------------
 # Worker: one case at a time
 # --------------------------------------------------------------------------------------------
-def _sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
 def _autocast(device: torch.device, dtype: str):
     return torch.autocast(device.type, dtype=getattr(torch, dtype), enabled=dtype != 'float32')
 
@@ -120,12 +115,12 @@ def _loss(outputs) -> torch.Tensor:
 def _timed(fn: Callable[[], None], device, warmup: int, repeat: int) -> float:
     for _ in range(warmup):
         fn()
-    _sync(device)
+    bench._sync(device)
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
-        _sync(device)
+        bench._sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -151,7 +146,12 @@ def perf_case(case: dict, device: torch.device) -> dict:
     if case['impl'] == 'reference':
         model.set_attn_impl('reference')
     row = dict(source=source, params_M=sum(p.numel() for p in model.parameters()) / 1e6)
-    run = torch.compile(model, dynamic=False) if case['mode'] == 'compiled' else model
+    run = model
+    if case['mode'] == 'compiled':
+        # RAVLT's small helpers (e.g. _split_heads) meet one shape per stage and grad mode:
+        # past dynamo's default limit of 8 recompilations they would silently run eagerly
+        torch._dynamo.config.recompile_limit = 64
+        run = torch.compile(model, dynamic=False)
     warmup, repeat = case['warmup'], case['repeat']
     metrics = case['metrics']
 
@@ -163,7 +163,9 @@ def perf_case(case: dict, device: torch.device) -> dict:
                 run(x)
         return call
 
-    if 'train' in metrics:  # first: RAVLT's RoPE cache is then built outside inference mode
+    # training first: a model compiled under inference_mode could not train afterwards
+    # ("Inference tensors cannot be saved for backward", torch 2.13, RAVLT-T on CPU)
+    if 'train' in metrics:
         model.train()
         x = torch.randn(case['train_batch'], 3, h, w, device=device)
 
@@ -324,8 +326,10 @@ def worker_main() -> None:
         # fp32 means fp32 (the checks compare paths at the tests' tolerances): no TF32
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cudnn.benchmark = True
     for case in cases:
+        # timings: the fastest convolution algorithms; checks: the same ones in both paths
+        torch.backends.cudnn.benchmark = case['kind'] == 'perf'
+        torch.backends.cudnn.deterministic = case['kind'] != 'perf'
         print(RESULT_TAG + json.dumps(run_case(case, device)), flush=True)
 
 
@@ -353,6 +357,9 @@ def parse_args(argv=None):
     p.add_argument('--compile-sizes', nargs='+', type=parse_size,
                    help='sizes of the compiled cases; default the first of --sizes')
     p.add_argument('--compile-dtypes', nargs='+', default=['float16'])
+    p.add_argument('--compile-models', nargs='+', default=list(DEFAULT_MODELS[:4]),
+                   help='models of the compiled cases (those also in --models); default: '
+                   'RAVLT-S both mixes, Swin-T, ConvNeXt-T')
     p.add_argument('--compile-metrics', nargs='+', choices=['latency', 'throughput', 'train'],
                    default=['throughput'], help='each metric is one more compilation')
     p.add_argument('--throughput-batch', type=int, default=8)
@@ -374,6 +381,8 @@ def parse_args(argv=None):
                    help='the smallest settings that run every part (a rehearsal, e.g. on CPU): '
                    '64x96 input, batches of 2, one timed pass, eager unless --modes says otherwise')
     p.add_argument('--work-dir', default='work_dirs/gpu_check')
+    p.add_argument('--list', action='store_true', help='print the planned cases in their order '
+                   'and exit')
     p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -420,7 +429,8 @@ def plan(args) -> List[dict]:
     if 'compiled' in args.modes:
         cases += [dict(timing, model=m, impl='fast', mode='compiled', size=s, dtype=d,
                        metrics=args.compile_metrics)
-                  for s in args.compile_sizes for d in args.compile_dtypes for m in args.models]
+                  for s in args.compile_sizes for d in args.compile_dtypes
+                  for m in args.models if m in args.compile_models]
     if 'eager' in args.modes:
         cases += [c for c in eager if c['size'] != args.sizes[0]]
         if not args.no_reference:
@@ -641,6 +651,9 @@ def main(argv=None):
         return worker_main()
     start = time.time()
     cases = plan(args)
+    if args.list:
+        print('\n'.join(f"{c['id']:3d} {describe(c)}" for c in cases))
+        return cases
     os.makedirs(args.work_dir, exist_ok=True)
     print(f'{len(cases)} cases, budget {args.budget:.0f} s', flush=True)
     results = run_all(cases, args)

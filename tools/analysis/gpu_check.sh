@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUNDLE=${BUNDLE:-work_dirs/gpu_bundle}
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-$(command -v python || command -v python3)}
 REPORT=${OUT:-work_dirs}/gpu_check
 mkdir -p "$REPORT"
 start=$SECONDS

@@ -1,0 +1,140 @@
+"""Where the time of a RAVLT forward goes: per stage and per operator kind, one device.
+
+    python tools/analysis/profile_backbone.py [--arch s] [--attn mix rala] [--size 800x1216]
+        [--batch 8] [--dtype float16] [--device cuda] [--steps 5]
+
+Per stage: the mean time of the stem and of each stage (blocks + downsampling), from events
+recorded around them. Per operator: torch.profiler's device (or CPU) time summed by operator
+and grouped into convolutions, attention (SDPA), matrix products, normalisation and the
+element-wise rest. Eval mode, autocast in ``--dtype`` (float32: none).
+"""
+import argparse
+import time
+from collections import defaultdict
+
+import torch
+
+from ravlt_dense.models.backbones.ravlt import RAVLT
+
+ATTN = dict(mix=('rala', 'rala', 'softmax', 'softmax'), rala=('rala', ) * 4)
+# Checked in this order: cuDNN's attention kernels also say cudnn, its convs also say gemm.
+KINDS = (('attention (SDPA)', ('attention', 'flash', 'fmha', 'sdpa')),
+         ('convolution', ('conv', 'cudnn', 'fprop', 'dgrad', 'wgrad', 'nchwtonhwc', 'nhwctonchw')),
+         ('matrix products', ('matmul', 'bmm', 'mm', 'gemm', 'addmm', 'baddbmm')),
+         ('normalisation', ('norm', )), ('complex RoPE', ('complex', 'view_as')))
+
+
+def parse_size(text):
+    h, _, w = text.lower().partition('x')
+    return int(h), int(w or h)
+
+
+def kind_of(op_name):
+    name = op_name.lower()
+    for kind, keys in KINDS:
+        if any(k in name for k in keys):
+            return kind
+    return 'element-wise and other'
+
+
+def sync(device):
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def stage_times(model, x, device, dtype, steps):
+    """Mean seconds of the stem and of each stage over ``steps`` forwards."""
+    parts = [('stem', model.patch_embed)] + [(f'stage {i + 1}', s) for i, s in enumerate(model.layers)]
+    totals = defaultdict(float)
+    starts = {}
+
+    def pre(name):
+        def hook(*_):
+            sync(device)
+            starts[name] = time.perf_counter()
+        return hook
+
+    def post(name):
+        def hook(*_):
+            sync(device)
+            totals[name] += time.perf_counter() - starts[name]
+        return hook
+
+    handles = [h for name, m in parts for h in (m.register_forward_pre_hook(pre(name)),
+                                                m.register_forward_hook(post(name)))]
+    with torch.inference_mode(), autocast(device, dtype):
+        for _ in range(steps):
+            model(x)
+    for h in handles:
+        h.remove()
+    return {name: totals[name] / steps for name, _ in parts}
+
+
+def autocast(device, dtype):
+    return torch.autocast(device.split(':')[0], dtype=dtype, enabled=dtype != torch.float32)
+
+
+def operator_times(model, x, device, dtype, steps):
+    """Seconds per forward by operator kind, and the top operators."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.startswith('cuda'):
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.inference_mode(), autocast(device, dtype), torch.profiler.profile(
+            activities=activities) as prof:
+        for _ in range(steps):
+            model(x)
+        sync(device)
+    events = prof.key_averages()
+    on_device = device.startswith('cuda')
+    # On GPU only the kernels (device-type events) count: the aten ops that launch them report
+    # the same device time again. On CPU the ops' self time is the time.
+    if on_device:
+        events = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    rows = [(e.key, (e.self_device_time_total if on_device else e.self_cpu_time_total) / 1e6 / steps)
+            for e in events]
+    rows = [r for r in rows if r[1] > 0]
+    by_kind = defaultdict(float)
+    for name, t in rows:
+        by_kind[kind_of(name)] += t
+    return by_kind, sorted(rows, key=lambda r: -r[1])[:12]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--arch', default='s')
+    p.add_argument('--attn', nargs='+', choices=sorted(ATTN), default=['mix', 'rala'])
+    p.add_argument('--size', type=parse_size, default=(800, 1216))
+    p.add_argument('--batch', type=int, default=8)
+    p.add_argument('--dtype', choices=['float16', 'bfloat16', 'float32'], default='float16')
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--steps', type=int, default=5)
+    args = p.parse_args(argv)
+    dtype = getattr(torch, args.dtype)
+    name = torch.cuda.get_device_name(args.device) if args.device.startswith('cuda') else 'CPU'
+    print(f'# RAVLT-{args.arch.upper()} forward, {args.batch}x3x{args.size[0]}x{args.size[1]}, '
+          f'{args.dtype}, eval, {name}, torch {torch.__version__}\n')
+    for attn in args.attn:
+        model = RAVLT(args.arch, attn_types=ATTN[attn]).to(args.device).eval()
+        x = torch.randn(args.batch, 3, *args.size, device=args.device)
+        with torch.inference_mode(), autocast(args.device, dtype):
+            for _ in range(2):
+                model(x)
+        stages = stage_times(model, x, args.device, dtype, args.steps)
+        total = sum(stages.values())
+        print(f'## {attn}: {total * 1e3:.1f} ms per forward ({args.batch / total:.1f} img/s)\n')
+        print('| part | ms | share |\n|---|---|---|')
+        for part, t in stages.items():
+            print(f'| {part} | {t * 1e3:.2f} | {t / total:.0%} |')
+        by_kind, top = operator_times(model, x, args.device, dtype, args.steps)
+        ops_total = sum(by_kind.values())
+        print('\n| operator kind | ms | share |\n|---|---|---|')
+        for kind, t in sorted(by_kind.items(), key=lambda kv: -kv[1]):
+            print(f'| {kind} | {t * 1e3:.2f} | {t / ops_total:.0%} |')
+        print('\n| top operators / kernels | ms |\n|---|---|')
+        for op, t in top:
+            print(f'| `{op[:90]}` | {t * 1e3:.2f} |')
+        print()
+
+
+if __name__ == '__main__':
+    main()

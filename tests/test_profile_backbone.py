@@ -1,0 +1,24 @@
+"""tools/analysis/profile_backbone.py on CPU at a tiny size: stage times and operator kinds."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_profile_reports_every_stage_and_operator_kinds():
+    proc = subprocess.run(
+        [sys.executable, 'tools/analysis/profile_backbone.py', '--arch', 't', '--size', '64x96',
+         '--batch', '1', '--steps', '1', '--dtype', 'float32', '--device', 'cpu', '--attn', 'mix'],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert 'RAVLT-T forward, 1x3x64x96, float32' in out
+    stage_rows = re.findall(r'^\| (stem|stage \d) \| ([\d.]+) \| (\d+)% \|$', out, re.M)
+    assert [r[0] for r in stage_rows] == ['stem', 'stage 1', 'stage 2', 'stage 3', 'stage 4']
+    assert all(float(ms) > 0 for _, ms, _ in stage_rows)
+    assert 97 <= sum(int(share) for *_, share in stage_rows) <= 103  # rounded shares
+    kinds = dict(re.findall(r'^\| (convolution|matrix products|normalisation) \| ([\d.]+) \|', out,
+                            re.M))
+    assert float(kinds['convolution']) > 0 and float(kinds['matrix products']) > 0

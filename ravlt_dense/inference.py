@@ -69,10 +69,21 @@ def config_dataset_meta(cfg) -> Optional[dict]:
     classes = meta.get('classes') or default.get('classes')
     if not classes:
         return None
-    palette = meta.get('palette') or default.get('palette')
+    return dict(classes=list(classes),
+                palette=full_palette(classes, meta.get('palette') or default.get('palette')))
+
+
+def full_palette(classes: Sequence[str], palette: Optional[Sequence] = None) -> List[list]:
+    """``palette`` as a list of [R, G, B], or fixed random colours (seed 0) when it is missing
+    or does not have one colour per class.
+
+    Args:
+        classes (Sequence[str]): The class names.
+        palette (Sequence, optional): One (R, G, B) per class, or None.
+    """
     if not palette or len(palette) != len(classes):
         palette = np.random.default_rng(0).integers(0, 256, (len(classes), 3)).tolist()
-    return dict(classes=list(classes), palette=[list(c) for c in palette])
+    return [list(c) for c in palette]
 
 
 class ReleaseWeightsMixin:

@@ -12,13 +12,11 @@ Usage: python tools/data/make_ade_shapes.py [--out data/ade_shapes] [--num-train
 """
 import argparse
 import os
-import sys
 
 import cv2
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import shapes_common as sc  # noqa: E402
+import shapes_common as sc  # this folder is sys.path[0] when run as a script
 
 CLASSES = ('sky', 'ground', 'circle', 'square', 'triangle')  # labels 1..K in the PNGs
 PALETTE = ((70, 130, 180), (140, 110, 60), (220, 20, 60), (0, 160, 80), (250, 170, 30))

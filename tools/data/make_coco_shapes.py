@@ -13,12 +13,10 @@ Usage: python tools/data/make_coco_shapes.py [--out data/coco_shapes] [--num-tra
 import argparse
 import json
 import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import shapes_common as sc  # noqa: E402
+import shapes_common as sc  # this folder is sys.path[0] when run as a script
 
 CLASSES = ('circle', 'square', 'triangle', 'star')
 MIN_AREA = 30  # px: smaller visible remnants are not recognisable, so they are not annotated

@@ -189,27 +189,22 @@ def first_slurm_host(nodelist: str) -> str:
     return prefix + re.split(r'[-,]', ranges)[0] + suffix  # "03-05,9" -> "03": padding kept
 
 
-def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``--cfg-options``, ``--launcher`` and ``--local_rank`` options that tools/train.py
-    and tools/test.py share, as mmdet's and mmseg's tools declare them.
+def parse_tool_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The command line of tools/train.py or tools/test.py: the tool's own options plus the
+    ``--cfg-options``, ``--launcher`` and ``--local_rank`` they share (as mmdet's and mmseg's
+    tools declare them); ``--local_rank`` is exported as LOCAL_RANK unless the launcher set it.
 
     Args:
-        parser (argparse.ArgumentParser): The tool's parser.
+        parser (argparse.ArgumentParser): The tool's parser, with its own options.
     """
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of the config, e.g. train_cfg.max_epochs=1')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-
-
-def set_local_rank(local_rank: int) -> None:
-    """Export ``--local_rank`` as LOCAL_RANK (unless the launcher set it), as mmdet's tools do.
-
-    Args:
-        local_rank (int): The rank of this process on its machine.
-    """
-    os.environ.setdefault('LOCAL_RANK', str(local_rank))
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
 
 
 def build_model(cfg: Config) -> torch.nn.Module:

@@ -16,8 +16,8 @@ from mmengine.runner import Runner
 
 import ravlt_dense  # noqa: F401  registers RAVLT
 from ravlt_dense.checkpoint import is_url
-from ravlt_dense.runner import (add_runner_arguments, check_datasets, explain_dataset_errors,
-                                load_checkpoint_strictly, load_config, set_local_rank,
+from ravlt_dense.runner import (check_datasets, explain_dataset_errors,
+                                load_checkpoint_strictly, load_config, parse_tool_args,
                                 setup_cpu_distributed)
 
 
@@ -35,10 +35,7 @@ def parse_args():
     parser.add_argument('--non-strict', action='store_true',
                         help='load a checkpoint that does not fit the model, with warnings '
                         '(mmengine\'s default); without it such a checkpoint is an error')
-    add_runner_arguments(parser)
-    args = parser.parse_args()
-    set_local_rank(args.local_rank)
-    return args
+    return parse_tool_args(parser)
 
 
 def enable_visualization(cfg: Config, args) -> None:

@@ -9,8 +9,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import ravlt_dense  # noqa: F401  registers RAVLT and the checkpoint types that resuming needs
-from ravlt_dense.runner import (add_runner_arguments, check_datasets, explain_dataset_errors,
-                                load_config, set_local_rank, setup_cpu_distributed)
+from ravlt_dense.runner import (check_datasets, explain_dataset_errors, load_config,
+                                parse_tool_args, setup_cpu_distributed)
 
 
 def parse_args():
@@ -24,10 +24,7 @@ def parse_args():
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from the given checkpoint, or from the latest one in the '
                         'work dir when no path is given')
-    add_runner_arguments(parser)
-    args = parser.parse_args()
-    set_local_rank(args.local_rank)
-    return args
+    return parse_tool_args(parser)
 
 
 def main():

@@ -1,5 +1,5 @@
-"""Detection: configs, train/resume/test through the tools, the demo, distributed CPU training and
-what bad input does. CPU only; the end-to-end runs use a tiny generated shapes set (64 px).
+"""Detection through the tools: train/resume/test, the demo, distributed CPU training and what
+bad input does. CPU only; the end-to-end runs use a tiny generated shapes set (64 px).
 
 The tools run in subprocesses exactly as a user runs them. Each gets one OpenMP thread: several
 of them share two cores with pytest, and with more threads per process OpenMP's busy-waiting
@@ -8,7 +8,6 @@ made a training step about 10x slower on such a machine (measured).
 import importlib.util
 import json
 import os
-import os.path as osp
 import re
 import shutil
 import signal
@@ -22,53 +21,15 @@ import mmdet  # noqa: F401  a missing mmdet fails the suite instead of skipping 
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
 
-import ravlt_dense  # noqa: F401
-from ravlt_dense import zoo
+from conftest import REPO, load_script, run_tool, tool_env
 from ravlt_dense.models.backbones.ravlt import RAVLT
+from ravlt_dense.runner import build_model
 
-REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = 'configs/quickstart/maskrcnn_ravlt_t_shapes.py'
 IMG = 64  # side of the generated test images
 
-
-def _load_module(name, path):
-    spec = importlib.util.spec_from_file_location(name, REPO / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-get_flops = _load_module('get_flops', 'tools/analysis/get_flops.py')
-make_coco_shapes = _load_module('make_coco_shapes', 'tools/data/make_coco_shapes.py')
-image_demo = _load_module('image_demo', 'demo/image_demo.py')
-
-# config -> (detector type, variant, schedule)
-DET_CONFIGS = {
-    **{f'maskrcnn_ravlt_{v}_coco.py': ('MaskRCNN', v, '1x') for v in 'tsbl'},
-    **{f'maskrcnn_ravlt_{v}_ms-3x_coco.py': ('MaskRCNN', v, '3x') for v in 'sbl'},
-    **{f'retinanet_ravlt_{v}_coco.py': ('RetinaNet', v, '1x') for v in 'tsbl'},
-    **{f'cascade-maskrcnn_ravlt_{v}_ms-3x_coco.py': ('CascadeRCNN', v, '3x') for v in 'sbl'},
-}
-
-
-def tool_env():
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
-    # tools/dist_train.sh calls `python`: make it this interpreter.
-    env['PATH'] = osp.dirname(sys.executable) + os.pathsep + env.get('PATH', '')
-    return env
-
-
-def run(args, timeout=300, check=True):
-    """Run ``python ARGS`` (or a shell script) from the repository root; return the result."""
-    cmd = args if args[0] == 'bash' else [sys.executable, *args]
-    proc = subprocess.run(cmd, cwd=REPO, env=tool_env(), capture_output=True, text=True,
-                          timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f'{" ".join(map(str, cmd))} failed ({proc.returncode}):\n'
-                             f'{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}')
-    return proc
+image_demo = load_script('demo/image_demo.py')
 
 
 def shapes_options(root, batch_size=2):
@@ -101,82 +62,13 @@ def metric_values(text, prefix='coco/'):
 
 
 # --------------------------------------------------------------------------------------------
-# Configs
-# --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize('name', sorted(DET_CONFIGS))
-def test_config_builds_with_paper_params(name):
-    detector, variant, schedule = DET_CONFIGS[name]
-    cfg = Config.fromfile(REPO / 'configs' / name)
-    model_cfg = cfg.model
-    assert model_cfg.type == detector
-    backbone = model_cfg.backbone
-    assert backbone.type == 'RAVLT' and backbone.arch == variant
-    assert backbone.drop_path_rate == RAVLT.arch_zoo[variant]['drop_path_rate']
-    assert backbone.norm_eval is True
-    assert backbone.init_cfg == dict(type='Pretrained',
-                                     checkpoint=zoo.weights_url(f'ravlt_{variant}_in1k'))
-    dims = RAVLT.arch_zoo[variant]['embed_dims']
-    assert model_cfg.neck.in_channels == [dims[i] for i in backbone.out_indices]
-    assert 'SyncBN' not in cfg.pretty_text
-    # the recipe
-    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
-    assert cfg.optim_wrapper.optimizer == dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999),
-                                               weight_decay=0.05)
-    assert cfg.optim_wrapper.paramwise_cfg.norm_decay_mult == 0
-    assert cfg.auto_scale_lr.base_batch_size == 16 and cfg.train_dataloader.batch_size == 2
-    steps = next(s for s in cfg.param_scheduler if s.type == 'MultiStepLR')
-    epochs, milestones = (12, [8, 11]) if schedule == '1x' else (36, [27, 33])
-    assert cfg.train_cfg.max_epochs == epochs and steps.milestones == milestones
-    if schedule == '3x':  # multi-scale training, short side 480..800
-        choice = next(t for t in cfg.train_dataloader.dataset.pipeline if t.type == 'RandomChoice')
-        scales = [min(s) for s in choice.transforms[0][0].scales]
-        assert scales[0] == 480 and scales[-1] == 800
-    assert cfg.train_dataloader.dataset.data_root == 'data/coco/'
-
-    if name.startswith('maskrcnn') and schedule == '3x':  # the 1x model, trained longer
-        one_x = Config.fromfile(REPO / 'configs' / f'maskrcnn_ravlt_{variant}_coco.py')
-        assert cfg.model == one_x.model
-        assert zoo.measured(name[:-len('.py')]) == zoo.measured(f'maskrcnn_ravlt_{variant}_coco')
-        return
-    init_default_scope('mmdet')
-    from mmdet.registry import MODELS
-    model = MODELS.build(model_cfg)
-    params = sum(p.numel() for p in model.parameters())
-    assert params == zoo.measured(name[:-len('.py')])['params']  # the README's figure
-    params /= 1e6
-    paper = zoo.paper_figures(name[:-len('.py')])['params']
-    assert abs(params - paper) < 1.0, f'{name}: {params:.2f}M, paper {paper}M'
-
-
-def test_optimizer_skips_decay_on_norms_only():
-    from mmengine.optim import build_optim_wrapper
-    from mmdet.registry import MODELS
-    init_default_scope('mmdet')
-    cfg = Config.fromfile(REPO / 'configs/maskrcnn_ravlt_t_coco.py')
-    model = MODELS.build(cfg.model)
-    cfg.optim_wrapper.type = 'OptimWrapper'  # AMP needs a GPU
-    optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
-    decay = {id(p): g['weight_decay'] for g in optimizer.param_groups for p in g['params']}
-    names = dict(model.named_parameters())
-    for name in ('backbone.layers.0.blocks.0.norm1.norm.weight', 'backbone.extra_norms.3.norm.bias',
-                 'backbone.patch_embed.proj.1.weight', 'backbone.layers.1.downsample.norm.weight'):
-        assert decay[id(names[name])] == 0, name
-    # the release's recipe exempts norms only: layer scale decays like any weight
-    for name in ('backbone.layers.0.blocks.0.attn.qkvo.weight', 'neck.fpn_convs.0.conv.weight',
-                 'backbone.layers.0.blocks.0.gamma_1', 'backbone.layers.2.blocks.5.gamma_2'):
-        assert decay[id(names[name])] == 0.05, name
-    # the RoPE frequencies are a buffer: never optimised
-    assert 'backbone.layers.0.RoPE.angle' not in names
-
-
-# --------------------------------------------------------------------------------------------
 # Train, kill, resume, test, demo: one tiny run shared by the tests below
 # --------------------------------------------------------------------------------------------
 @pytest.fixture(scope='module')
-def shapes(tmp_path_factory):
+def shapes(tmp_path_factory, coco_gen):
     root = tmp_path_factory.mktemp('coco_shapes')
-    make_coco_shapes.make_coco_shapes(str(root), num_train=8, num_val=4, size=IMG, seed=0,
-                                      max_objects=3)
+    coco_gen.make_coco_shapes(str(root), num_train=8, num_val=4, size=IMG, seed=0,
+                              max_objects=3)
     return root
 
 
@@ -203,12 +95,12 @@ def trained(shapes, tmp_path_factory):
     assert killed_at is None, f'training ended before it could be killed:\n{first_log[-3000:]}'
     assert not (work_dir / 'epoch_2.pth').exists()
 
-    resumed = run([*args, '--resume'], timeout=400)
+    resumed = run_tool([*args, '--resume'], timeout=400)
     return dict(work_dir=work_dir, first_log=first_log, resumed_log=resumed.stdout + resumed.stderr,
                 checkpoint=work_dir / 'epoch_2.pth')
 
 
-def test_train_kill_and_resume(trained):
+def test_train_kill_and_resume(trained, coco_gen):
     log = trained['resumed_log']
     # resumed from the epoch-1 checkpoint under torch's weights_only loading
     assert re.search(r'Auto resumed from the latest checkpoint \S*epoch_1\.pth', log)
@@ -223,13 +115,13 @@ def test_train_kill_and_resume(trained):
     assert trained['checkpoint'].exists()
     ckpt = torch.load(trained['checkpoint'], map_location='cpu')  # weights_only default
     assert ckpt['meta']['epoch'] == 2 and ckpt['meta']['iter'] == 8
-    assert tuple(ckpt['meta']['dataset_meta']['classes']) == make_coco_shapes.CLASSES
+    assert tuple(ckpt['meta']['dataset_meta']['classes']) == coco_gen.CLASSES
 
 
 def test_test_tool_reports_coco_metrics(trained, shapes, tmp_path):
     out = tmp_path / 'preds.pkl'
-    proc = run(['tools/test.py', QUICKSTART, str(trained['checkpoint']), '--work-dir',
-                str(tmp_path), '--out', str(out), '--cfg-options', *shapes_options(shapes)])
+    proc = run_tool(['tools/test.py', QUICKSTART, str(trained['checkpoint']), '--work-dir',
+                     str(tmp_path), '--out', str(out), '--cfg-options', *shapes_options(shapes)])
     metrics = metric_values(proc.stdout + proc.stderr)
     for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'coco/segm_mAP_50'):
         assert 0.0 <= metrics[key] <= 1.0, key
@@ -239,26 +131,26 @@ def test_test_tool_reports_coco_metrics(trained, shapes, tmp_path):
 
 
 def test_test_tool_evaluates_an_mmdet2_release_file_by_url(trained, shapes, tmp_path,
-                                                           file_server, torch_home):
+                                                           file_server, torch_home, coco_gen):
     """The authors' layout (mmdet 2.x: state_dict + meta with CLASSES), served by URL."""
     ours = torch.load(trained['checkpoint'], map_location='cpu')
     release = dict(state_dict=ours['state_dict'],
-                   meta=dict(CLASSES=make_coco_shapes.CLASSES, epoch=12, mmdet_version='2.25.0'))
+                   meta=dict(CLASSES=coco_gen.CLASSES, epoch=12, mmdet_version='2.25.0'))
     torch.save(release, file_server.root / 'maskrcnn_t_1x_12_epoch.pth')
     url = f'{file_server.url}/maskrcnn_t_1x_12_epoch.pth'
-    proc = run(['tools/test.py', QUICKSTART, url, '--work-dir', str(tmp_path),
-                '--cfg-options', *shapes_options(shapes)])  # TORCH_HOME: the fixture's
+    proc = run_tool(['tools/test.py', QUICKSTART, url, '--work-dir', str(tmp_path),
+                     '--cfg-options', *shapes_options(shapes)])  # TORCH_HOME: the fixture's
     assert {'coco/bbox_mAP', 'coco/segm_mAP'} <= set(metric_values(proc.stdout + proc.stderr))
     assert (torch_home / 'maskrcnn_t_1x_12_epoch.pth').is_file()
 
 
-def test_demo_writes_png_and_json(trained, shapes, tmp_path):
+def test_demo_writes_png_and_json(trained, shapes, tmp_path, coco_gen):
     import cv2
     photo = Path(importlib.util.find_spec('matplotlib').origin).parent / \
         'mpl-data/sample_data/grace_hopper.jpg'  # a real photograph shipped with matplotlib
     inputs = [str(shapes / 'val')] + ([str(photo)] if photo.exists() else [])
-    proc = run(['demo/image_demo.py', QUICKSTART, str(trained['checkpoint']), *inputs,
-                '--out-dir', str(tmp_path), '--pred-score-thr', '0.05', '--device', 'cpu'])
+    proc = run_tool(['demo/image_demo.py', QUICKSTART, str(trained['checkpoint']), *inputs,
+                     '--out-dir', str(tmp_path), '--pred-score-thr', '0.05', '--device', 'cpu'])
     names = sorted(p.stem for p in (shapes / 'val').glob('*.png')) + \
         (['grace_hopper'] if photo.exists() else [])
     assert sorted(p.stem for p in (tmp_path / 'vis').glob('*.png')) == sorted(names)
@@ -268,9 +160,9 @@ def test_demo_writes_png_and_json(trained, shapes, tmp_path):
         vis = cv2.imread(str(tmp_path / 'vis' / f'{name}.png'))
         assert vis.shape[:2] == (pred['height'], pred['width'])
         assert cv2.imread(pred['image']).shape[:2] == (pred['height'], pred['width'])
-        assert pred['classes'] == list(make_coco_shapes.CLASSES)
+        assert pred['classes'] == list(coco_gen.CLASSES)
         for inst in pred['instances']:
-            assert inst['score'] >= 0.05 and inst['class_name'] in make_coco_shapes.CLASSES
+            assert inst['score'] >= 0.05 and inst['class_name'] in coco_gen.CLASSES
             x1, y1, x2, y2 = inst['bbox']
             assert 0 <= x1 <= x2 <= pred['width'] and 0 <= y1 <= y2 <= pred['height']
             assert inst['mask']['size'] == [pred['height'], pred['width']]
@@ -283,10 +175,8 @@ def test_dist_train_two_cpu_processes(shapes, tmp_path):
         port = s.getsockname()[1]
     cmd = ['bash', 'tools/dist_train.sh', QUICKSTART, '2', '--work-dir', str(tmp_path),
            '--cfg-options', *shapes_options(shapes), 'train_cfg.max_epochs=1']
-    proc = subprocess.run(cmd, cwd=REPO, env=dict(tool_env(), PORT=str(port)),
-                          capture_output=True, text=True, timeout=400)
+    proc = run_tool(cmd, timeout=400, env=dict(PORT=str(port)))
     log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-5000:]
     # 8 images, 2 processes x 2 images per iteration: 2 iterations per epoch, then validation
     assert re.search(r'Distributed launcher: pytorch', log)
     assert re.search(r'Distributed training: True', log)
@@ -300,9 +190,9 @@ def test_dist_train_two_cpu_processes(shapes, tmp_path):
 # --------------------------------------------------------------------------------------------
 def test_missing_data_root_names_the_coco_layout(tmp_path):
     missing = tmp_path / 'no_coco'
-    proc = run(['tools/train.py', 'configs/maskrcnn_ravlt_t_coco.py', '--work-dir',
-                str(tmp_path / 'work'), '--cfg-options',
-                f'train_dataloader.dataset.data_root={missing}/'], check=False)
+    proc = run_tool(['tools/train.py', 'configs/maskrcnn_ravlt_t_coco.py', '--work-dir',
+                     str(tmp_path / 'work'), '--cfg-options',
+                     f'train_dataloader.dataset.data_root={missing}/'], check=False)
     assert proc.returncode != 0
     assert re.search(rf'FileNotFoundError: train_dataloader: CocoDataset not found: '
                      rf'{re.escape(str(missing))}/annotations/instances_train2017.json does not '
@@ -316,38 +206,34 @@ def test_corrupt_image_error_names_the_file(shapes, tmp_path):
     shutil.copytree(shapes, root)
     bad = root / 'train' / '000000.png'  # unshuffled: read in the first iteration
     bad.write_bytes(b'\x89PNG\r\n\x1a\n' + os.urandom(200))  # a PNG header, then garbage
-    proc = run(['tools/train.py', QUICKSTART, '--work-dir', str(tmp_path / 'work'),
-                '--cfg-options', *shapes_options(root), 'train_dataloader.sampler.shuffle=False'],
-               check=False)
+    proc = run_tool(['tools/train.py', QUICKSTART, '--work-dir', str(tmp_path / 'work'),
+                     '--cfg-options', *shapes_options(root),
+                     'train_dataloader.sampler.shuffle=False'], check=False)
     assert proc.returncode != 0
     assert re.search(rf'failed to load image: {re.escape(str(bad))}', proc.stderr)
 
 
 def test_missing_checkpoints(tmp_path):
     # ImageNet weights named by the config's init_cfg
-    from mmdet.registry import MODELS
-    init_default_scope('mmdet')
     cfg = Config.fromfile(REPO / 'configs/maskrcnn_ravlt_t_coco.py')
     missing = tmp_path / 'ravlt_t_in1k.pth'
     cfg.model.backbone.init_cfg.checkpoint = str(missing)
-    model = MODELS.build(cfg.model)
+    model = build_model(cfg)
     with pytest.raises(FileNotFoundError, match=rf'RAVLT checkpoint not found: '
                        rf'{re.escape(str(missing))}.*init_cfg=None to train from scratch'):
         model.init_weights()
     # a trained model for test.py (the demo's case is in test_demo_bad_input)
-    proc = run(['tools/test.py', QUICKSTART, str(tmp_path / 'nope.pth')], check=False)
+    proc = run_tool(['tools/test.py', QUICKSTART, str(tmp_path / 'nope.pth')], check=False)
     assert proc.returncode != 0
     assert f'FileNotFoundError: Checkpoint not found: {tmp_path / "nope.pth"}' in proc.stderr
 
 
 def test_mismatched_checkpoint_names_the_keys(tmp_path):
-    from mmdet.registry import MODELS
-    init_default_scope('mmdet')
     ckpt = tmp_path / 'ravlt_t.pth'
     torch.save({'model': RAVLT('t').state_dict()}, ckpt)  # ImageNet-style file of RAVLT-T
     cfg = Config.fromfile(REPO / 'configs/maskrcnn_ravlt_s_coco.py')
     cfg.model.backbone.init_cfg.checkpoint = str(ckpt)
-    model = MODELS.build(cfg.model)
+    model = build_model(cfg)
     with pytest.raises(ValueError, match=r'(?s)does not fit RAVLT.*\d+ mismatched key\(s\): .*'
                        r'layers\.2\.blocks\.0\.attn\.qkvo\.weight: checkpoint \(1024, 256, 1, 1\) '
                        r'vs model \(1280, 320, 1, 1\)'):
@@ -364,14 +250,14 @@ def test_test_tool_refuses_a_checkpoint_of_another_model(trained, shapes, tmp_pa
     torch.save(ckpt, wrong)
     args = ['tools/test.py', QUICKSTART, str(wrong), '--work-dir', str(tmp_path),
             '--cfg-options', *shapes_options(shapes)]
-    proc = run(args, check=False)
+    proc = run_tool(args, check=False)
     assert proc.returncode != 0
     assert f'Checkpoint {wrong} does not fit the model of {QUICKSTART}' in proc.stderr
     assert f'{key}: checkpoint (512, 256, 1, 1) vs model (1024, 256, 1, 1)' in proc.stderr
     assert 'roi_head.mask_head.conv_logits.bias' in proc.stderr
     assert 'Epoch(test)' not in proc.stdout + proc.stderr  # refused before evaluating
     # --non-strict evaluates what fits, as mmengine does by default
-    proc = run([*args, '--non-strict'])
+    proc = run_tool([*args, '--non-strict'])
     assert 'coco/bbox_mAP' in metric_values(proc.stdout + proc.stderr)
 
 
@@ -405,78 +291,3 @@ def test_demo_bad_input(tmp_path, shapes, capsys):
     finally:
         os.chdir(cwd)
     assert not (tmp_path / 'out').exists()
-
-
-def test_config_typo_is_reported_by_the_built_component():
-    """mmengine merges any --cfg-options key into the config without checking it; the component
-    the key reaches rejects it when it is built (tools/train.py: when the Runner builds the model,
-    before any data is read). Same DictAction + merge_from_dict as tools/train.py, in-process."""
-    import argparse
-    from mmengine.config import DictAction
-    from mmdet.registry import MODELS
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    options = parser.parse_args(['--cfg-options', 'model.backbone.archh=s']).cfg_options
-    cfg = Config.fromfile(REPO / QUICKSTART)
-    cfg.merge_from_dict(options)  # accepted silently
-    assert cfg.model.backbone.archh == 's'
-    init_default_scope('mmdet')
-    with pytest.raises(TypeError, match=r"RAVLT\.__init__\(\) got an unexpected keyword "
-                       r"argument 'archh'"):
-        MODELS.build(cfg.model)
-
-
-def test_get_flops_counts_both_ways():
-    result = get_flops.main(['configs/retinanet_ravlt_t_coco.py', '--shape', '128', '160'])
-    assert result['input_shape'] == [1, 3, 128, 160]
-    assert abs(result['params'] / 1e6 - zoo.paper_figures('retinanet_ravlt_t_coco')['params']) < 1
-    assert result['paper'] == zoo.paper_figures('retinanet_ravlt_t_coco')
-    assert result['paper']['shape'] == [800, 1280]
-    assert result['flops_traced'] > result['flops_modules_only'] > 0
-    assert result['backbone_flops_traced'] > result['backbone_flops_modules_only'] > 0
-    assert result['flops_traced_matmul'] > 0
-
-
-def test_get_flops_runs_cascade_mask_heads_on_100_rois_like_mask_rcnn():
-    cfg = Config.fromfile('configs/cascade-maskrcnn_ravlt_s_ms-3x_coco.py')
-    cfg.model.backbone.update(arch='t', init_cfg=None)
-    cfg.model.neck.in_channels = RAVLT.arch_zoo['t']['embed_dims']
-    init_default_scope('mmdet')
-    from mmdet.registry import MODELS
-    model = MODELS.build(cfg.model).eval()
-    assert get_flops.cap_cascade_mask_rois(model)
-    seen = {'bbox': [], 'mask': []}
-    for kind in seen:
-        for head in getattr(model.roi_head, f'{kind}_head'):
-            head.register_forward_hook(
-                lambda m, args, out, kind=kind: seen[kind].append(args[0].shape[0]))
-    data = get_flops.dummy_batch(model, 'mmdet', 256, 256)
-    with torch.no_grad():
-        outs = model(data['inputs'], data['data_samples'], mode='tensor')
-    assert len(seen['bbox']) == len(seen['mask']) == 3  # every stage ran
-    assert min(seen['bbox']) > 100  # bbox stages refine all proposals
-    assert seen['mask'] == [100, 100, 100]
-    roi_outs = outs[-1]  # (cls_scores, bbox_preds, three mask predictions)
-    assert len(roi_outs) == 5 and all(m.shape[0] == 100 for m in roi_outs[2:])
-    # models without a cascade mask head are left as they are
-    assert not get_flops.cap_cascade_mask_rois(RAVLT('t'))
-
-
-def test_quickstart_summary_reads_test_logs(tmp_path):
-    summary = _load_module('quickstart_summary', 'tools/misc/quickstart_summary.py')
-    runs = {'maskrcnn/untrained': {'coco/bbox_mAP': 0.0, 'coco/segm_mAP': 0.0, 'step': 6},
-            'maskrcnn/trained': {'coco/bbox_mAP': 0.347, 'coco/segm_mAP': 0.342, 'step': 6},
-            'retinanet/untrained': {'data_time': 0.02, 'step': 6},  # no detections: no metrics
-            'retinanet/trained': {'coco/bbox_mAP': 0.144, 'step': 6}}
-    for run_dir, line in runs.items():
-        log_dir = tmp_path / run_dir / '20261125_000000'
-        (log_dir / 'vis_data').mkdir(parents=True)
-        (log_dir / 'vis_data' / '20261125_000000.json').write_text(json.dumps(line) + '\n')
-        (log_dir / '20261125_000000.log').write_text(
-            'ERROR - The testing results of the whole dataset is empty.\n'
-            if run_dir == 'retinanet/untrained' else 'INFO - Epoch(test) [6/6]\n')
-    rows = summary.main([str(tmp_path)])
-    assert ('maskrcnn', 'coco/bbox_mAP', 0.0, 0.347) in rows
-    assert ('maskrcnn', 'coco/segm_mAP', 0.0, 0.342) in rows
-    assert ('retinanet', 'coco/bbox_mAP', '0.000 (no detections)', 0.144) in rows
-    assert len(rows) == 3

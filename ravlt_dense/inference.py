@@ -59,7 +59,13 @@ def resolve_demo_model(model: str, rest: Sequence[str], weights: Optional[str] =
 
 
 def config_dataset_meta(cfg) -> Optional[dict]:
-    """Classes and palette the config's test set declares (metainfo, else its dataset type's)."""
+    """Classes and palette the config's test set declares (metainfo, else its dataset type's);
+    None when it names no classes.
+
+    Args:
+        cfg (Config): A detection or segmentation config (its ``default_scope`` picks the
+            dataset registry).
+    """
     scope = cfg.get('default_scope', 'mmdet')
     datasets = importlib.import_module(f'{scope}.registry').DATASETS
     dataset = (cfg.get('test_dataloader') or {}).get('dataset') or {}

@@ -108,7 +108,12 @@ def variants() -> List[str]:
 
 def variant(name: str, metafile: Optional[str] = None) -> str:
     """The RAVLT variant ('t', 's', 'b', 'l') of the zoo model ``name``: an ImageNet backbone's
-    own, or that of the backbone a detector or segmentor starts from."""
+    own, or that of the backbone a detector or segmentor starts from.
+
+    Args:
+        name (str): A model of the zoo; ValueError if unknown.
+        metafile (str, optional): Another metafile than configs/metafile.yml.
+    """
     meta = get(name, metafile)['Metadata']
     return meta.get('Variant') or get(meta['Backbone'], metafile)['Metadata']['Variant']
 

@@ -22,6 +22,10 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The quick-start Mask R-CNN, and the side of the generated images it is tested on.
+QUICKSTART = 'configs/quickstart/maskrcnn_ravlt_t_shapes.py'
+IMG = 64
+
 # A RAVLT small enough for unit tests: every code path of the full variants, 8..64 channels.
 TINY_ARCH = dict(embed_dims=[8, 16, 32, 64], depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8],
                  mlp_ratio=3.5, layer_scale_init=[1., 1., 1., 1.])
@@ -110,7 +114,6 @@ def pretrained(checkpoint, arch=TINY_ARCH, **kwargs):
     return RAVLT(arch, init_cfg=dict(type='Pretrained', checkpoint=str(checkpoint)), **kwargs)
 
 
-
 @pytest.fixture(scope='module')
 def one_thread():
     """One torch thread for the module's in-process models (tiny models, shared cores)."""
@@ -195,3 +198,38 @@ def torch_home(tmp_path, monkeypatch):
     home = tmp_path / 'torch_home'
     monkeypatch.setenv('TORCH_HOME', str(home))
     return home / 'hub' / 'checkpoints'
+
+
+def shapes_options(root, batch_size=2):
+    """--cfg-options that point the quick-start config at a generated set of IMG px images."""
+    root = f'{root}/'
+    opts = [
+        f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}',
+        f'test_dataloader.dataset.data_root={root}',
+        f'val_evaluator.ann_file={root}annotations/instances_val.json',
+        f'test_evaluator.ann_file={root}annotations/instances_val.json',
+        f'train_dataloader.dataset.pipeline.2.scale=({IMG},{IMG})',
+        f'val_dataloader.dataset.pipeline.1.scale=({IMG},{IMG})',
+        f'test_dataloader.dataset.pipeline.1.scale=({IMG},{IMG})',
+        f'train_dataloader.batch_size={batch_size}', 'val_dataloader.batch_size=2',
+        'test_dataloader.batch_size=2',
+        # worker processes cost more than they save on 8 tiny images
+        'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
+        'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False',
+        'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False',
+        'default_hooks.logger.interval=1', 'param_scheduler.0.end=4',
+        # After a few iterations every score may still be below the default 0.05, and CocoMetric
+        # then reports no metrics at all ("results ... empty"): keep every detection.
+        'model.test_cfg.rcnn.score_thr=0.0', 'randomness.seed=0',
+    ]
+    return opts
+
+
+@pytest.fixture(scope='module')
+def shapes(tmp_path_factory, coco_gen):
+    """A generated COCO-format shapes set of 8 + 4 images of IMG px (for ``shapes_options``)."""
+    root = tmp_path_factory.mktemp('coco_shapes')
+    coco_gen.make_coco_shapes(str(root), num_train=8, num_val=4, size=IMG, seed=0,
+                              max_objects=3)
+    return root
+

@@ -10,13 +10,11 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import TINY_ARCH, pretrained, randomised, release_imagenet_checkpoint
+from conftest import QUICKSTART, TINY_ARCH, pretrained, randomised, release_imagenet_checkpoint
 from ravlt_dense.checkpoint import (CheckpointDownloadError, CorruptCheckpointError,
                                     load_checkpoint_file)
 from ravlt_dense.models.backbones.ravlt import RAVLT
 from ravlt_dense.runner import build_model, load_checkpoint_strictly
-
-QUICKSTART = 'configs/quickstart/maskrcnn_ravlt_t_shapes.py'
 
 
 def equal_backbones(a, b):

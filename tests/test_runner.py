@@ -6,10 +6,8 @@ import mmdet  # noqa: F401
 import pytest
 from mmengine.config import Config
 
-from conftest import REPO, run_tool
+from conftest import QUICKSTART, REPO, run_tool
 from ravlt_dense.runner import check_datasets, find_class_mismatch
-
-QUICKSTART = 'configs/quickstart/maskrcnn_ravlt_t_shapes.py'
 
 
 def test_missing_data_root_is_named_with_the_layout_to_provide(tmp_path):

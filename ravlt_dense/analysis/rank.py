@@ -53,6 +53,11 @@ def attention_variants(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sin: t
     * softmax: RoPE on q and k; its 'buffer' is the N x N attention matrix (there is no d x d one).
     Each entry: {'buffer': (B, h, ., .), 'out': (B, h, N, d)}; 'rala' also holds 'alpha'
     (B, h, 1, N), the key weights (uniform = 1/N: no re-weighting at all).
+
+    Args:
+        q, k, v (Tensor): (B, heads, N, d) queries, keys and values of one layer.
+        sin, cos (Tensor): The RoPE tables of its stage for the N tokens.
+        scale (float): The layer's softmax scale (head_dim ** -0.5).
     """
     n = q.shape[-2]
     phi_q, phi_k = F.elu(q) + 1, F.elu(k) + 1

@@ -22,39 +22,11 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import REPO, load_script, run_tool, tool_env
+from conftest import QUICKSTART, REPO, load_script, run_tool, shapes_options, tool_env
 from ravlt_dense.models.backbones.ravlt import RAVLT
 from ravlt_dense.runner import build_model
 
-QUICKSTART = 'configs/quickstart/maskrcnn_ravlt_t_shapes.py'
-IMG = 64  # side of the generated test images
-
 image_demo = load_script('demo/image_demo.py')
-
-
-def shapes_options(root, batch_size=2):
-    """--cfg-options that point the quick-start config at a generated set of IMG px images."""
-    root = f'{root}/'
-    opts = [
-        f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}',
-        f'test_dataloader.dataset.data_root={root}',
-        f'val_evaluator.ann_file={root}annotations/instances_val.json',
-        f'test_evaluator.ann_file={root}annotations/instances_val.json',
-        f'train_dataloader.dataset.pipeline.2.scale=({IMG},{IMG})',
-        f'val_dataloader.dataset.pipeline.1.scale=({IMG},{IMG})',
-        f'test_dataloader.dataset.pipeline.1.scale=({IMG},{IMG})',
-        f'train_dataloader.batch_size={batch_size}', 'val_dataloader.batch_size=2',
-        'test_dataloader.batch_size=2',
-        # worker processes cost more than they save on 8 tiny images
-        'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
-        'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False',
-        'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False',
-        'default_hooks.logger.interval=1', 'param_scheduler.0.end=4',
-        # After a few iterations every score may still be below the default 0.05, and CocoMetric
-        # then reports no metrics at all ("results ... empty"): keep every detection.
-        'model.test_cfg.rcnn.score_thr=0.0', 'randomness.seed=0',
-    ]
-    return opts
 
 
 def metric_values(text, prefix='coco/'):
@@ -64,12 +36,6 @@ def metric_values(text, prefix='coco/'):
 # --------------------------------------------------------------------------------------------
 # Train, kill, resume, test, demo: one tiny run shared by the tests below
 # --------------------------------------------------------------------------------------------
-@pytest.fixture(scope='module')
-def shapes(tmp_path_factory, coco_gen):
-    root = tmp_path_factory.mktemp('coco_shapes')
-    coco_gen.make_coco_shapes(str(root), num_train=8, num_val=4, size=IMG, seed=0,
-                              max_objects=3)
-    return root
 
 
 @pytest.fixture(scope='module')

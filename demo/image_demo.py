@@ -25,7 +25,7 @@ import cv2
 from ravlt_dense.checkpoint import is_url
 from ravlt_dense.inference import (ReleaseWeightsMixin, add_model_arguments, default_device,
                                    resolve_demo_model)
-from ravlt_dense.inputs import collect_images, read_image
+from ravlt_dense.inputs import collect_images, read_image, unique_stem
 
 
 def parse_args(argv=None):
@@ -77,15 +77,6 @@ def instances_to_json(prediction: dict, classes, score_thr: float) -> list:
             inst['mask'] = masks[i]  # COCO RLE: {'size': [h, w], 'counts': str}
         instances.append(inst)
     return instances
-
-
-def unique_stem(path: str, used: set) -> str:
-    stem = osp.splitext(osp.basename(path))[0]
-    name, n = stem, 1
-    while name in used:  # a.jpg and a.png in one run must not overwrite each other
-        name, n = f'{stem}_{n}', n + 1
-    used.add(name)
-    return name
 
 
 def main(argv=None):

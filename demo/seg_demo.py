@@ -29,8 +29,8 @@ from mmengine.utils import import_modules_from_strings
 
 from ravlt_dense.checkpoint import is_url
 from ravlt_dense.inference import (ReleaseWeightsMixin, add_model_arguments, default_device,
-                                   resolve_demo_model)
-from ravlt_dense.inputs import collect_images, read_image
+                                   full_palette, resolve_demo_model)
+from ravlt_dense.inputs import collect_images, read_image, unique_stem
 
 
 def parse_args(argv=None):
@@ -94,20 +94,9 @@ def build_inferencer(cfg: Config, checkpoint: str, device: str):
     inferencer = Inferencer(model=cfg, weights=checkpoint, device=device)
     meta = inferencer.model.dataset_meta
     classes = list(meta['classes'])
-    palette = meta.get('palette')
-    if not palette or len(palette) != len(classes):
-        palette = np.random.default_rng(0).integers(0, 256, (len(classes), 3)).tolist()
-    inferencer.visualizer.set_dataset_meta(classes=classes, palette=[list(c) for c in palette])
+    inferencer.visualizer.set_dataset_meta(classes=classes,
+                                           palette=full_palette(classes, meta.get('palette')))
     return inferencer
-
-
-def unique_stem(path: str, taken: set) -> str:
-    stem = osp.splitext(osp.basename(path))[0]
-    name, n = stem, 1
-    while name in taken:  # same file name in two folders: keep both results
-        name, n = f'{stem}_{n}', n + 1
-    taken.add(name)
-    return name
 
 
 def run(config: str, checkpoint: str, inputs: Sequence[str], out_dir: str,

@@ -26,8 +26,6 @@ from urllib.parse import urlparse
 import torch
 from mmengine.logging import print_log
 
-from ravlt_dense.models.backbones.ravlt import RAVLT
-
 # Top-level modules of the classification model that the dense backbone does not have.
 CLASSIFICATION_ONLY = ('proj', 'norm', 'head')
 
@@ -83,6 +81,16 @@ def unwrap_state_dict(checkpoint: dict) -> Dict[str, torch.Tensor]:
                    f"{sorted(checkpoint)[:10]}); expected 'state_dict' or 'model'")
 
 
+def strip_module_prefix(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``state_dict`` without the ``module.`` prefix that (Distributed)DataParallel adds.
+
+    Args:
+        state_dict (dict[str, Tensor]): Weights, with or without the prefix.
+    """
+    return {k[len('module.'):] if k.startswith('module.') else k: v
+            for k, v in state_dict.items()}
+
+
 def to_backbone_state_dict(state_dict: Dict[str, torch.Tensor], prefix: Optional[str] = None
                            ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
     """Backbone weights keyed as ``RAVLT`` expects, and the names of the keys left out.
@@ -90,8 +98,7 @@ def to_backbone_state_dict(state_dict: Dict[str, torch.Tensor], prefix: Optional
     Keys under ``prefix`` (default ``backbone.`` when any key has it, as in detection and
     segmentation files) are kept with the prefix stripped; the classification head is left out.
     """
-    state_dict = {k[len('module.'):] if k.startswith('module.') else k: v
-                  for k, v in state_dict.items()}
+    state_dict = strip_module_prefix(state_dict)
     if prefix is None and any(k.startswith('backbone.') for k in state_dict):
         prefix = 'backbone.'
     if prefix:
@@ -304,8 +311,17 @@ def load_backbone_checkpoint(model: torch.nn.Module, filename: str,
     print_log(f'RAVLT: loaded {len(state_dict)} tensors from {filename}', logger=logger)
 
 
-def infer_arch(state_dict: Dict[str, torch.Tensor]) -> str:
-    """The RAVLT variant ('t', 's', 'b', 'l') whose shapes a backbone state dict has."""
+def infer_arch(state_dict: Dict[str, torch.Tensor], arch_zoo: Dict[str, dict]) -> str:
+    """The name of the variant whose shapes a RAVLT backbone state dict has.
+
+    Args:
+        state_dict (dict[str, Tensor]): Backbone weights (``layers.0.blocks.0.pos.weight``...).
+        arch_zoo (dict[str, dict]): The variants, ``RAVLT.arch_zoo``; the first name of a
+            variant is returned ('t' rather than 'tiny').
+
+    Raises:
+        ValueError: not a RAVLT state dict, or no variant has its widths and depths.
+    """
     dims, depths = [], []
     for i in range(4):
         blocks = {int(k.split('.')[3]) for k in state_dict
@@ -315,19 +331,11 @@ def infer_arch(state_dict: Dict[str, torch.Tensor]) -> str:
             raise ValueError(f'Not a RAVLT backbone state dict: no layers.{i}.blocks.* keys')
         dims.append(pos.shape[0])
         depths.append(max(blocks) + 1)
-    for name in ('t', 's', 'b', 'l'):
-        arch = RAVLT.arch_zoo[name]
-        if arch['embed_dims'] == dims and arch['depths'] == depths:
+    for name, arch in arch_zoo.items():
+        if list(arch['embed_dims']) == dims and list(arch['depths']) == depths:
             return name
-    raise ValueError(f'No RAVLT variant has embed_dims={dims} and depths={depths}')
-
-
-# Keys renamed between the release's frameworks (mmdet 2.x, mmseg 0.x) and mmdet 3.x / mmseg 1.x:
-# (old prefix, new prefix). The heads used by the release (FPN, RPN, Shared2FC bbox head, FCN
-# mask head, RetinaHead, Cascade RoI heads, UPerHead, FPNHead, FCN auxiliary head) kept their
-# parameter names across the version change, so the table is empty; the check against a built
-# model in tools/model_converters is what guarantees nothing is skipped.
-RELEASE_RENAMES: Tuple[Tuple[str, str], ...] = ()
+    raise ValueError(f'No RAVLT variant has embed_dims={dims} and depths={depths} (known: '
+                     f'{", ".join(arch_zoo)})')
 
 
 def release_dataset_meta(checkpoint: dict) -> Optional[dict]:
@@ -369,14 +377,15 @@ def load_model_checkpoint(model: torch.nn.Module, filename: str, what: str = 'th
 
 
 def convert_release_checkpoint(checkpoint: dict) -> Dict[str, torch.Tensor]:
-    """State dict of an mmdet 2.x / mmseg 0.x release checkpoint with 3.x / 1.x key names."""
-    state_dict = {k[len('module.'):] if k.startswith('module.') else k: v
-                  for k, v in unwrap_state_dict(checkpoint).items()}
-    converted = {}
-    for key, value in state_dict.items():
-        for old, new in RELEASE_RENAMES:
-            if key.startswith(old):
-                key = new + key[len(old):]
-                break
-        converted[key] = value
-    return converted
+    """State dict of an mmdet 2.x / mmseg 0.x release checkpoint, or of ours, for mmdet 3.x /
+    mmseg 1.x models.
+
+    No key is renamed: the heads the release uses (FPN, RPN, Shared2FC bbox head, FCN mask head,
+    RetinaHead, Cascade RoI heads, UPerHead, FPNHead, FCN auxiliary head) kept their parameter
+    names across the version change. The strict check against a built model
+    (``fit_state_dict``) is what guarantees that nothing is skipped.
+
+    Args:
+        checkpoint (dict): A loaded checkpoint file (``state_dict``/``model`` inside).
+    """
+    return strip_module_prefix(unwrap_state_dict(checkpoint))

@@ -59,7 +59,13 @@ def resolve_demo_model(model: str, rest: Sequence[str], weights: Optional[str] =
 
 
 def config_dataset_meta(cfg) -> Optional[dict]:
-    """Classes and palette the config's test set declares (metainfo, else its dataset type's)."""
+    """Classes and palette the config's test set declares (metainfo, else its dataset type's);
+    None when it names no classes.
+
+    Args:
+        cfg (Config): A detection or segmentation config (its ``default_scope`` picks the
+            dataset registry).
+    """
     scope = cfg.get('default_scope', 'mmdet')
     datasets = importlib.import_module(f'{scope}.registry').DATASETS
     dataset = (cfg.get('test_dataloader') or {}).get('dataset') or {}
@@ -69,10 +75,21 @@ def config_dataset_meta(cfg) -> Optional[dict]:
     classes = meta.get('classes') or default.get('classes')
     if not classes:
         return None
-    palette = meta.get('palette') or default.get('palette')
+    return dict(classes=list(classes),
+                palette=full_palette(classes, meta.get('palette') or default.get('palette')))
+
+
+def full_palette(classes: Sequence[str], palette: Optional[Sequence] = None) -> List[list]:
+    """``palette`` as a list of [R, G, B], or fixed random colours (seed 0) when it is missing
+    or does not have one colour per class.
+
+    Args:
+        classes (Sequence[str]): The class names.
+        palette (Sequence, optional): One (R, G, B) per class, or None.
+    """
     if not palette or len(palette) != len(classes):
         palette = np.random.default_rng(0).integers(0, 256, (len(classes), 3)).tolist()
-    return dict(classes=list(classes), palette=[list(c) for c in palette])
+    return [list(c) for c in palette]
 
 
 class ReleaseWeightsMixin:

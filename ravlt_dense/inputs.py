@@ -34,6 +34,23 @@ def collect_images(inputs: Sequence[str], recursive: bool = False) -> List[str]:
     return images
 
 
+def unique_stem(path: str, taken: set) -> str:
+    """The file name of ``path`` without its extension, made unique among ``taken`` (which it
+    joins): ``a.jpg`` and ``a.png``, or two ``a.jpg`` of different folders, give ``a`` and
+    ``a_1``, so that their results do not overwrite each other.
+
+    Args:
+        path (str): An input image.
+        taken (set): Names already given out in this run; updated.
+    """
+    stem = osp.splitext(osp.basename(path))[0]
+    name, n = stem, 1
+    while name in taken:
+        name, n = f'{stem}_{n}', n + 1
+    taken.add(name)
+    return name
+
+
 def read_image(path: str) -> np.ndarray:
     """BGR uint8 image (the order mm pipelines expect); ValueError naming an unreadable file."""
     try:

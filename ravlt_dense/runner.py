@@ -7,6 +7,7 @@
   without CUDA. Initialising the gloo group first (the Runner then skips ``init_dist``) and
   wrapping with ``device_ids=None`` keeps mmengine's own runner and wrapper.
 """
+import argparse
 import contextlib
 import json
 import os
@@ -17,7 +18,7 @@ from typing import Iterator, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 
 # What a missing dataset should look like, by dataset type.
 DATASET_HELP = {
@@ -188,12 +189,30 @@ def first_slurm_host(nodelist: str) -> str:
     return prefix + re.split(r'[-,]', ranges)[0] + suffix  # "03-05,9" -> "03": padding kept
 
 
-def set_local_rank(local_rank: int) -> None:
-    os.environ.setdefault('LOCAL_RANK', str(local_rank))
+def parse_tool_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The command line of tools/train.py or tools/test.py: the tool's own options plus the
+    ``--cfg-options``, ``--launcher`` and ``--local_rank`` they share (as mmdet's and mmseg's
+    tools declare them); ``--local_rank`` is exported as LOCAL_RANK unless the launcher set it.
+
+    Args:
+        parser (argparse.ArgumentParser): The tool's parser, with its own options.
+    """
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of the config, e.g. train_cfg.max_epochs=1')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
 
 
 def build_model(cfg: Config) -> torch.nn.Module:
-    """The model of a config, built in the config's scope (mmdet or mmseg)."""
+    """The model of a config, built in the config's scope (mmdet or mmseg).
+
+    Args:
+        cfg (Config): A config with ``model`` (and ``default_scope``, default mmdet).
+    """
     from mmengine.registry import MODELS, init_default_scope
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     return MODELS.build(cfg.model)

@@ -12,6 +12,8 @@ import os.path as osp
 from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
 
+from ravlt_dense.models.backbones.ravlt import RAVLT
+
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 METAFILE = osp.join(REPO_ROOT, 'configs', 'metafile.yml')
 URL_ROOT = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main'
@@ -94,6 +96,29 @@ def name_of_config(config: str, metafile: Optional[str] = None) -> Optional[str]
         if osp.realpath(config_path(name, metafile)) == target:
             return name
     return None
+
+
+def variants() -> List[str]:
+    """Short names of the RAVLT variants ('t', 's', 'b', 'l'), in ``RAVLT.arch_zoo`` order:
+    the first name of each distinct architecture, its aliases ('tiny', 'm'...) left out."""
+    names, seen = [], []
+    for name, arch in RAVLT.arch_zoo.items():
+        if arch not in seen:
+            names.append(name)
+            seen.append(arch)
+    return names
+
+
+def variant(name: str, metafile: Optional[str] = None) -> str:
+    """The RAVLT variant ('t', 's', 'b', 'l') of the zoo model ``name``: an ImageNet backbone's
+    own, or that of the backbone a detector or segmentor starts from.
+
+    Args:
+        name (str): A model of the zoo; ValueError if unknown.
+        metafile (str, optional): Another metafile than configs/metafile.yml.
+    """
+    meta = get(name, metafile)['Metadata']
+    return meta.get('Variant') or get(meta['Backbone'], metafile)['Metadata']['Variant']
 
 
 def backbone_params(arch: str, metafile: Optional[str] = None) -> int:

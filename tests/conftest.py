@@ -1,11 +1,138 @@
-"""Shared fixtures: a loopback HTTP server standing in for the authors' weights host."""
+"""What the tests share: the repository's paths, a tiny RAVLT, loading and running the tools
+(as ``python tools/x.py`` would), the generated data sets, and a loopback HTTP server standing
+in for the authors' weights host.
+
+Test modules import the plain helpers (``from conftest import REPO, run_tool, ...``) and
+request the fixtures by name.
+"""
 import functools
 import http.server
+import importlib.util
+import os
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
+from types import ModuleType
+from typing import Optional, Sequence
 
 import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The quick-start Mask R-CNN, and the side of the generated images it is tested on.
+QUICKSTART = 'configs/quickstart/maskrcnn_ravlt_t_shapes.py'
+IMG = 64
+
+# A RAVLT small enough for unit tests: every code path of the full variants, 8..64 channels.
+TINY_ARCH = dict(embed_dims=[8, 16, 32, 64], depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8],
+                 mlp_ratio=3.5, layer_scale_init=[1., 1., 1., 1.])
+
+
+def load_script(path: str) -> ModuleType:
+    """Import a script of tools/ or demo/ (``path`` relative to the repository) as a module.
+
+    Its folder is on ``sys.path`` while it imports, as when it runs as ``python path`` (the
+    data generators import their shared module that way).
+    """
+    path = REPO / path
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
+
+
+def tool_env() -> dict:
+    """The environment of the tools' subprocesses: one OpenMP thread (tiny models on shared
+    cores, where more threads spin against other processes), no warnings, and this
+    interpreter as ``python`` (tools/dist_train.sh calls it)."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
+    env['PATH'] = os.path.dirname(sys.executable) + os.pathsep + env.get('PATH', '')
+    return env
+
+
+def run_tool(args: Sequence, timeout: float = 300, check: bool = True,
+             env: Optional[dict] = None) -> subprocess.CompletedProcess:
+    """Run ``python ARGS`` (or ``bash SCRIPT ...``) from the repository root, output captured.
+
+    Args:
+        args (Sequence): The script (``tools/train.py``...) and its arguments.
+        timeout (float): Seconds before the run is killed and the test fails.
+        check (bool): Fail the test on a non-zero exit, showing the end of the output.
+        env (dict, optional): Variables set on top of :func:`tool_env`.
+    """
+    args = [str(a) for a in args]
+    cmd = args if args[0] == 'bash' else [sys.executable, *args]
+    proc = subprocess.run(cmd, cwd=REPO, env=dict(tool_env(), **(env or {})),
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'{" ".join(cmd)} failed ({proc.returncode}):\n'
+                             f'{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}')
+    return proc
+
+
+def randomised(model):
+    """A model whose every tensor differs from a fresh initialisation."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name.endswith('running_var'):
+                tensor.copy_(torch.rand_like(tensor) + 0.5)
+            elif tensor.is_floating_point() and not name.endswith('RoPE.angle'):
+                tensor.copy_(torch.randn_like(tensor) * 0.1)
+    return model.eval()
+
+
+def release_imagenet_checkpoint(model):
+    """The layout of the authors' classification files: {'model': ...} with the head."""
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith('extra_norms.')}
+    c = model.embed_dims[-1]
+    state.update({'proj.weight': torch.randn(1024, c, 1, 1), 'proj.bias': torch.randn(1024),
+                  'norm.weight': torch.ones(1024), 'norm.bias': torch.zeros(1024),
+                  'norm.running_mean': torch.zeros(1024), 'norm.running_var': torch.ones(1024),
+                  'norm.num_batches_tracked': torch.tensor(0),
+                  'head.weight': torch.randn(1000, 1024), 'head.bias': torch.randn(1000)})
+    return {'model': state}
+
+
+def release_detection_checkpoint(model):
+    """The layout of the authors' mmdet 2.x files: backbone. prefixes, heads, meta."""
+    state = {f'backbone.{k}': v for k, v in model.state_dict().items()}
+    state['neck.lateral_convs.0.conv.weight'] = torch.randn(256, model.embed_dims[0], 1, 1)
+    return {'state_dict': state, 'meta': {'CLASSES': ('a', 'b'), 'epoch': 12}}
+
+
+def pretrained(checkpoint, arch=TINY_ARCH, **kwargs):
+    """A RAVLT whose init_cfg loads ``checkpoint`` (a path or URL) on ``init_weights()``."""
+    from ravlt_dense.models.backbones.ravlt import RAVLT
+    return RAVLT(arch, init_cfg=dict(type='Pretrained', checkpoint=str(checkpoint)), **kwargs)
+
+
+@pytest.fixture(scope='module')
+def one_thread():
+    """One torch thread for the module's in-process models (tiny models, shared cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='session')
+def coco_gen() -> ModuleType:
+    """tools/data/make_coco_shapes.py as a module."""
+    return load_script('tools/data/make_coco_shapes.py')
+
+
+@pytest.fixture(scope='session')
+def ade_gen() -> ModuleType:
+    """tools/data/make_ade_shapes.py as a module."""
+    return load_script('tools/data/make_ade_shapes.py')
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -71,3 +198,38 @@ def torch_home(tmp_path, monkeypatch):
     home = tmp_path / 'torch_home'
     monkeypatch.setenv('TORCH_HOME', str(home))
     return home / 'hub' / 'checkpoints'
+
+
+def shapes_options(root, batch_size=2):
+    """--cfg-options that point the quick-start config at a generated set of IMG px images."""
+    root = f'{root}/'
+    opts = [
+        f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}',
+        f'test_dataloader.dataset.data_root={root}',
+        f'val_evaluator.ann_file={root}annotations/instances_val.json',
+        f'test_evaluator.ann_file={root}annotations/instances_val.json',
+        f'train_dataloader.dataset.pipeline.2.scale=({IMG},{IMG})',
+        f'val_dataloader.dataset.pipeline.1.scale=({IMG},{IMG})',
+        f'test_dataloader.dataset.pipeline.1.scale=({IMG},{IMG})',
+        f'train_dataloader.batch_size={batch_size}', 'val_dataloader.batch_size=2',
+        'test_dataloader.batch_size=2',
+        # worker processes cost more than they save on 8 tiny images
+        'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
+        'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False',
+        'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False',
+        'default_hooks.logger.interval=1', 'param_scheduler.0.end=4',
+        # After a few iterations every score may still be below the default 0.05, and CocoMetric
+        # then reports no metrics at all ("results ... empty"): keep every detection.
+        'model.test_cfg.rcnn.score_thr=0.0', 'randomness.seed=0',
+    ]
+    return opts
+
+
+@pytest.fixture(scope='module')
+def shapes(tmp_path_factory, coco_gen):
+    """A generated COCO-format shapes set of 8 + 4 images of IMG px (for ``shapes_options``)."""
+    root = tmp_path_factory.mktemp('coco_shapes')
+    coco_gen.make_coco_shapes(str(root), num_train=8, num_val=4, size=IMG, seed=0,
+                              max_objects=3)
+    return root
+

@@ -9,18 +9,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 from mmengine.config import Config
-from test_checkpoint import TINY, randomised, release_imagenet_checkpoint
 
+from conftest import QUICKSTART, TINY_ARCH, pretrained, randomised, release_imagenet_checkpoint
 from ravlt_dense.checkpoint import (CheckpointDownloadError, CorruptCheckpointError,
                                     load_checkpoint_file)
 from ravlt_dense.models.backbones.ravlt import RAVLT
 from ravlt_dense.runner import build_model, load_checkpoint_strictly
-
-QUICKSTART = 'configs/quickstart/maskrcnn_ravlt_t_shapes.py'
-
-
-def pretrained(url):
-    return RAVLT(TINY, init_cfg=dict(type='Pretrained', checkpoint=url))
 
 
 def equal_backbones(a, b):
@@ -30,7 +24,7 @@ def equal_backbones(a, b):
 
 
 def test_imagenet_weights_download_once_then_load_offline(file_server, torch_home):
-    source = randomised(RAVLT(TINY))
+    source = randomised(RAVLT(TINY_ARCH))
     torch.save(release_imagenet_checkpoint(source), file_server.root / 'RAVLT_T.pth')
     url = f'{file_server.url}/RAVLT_T.pth'
     model = pretrained(url)
@@ -69,7 +63,7 @@ def test_refused_connection_names_url_cache_and_local_option(refused_url, torch_
 def test_truncated_download_is_corrupt_and_not_cached(file_server, torch_home):
     # Content-Length announces the whole file, half arrives: urllib and torch.hub accept that
     # silently (they move the half file into the cache), the check after the download does not.
-    torch.save(release_imagenet_checkpoint(RAVLT(TINY)),
+    torch.save(release_imagenet_checkpoint(RAVLT(TINY_ARCH)),
                file_server.root / 'RAVLT_T.truncated.pth')
     url = f'{file_server.url}/RAVLT_T.truncated.pth'
     model = pretrained(url)
@@ -84,7 +78,7 @@ def test_truncated_download_is_corrupt_and_not_cached(file_server, torch_home):
 
 def test_corrupt_file_in_the_cache_or_on_disk_is_reported_not_loaded(tmp_path, torch_home):
     whole = tmp_path / 'whole.pth'
-    torch.save(release_imagenet_checkpoint(RAVLT(TINY)), whole)
+    torch.save(release_imagenet_checkpoint(RAVLT(TINY_ARCH)), whole)
     data = whole.read_bytes()
     local = tmp_path / 'cut.pth'
     local.write_bytes(data[:len(data) // 2])
@@ -107,7 +101,7 @@ class Opaque:
 
 def test_file_with_code_objects_is_refused_with_the_way_out(tmp_path):
     path = tmp_path / 'odd.pth'
-    torch.save(dict(state_dict=RAVLT(TINY).state_dict(), meta=dict(thing=Opaque())), path)
+    torch.save(dict(state_dict=RAVLT(TINY_ARCH).state_dict(), meta=dict(thing=Opaque())), path)
     with pytest.raises(pickle.UnpicklingError, match=rf'(?s){re.escape(str(path))} holds Python '
                        r'objects that torch will not unpickle safely.*Opaque.*'
                        r'ravlt_release_to_mm\.py .* --unsafe-load'):

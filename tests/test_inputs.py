@@ -1,9 +1,10 @@
-"""ravlt_dense.inputs: image collection from files and folders, and decoding errors."""
+"""ravlt_dense.inputs: image collection from files and folders, decoding errors, and the names
+of the results."""
+import mmcv
 import numpy as np
 import pytest
-import mmcv
 
-from ravlt_dense.inputs import collect_images, read_image
+from ravlt_dense.inputs import collect_images, read_image, unique_stem
 
 
 def test_folders_flat_and_recursive(tmp_path):
@@ -26,3 +27,10 @@ def test_corrupt_image_is_named(tmp_path):
     bad.write_bytes(b'\xff\xd8 not a jpeg')
     with pytest.raises(ValueError, match=f'Cannot decode the image {bad}'):
         read_image(str(bad))
+
+
+def test_unique_stem_keeps_results_of_same_named_inputs_apart():
+    taken = set()
+    names = [unique_stem(p, taken) for p in ('a/x.jpg', 'b/x.jpg', 'a/x.png', 'a/x_1.jpg')]
+    assert names == ['x', 'x_1', 'x_2', 'x_1_1']
+    assert taken == set(names)

@@ -1,17 +1,26 @@
-"""ravlt_dense.runner: the explanation given when a dataset's categories miss the config's classes."""
+"""ravlt_dense.runner: what a missing dataset says, and the explanation given when a dataset's
+categories miss the config's classes."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import mmdet  # noqa: F401
+import pytest
 from mmengine.config import Config
 
-from ravlt_dense.runner import find_class_mismatch
+from conftest import QUICKSTART, REPO, run_tool
+from ravlt_dense.runner import check_datasets, find_class_mismatch
 
-REPO = Path(__file__).resolve().parents[1]
-QUICKSTART = 'configs/quickstart/maskrcnn_ravlt_t_shapes.py'
+
+def test_missing_data_root_is_named_with_the_layout_to_provide(tmp_path):
+    missing = tmp_path / 'nowhere'
+    cfg = Config.fromfile(REPO / 'configs/quickstart/fpn_ravlt_t_shapes.py')
+    cfg.train_dataloader.dataset.data_root = str(missing)
+    with pytest.raises(FileNotFoundError, match=f'{missing}/images/training does not exist'):
+        check_datasets(cfg, loaders=('train_dataloader', ))
+    cfg = Config.fromfile(REPO / 'configs/fpn_ravlt_t_ade20k.py')
+    cfg.train_dataloader.dataset.data_root = str(tmp_path / 'ADEChallengeData2016')
+    with pytest.raises(FileNotFoundError, match=r'ADEChallengeData2016/images/training does not '
+                       r'exist.*\n.*data/ade/ADEChallengeData2016/.*make_ade_shapes'):
+        check_datasets(cfg, loaders=('train_dataloader', ))
 
 
 def write_coco(path, names):
@@ -53,13 +62,10 @@ def test_train_tool_reports_the_mismatch(tmp_path):
     for split in ('train', 'val'):
         (tmp_path / split).mkdir()
     root = f'{tmp_path}/'
-    proc = subprocess.run(
-        [sys.executable, 'tools/train.py', QUICKSTART, '--work-dir', str(tmp_path / 'work'),
-         '--cfg-options', f'train_dataloader.dataset.data_root={root}',
-         f'val_dataloader.dataset.data_root={root}', 'train_dataloader.num_workers=0',
-         'train_dataloader.persistent_workers=False'],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore'))
+    proc = run_tool(['tools/train.py', QUICKSTART, '--work-dir', tmp_path / 'work',
+                     '--cfg-options', f'train_dataloader.dataset.data_root={root}',
+                     f'val_dataloader.dataset.data_root={root}', 'train_dataloader.num_workers=0',
+                     'train_dataloader.persistent_workers=False'], check=False)
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith('ValueError: train_dataloader: the categories of'), proc.stderr[-2000:]

@@ -2,14 +2,11 @@
 the demos end to end on the authors' checkpoint formats (served by a loopback server).
 
 The parameter counts of the metafile are checked against every built model in
-test_detection.py / test_segmentation.py (test_config_builds_with_paper_params,
+test_configs/test_det_configs.py and test_seg_configs.py (test_config_builds_with_paper_params,
 test_ade20k_config_param_count), which build them anyway.
 """
-import importlib.util
 import json
 import os.path as osp
-import re
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,23 +14,17 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from ravlt_dense import zoo
+from conftest import REPO, load_script
+from ravlt_dense import inference, zoo
 from ravlt_dense.runner import build_model
 
-ROOT = Path(__file__).resolve().parents[1]
 HF = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main/'
-
-
-def _load(path):
-    spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def release_file(name):
     """The authors' file name of a config (their B is "b" in file names, "m" in configs)."""
-    family, variant = re.match(r'(.+?)_ravlt_([tsbl])', name).groups()
+    family, variant = name.split('_ravlt_')[0], zoo.variant(name)
+    assert name.startswith(f'{family}_ravlt_{variant}_')
     three_x = '_ms-3x_' in name
     return {'maskrcnn': f'maskrcnn_{variant}_{"3x_36" if three_x else "1x_12"}_epoch.pth',
             'retinanet': f'retinanet_{variant}_1x_12_epoch.pth',
@@ -43,9 +34,9 @@ def release_file(name):
 
 def test_metafile_lists_every_config_with_the_authors_weights():
     names = zoo.config_names()
-    assert sorted(names) == sorted(p.stem for p in (ROOT / 'configs').glob('*.py'))
+    assert sorted(names) == sorted(p.stem for p in (REPO / 'configs').glob('*.py'))
     assert len(names) == 21
-    with open(ROOT / 'model-index.yml') as f:
+    with open(REPO / 'model-index.yml') as f:
         assert 'configs/metafile.yml' in f.read()
     collections = {c['Name'] for c in Config.fromfile(zoo.METAFILE)['Collections']}
     for name, model in zoo.models().items():
@@ -66,7 +57,7 @@ def test_metafile_lists_every_config_with_the_authors_weights():
 @pytest.mark.parametrize('name', ['maskrcnn_ravlt_b_ms-3x_coco', 'upernet_ravlt_l_ade20k',
                                   'retinanet_ravlt_t_coco'])
 def test_config_backbone_starts_from_the_zoo_imagenet_weights(name):
-    # every config: test_detection / test_segmentation; here the link through the metafile
+    # every config: test_configs/test_*_configs.py; here the link through the metafile
     backbone = Config.fromfile(zoo.config_path(name)).model.backbone
     weights = zoo.get(name)['Metadata']['Backbone']
     assert backbone.init_cfg == dict(type='Pretrained', checkpoint=zoo.weights_url(weights))
@@ -74,8 +65,8 @@ def test_config_backbone_starts_from_the_zoo_imagenet_weights(name):
 
 
 def test_readme_tables_are_the_metafile():
-    tables = _load('tools/misc/zoo_tables.py')
-    readme = (ROOT / 'README.md').read_text()
+    tables = load_script('tools/misc/zoo_tables.py')
+    readme = (REPO / 'README.md').read_text()
     generated = tables.tables()
     assert tables.readme_tables(readme) == generated, \
         'README.md is out of date: python tools/misc/zoo_tables.py --update'
@@ -93,11 +84,17 @@ def test_unknown_names_are_errors():
     with pytest.raises(ValueError, match="'ravlt_s_in1k' of the zoo has no config"):
         zoo.config_path('ravlt_s_in1k')
     assert zoo.name_of_config('configs/quickstart/fpn_ravlt_t_shapes.py') is None
-    inference = _load('ravlt_dense/inference.py')
     with pytest.raises(ValueError, match="Unknown model 'photo.jpg'"):
         inference.resolve_demo_model('photo.jpg', ['x.jpg'])
     with pytest.raises(FileNotFoundError, match='config not found: nope.py'):
         inference.resolve_demo_model('nope.py', ['ckpt.pth', 'x.jpg'])
+
+
+def test_variants_are_the_arch_zoo_and_every_model_names_one():
+    assert zoo.variants() == ['t', 's', 'b', 'l']
+    for name in zoo.models():
+        assert zoo.variant(name) in zoo.variants()
+    assert zoo.variant('cascade-maskrcnn_ravlt_b_ms-3x_coco') == 'b'
 
 
 def test_url_root_override(monkeypatch):
@@ -106,17 +103,9 @@ def test_url_root_override(monkeypatch):
     monkeypatch.setenv(zoo.URL_ROOT_ENV, 'http://mirror.local/ravlt/')
     assert zoo.weights_url('upernet_ravlt_s_ade20k') == 'http://mirror.local/ravlt/uper_s_2x.pth'
     config, weights = zoo.resolve('maskrcnn_ravlt_s_coco')
-    assert config == str(ROOT / 'configs' / 'maskrcnn_ravlt_s_coco.py')
+    assert config == str(REPO / 'configs' / 'maskrcnn_ravlt_s_coco.py')
     assert weights == 'http://mirror.local/ravlt/maskrcnn_s_1x_12_epoch.pth'
     assert zoo.resolve('maskrcnn_ravlt_s_coco', 'mine.pth')[1] == 'mine.pth'
-
-
-def test_demos_default_to_the_gpu_when_there_is_one(monkeypatch):
-    from ravlt_dense.inference import default_device
-    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
-    assert default_device() == 'cpu'
-    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
-    assert default_device() == 'cuda:0'
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,7 +120,7 @@ def tiny_zoo(tmp_path, file_server, torch_home, monkeypatch):
             ('maskrcnn_ravlt_t_shapes', 'maskrcnn_ravlt_t_shapes.py', 'maskrcnn_t_shapes.pth'),
             ('fpn_ravlt_t_shapes', 'fpn_ravlt_t_shapes.py', 'fpn_t_shapes.pth')):
         entries.append(f'  - Name: {name}\n    In Collection: RAVLT\n'
-                       f'    Config: {ROOT / "configs" / "quickstart" / config}\n'
+                       f'    Config: {REPO / "configs" / "quickstart" / config}\n'
                        f'    Weights: {zoo.URL_ROOT}/{weights}\n')
     metafile.write_text('Models:\n' + ''.join(entries))
     monkeypatch.setattr(zoo, 'METAFILE', str(metafile))
@@ -144,7 +133,7 @@ def tiny_zoo(tmp_path, file_server, torch_home, monkeypatch):
 
 def serve_release(server, config, file, meta):
     """Random weights of ``config``'s model as the authors' framework saved them."""
-    cfg = Config.fromfile(ROOT / 'configs' / 'quickstart' / config)
+    cfg = Config.fromfile(REPO / 'configs' / 'quickstart' / config)
     torch.manual_seed(0)
     model = build_model(cfg)
     torch.save(dict(state_dict=model.state_dict(), meta=meta), server.root / file)
@@ -155,7 +144,7 @@ def test_image_demo_runs_a_zoo_name(tiny_zoo):
     # an mmdet 2.x file without class names: they come from the config's dataset
     serve_release(tiny_zoo['server'], 'maskrcnn_ravlt_t_shapes.py', 'maskrcnn_t_shapes.pth',
                   dict(epoch=12, mmdet_version='2.25.0'))
-    demo = _load('demo/image_demo.py')
+    demo = load_script('demo/image_demo.py')
     demo.main(['maskrcnn_ravlt_t_shapes', str(tiny_zoo['photo']), '--out-dir',
                str(tiny_zoo['out']), '--pred-score-thr', '0'])
     pred = json.loads((tiny_zoo['out'] / 'preds' / 'photo.json').read_text())
@@ -171,7 +160,7 @@ def test_seg_demo_runs_a_zoo_name_with_the_release_classes(tiny_zoo):
     palette = [[i * 40, 0, 255 - i * 40] for i in range(5)]
     source = serve_release(tiny_zoo['server'], 'fpn_ravlt_t_shapes.py', 'fpn_t_shapes.pth',
                            dict(CLASSES=classes, PALETTE=palette, iter=80000))
-    demo = _load('demo/seg_demo.py')
+    demo = load_script('demo/seg_demo.py')
     written = demo.main(['fpn_ravlt_t_shapes', str(tiny_zoo['photo']), '--out-dir',
                          str(tiny_zoo['out']), '--device', 'cpu'])
     label = cv2.imread(written[0]['pred'], cv2.IMREAD_UNCHANGED)

@@ -10,14 +10,14 @@ checkpoints (converted on load, every key checked), e.g.
 import argparse
 import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import ravlt_dense  # noqa: F401  registers RAVLT
 from ravlt_dense.checkpoint import is_url
 from ravlt_dense.runner import (check_datasets, explain_dataset_errors,
-                                load_checkpoint_strictly, load_config, set_local_rank,
+                                load_checkpoint_strictly, load_config, parse_tool_args,
                                 setup_cpu_distributed)
 
 
@@ -32,17 +32,10 @@ def parse_args():
     parser.add_argument('--show', action='store_true', help='show the predictions')
     parser.add_argument('--show-dir', help='dir to save images with the predictions drawn')
     parser.add_argument('--wait-time', type=float, default=2, help='interval of --show (s)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings of the config')
     parser.add_argument('--non-strict', action='store_true',
                         help='load a checkpoint that does not fit the model, with warnings '
                         '(mmengine\'s default); without it such a checkpoint is an error')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    set_local_rank(args.local_rank)
-    return args
+    return parse_tool_args(parser)
 
 
 def enable_visualization(cfg: Config, args) -> None:

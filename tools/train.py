@@ -5,13 +5,12 @@ Flags follow mmdet's and mmseg's tools/train.py.
 """
 import argparse
 
-from mmengine.config import DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import ravlt_dense  # noqa: F401  registers RAVLT and the checkpoint types that resuming needs
 from ravlt_dense.runner import (check_datasets, explain_dataset_errors, load_config,
-                                set_local_rank, setup_cpu_distributed)
+                                parse_tool_args, setup_cpu_distributed)
 
 
 def parse_args():
@@ -25,14 +24,7 @@ def parse_args():
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from the given checkpoint, or from the latest one in the '
                         'work dir when no path is given')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings of the config, e.g. train_cfg.max_epochs=1')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    set_local_rank(args.local_rank)
-    return args
+    return parse_tool_args(parser)
 
 
 def main():

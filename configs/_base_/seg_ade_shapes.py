@@ -6,7 +6,7 @@ _base_ = 'mmseg::_base_/default_runtime.py'
 
 data_root = 'data/ade_shapes'
 # tools/data/make_ade_shapes.py CLASSES / PALETTE (labels 1..K in the PNGs, 0 = unlabelled);
-# tests/test_segmentation.py keeps these in sync with the generator.
+# tests/test_configs/test_seg_configs.py keeps these in sync with the generator.
 classes = ('sky', 'ground', 'circle', 'square', 'triangle')
 palette = [[70, 130, 180], [140, 110, 60], [220, 20, 60], [0, 160, 80], [250, 170, 30]]
 num_classes = 5

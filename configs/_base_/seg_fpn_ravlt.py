@@ -7,7 +7,8 @@ pretrained = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main/RAVLT_T.pth'
 custom_imports = dict(imports=['ravlt_dense', 'ravlt_dense.datasets'], allow_failed_imports=False)
 
 # BN, not mmseg's SyncBN: SyncBN fails in single-process and CPU runs, and the backbone's BNs
-# are frozen (norm_eval) anyway; on 8 GPUs the head's BN then normalises 2 images per GPU.
+# keep their running statistics (norm_eval; their affine weights still train) anyway; on 8 GPUs
+# the head's BN then normalises 2 images per GPU.
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     data_preprocessor=dict(size=(512, 512)),

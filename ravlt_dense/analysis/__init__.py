@@ -1,7 +1,7 @@
 """Analysis helpers: FLOP counting (traced and modules-only, plus hand counts), rank measures of
 attention, and the pieces of the benchmark tool (model zoo, timing, memory, reports)."""
-from .flops import (PAPER_COUNTING, attention_product_flops, block_flops, module_flops,
-                    traced_flops)
+from .flops import (PAPER_COUNTING, TensorForward, attention_product_flops, block_flops,
+                    module_flops, traced_flops)
 
-__all__ = ['PAPER_COUNTING', 'attention_product_flops', 'block_flops', 'module_flops',
-           'traced_flops']
+__all__ = ['PAPER_COUNTING', 'TensorForward', 'attention_product_flops', 'block_flops',
+           'module_flops', 'traced_flops']

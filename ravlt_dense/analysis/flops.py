@@ -69,6 +69,27 @@ def traced_flops(model: nn.Module, inputs: Tuple) -> Dict[str, float]:
                 unsupported=dict(analyzer.unsupported_ops()))
 
 
+class TensorForward(nn.Module):
+    """A detector's or segmentor's ``mode='tensor'`` forward on fixed data samples, callable
+    with the image batch alone (for tracing, counting and timing). This is what mmdet's and
+    mmseg's get_flops tools count: the network without post-processing (for Mask R-CNN: backbone,
+    neck, RPN with its proposal NMS, the box head on every proposal, the mask head on the first
+    100 RoIs).
+
+    Args:
+        model (nn.Module): An mmdet / mmseg model.
+        data_samples (list): The data samples of the batch (from its data preprocessor).
+    """
+
+    def __init__(self, model: nn.Module, data_samples):
+        super().__init__()
+        self.model = model
+        self.data_samples = data_samples
+
+    def forward(self, inputs: torch.Tensor):
+        return self.model(inputs, self.data_samples, mode='tensor')
+
+
 # --------------------------------------------------------------------------------------------
 # Modules-only count: hooks on leaf modules, same per-op costs as the traced count
 # --------------------------------------------------------------------------------------------

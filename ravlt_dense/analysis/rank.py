@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ravlt_dense.models.backbones.ravlt import RALAttention, apply_rope
+from ravlt_dense.models.backbones.ravlt import RALAttention, apply_rope, rala_reference
 
 DEFAULT_RTOL = 1e-3
 DEFAULT_ENERGY = 0.99
@@ -53,6 +53,11 @@ def attention_variants(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sin: t
     * softmax: RoPE on q and k; its 'buffer' is the N x N attention matrix (there is no d x d one).
     Each entry: {'buffer': (B, h, ., .), 'out': (B, h, N, d)}; 'rala' also holds 'alpha'
     (B, h, 1, N), the key weights (uniform = 1/N: no re-weighting at all).
+
+    Args:
+        q, k, v (Tensor): (B, heads, N, d) queries, keys and values of one layer.
+        sin, cos (Tensor): The RoPE tables of its stage for the N tokens.
+        scale (float): The layer's softmax scale (head_dim ** -0.5).
     """
     n = q.shape[-2]
     phi_q, phi_k = F.elu(q) + 1, F.elu(k) + 1
@@ -62,11 +67,12 @@ def attention_variants(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sin: t
     kv = apply_rope(phi_k, sin, cos).transpose(-1, -2) @ v / n
     linear_rope = dict(buffer=kv, out=(apply_rope(phi_q, sin, cos) @ kv) * z)
 
+    # The output is the model's own function; its buffer and key weights, which
+    # rala_reference keeps inside, are formed here the same way.
     alpha = torch.softmax(scale * phi_q.mean(-2, keepdim=True) @ phi_k.transpose(-1, -2), dim=-1)
     k_w = phi_k * alpha.transpose(-1, -2) * n
-    z = 1 / (phi_q @ k_w.mean(-2, keepdim=True).transpose(-1, -2) + 1e-6)
     kv = (apply_rope(k_w, sin, cos).transpose(-1, -2) / math.sqrt(n)) @ (v / math.sqrt(n))
-    rala = dict(buffer=kv, out=(apply_rope(phi_q, sin, cos) @ kv) * z, alpha=alpha)
+    rala = dict(buffer=kv, out=rala_reference(q, k, v, sin, cos, scale), alpha=alpha)
 
     q_rope, k_rope = apply_rope(q, sin, cos), apply_rope(k, sin, cos)
     attn = torch.softmax(scale * q_rope @ k_rope.transpose(-1, -2), dim=-1)

@@ -12,23 +12,20 @@ import argparse
 import csv
 import os
 import os.path as osp
-import platform
 import statistics
 import time
 
 import torch
 
+from ravlt_dense import zoo
+from ravlt_dense.analysis.timing import device_name, parse_size
 from ravlt_dense.models.backbones.ravlt import RAVLT
-
-
-def parse_size(text: str):
-    h, _, w = text.lower().partition('x')
-    return int(h), int(w or h)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--archs', nargs='+', default=['t', 's', 'b', 'l'])
+    parser.add_argument('--archs', nargs='+', default=zoo.variants(),
+                        help='RAVLT variants (default: all)')
     parser.add_argument('--sizes', nargs='+', type=parse_size,
                         default=[(224, 224), (512, 512), (800, 1216)],
                         help='input sizes, e.g. 224 or 800x1216 (height x width)')
@@ -71,12 +68,6 @@ def compare(arch, size, args):
     return dict(arch=arch.upper(), size=f'{size[0]}x{size[1]}', device=args.device,
                 batch=args.batch, reference_s=round(ref, 4), fast_s=round(fast, 4),
                 speedup=round(ref / fast, 2), max_abs_diff=float(f'{diff:.2e}'))
-
-
-def device_name(device: str) -> str:
-    if device.startswith('cuda'):
-        return torch.cuda.get_device_name(device)
-    return f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads'
 
 
 def write_outputs(rows, args):

@@ -30,10 +30,11 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 from mmengine.config import Config, DictAction
-from mmengine.registry import init_default_scope
 
 from ravlt_dense import zoo
-from ravlt_dense.analysis.flops import PAPER_COUNTING, module_flops, traced_flops
+from ravlt_dense.analysis.flops import (PAPER_COUNTING, TensorForward, module_flops,
+                                        traced_flops)
+from ravlt_dense.runner import build_model
 
 # Data sample type that each scope's models expect next to the image tensor.
 DATA_SAMPLES = {'mmdet': 'mmdet.structures.DetDataSample',
@@ -45,14 +46,6 @@ def paper_entry(config_path: str) -> Optional[Dict[str, float]]:
     (configs/metafile.yml); None for others (e.g. the quick-start models on synthetic data)."""
     name = zoo.name_of_config(config_path)
     return zoo.paper_figures(name) if name else None
-
-
-def build_model(cfg: Config) -> nn.Module:
-    """Build ``cfg.model`` with the registry of the config's default scope (mmdet, mmseg...)."""
-    scope = cfg.get('default_scope', 'mmdet')
-    init_default_scope(scope)
-    registry = importlib.import_module(f'{scope}.registry').MODELS
-    return registry.build(cfg.model)
 
 
 def dummy_batch(model: nn.Module, scope: str, height: int, width: int) -> dict:
@@ -94,18 +87,6 @@ def cap_cascade_mask_rois(model: nn.Module) -> bool:
 
     roi_head.forward = forward
     return True
-
-
-class TensorForward(nn.Module):
-    """The model's ``mode='tensor'`` forward with fixed data samples, for tracing."""
-
-    def __init__(self, model: nn.Module, data_samples):
-        super().__init__()
-        self.model = model
-        self.data_samples = data_samples
-
-    def forward(self, inputs):
-        return self.model(inputs, self.data_samples, mode='tensor')
 
 
 def count_params(module: nn.Module) -> int:

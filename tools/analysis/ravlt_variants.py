@@ -18,7 +18,7 @@ def main(argv=None):
           f'{args.size[1]} |')
     print('|---|---|---|---|---|')
     rows = []
-    for arch in ('t', 's', 'b', 'l'):
+    for arch in zoo.variants():
         expected = zoo.backbone_params(arch)
         model = RAVLT(arch).eval()
         params = sum(p.numel() for p in model.parameters())

@@ -10,15 +10,12 @@ triangles of random colour on top. Label PNGs follow ADE20K's reduce-zero-label 
 
 Usage: python tools/data/make_ade_shapes.py [--out data/ade_shapes] [--num-train 96] ...
 """
-import argparse
 import os
-import sys
 
 import cv2
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import shapes_common as sc  # noqa: E402
+import shapes_common as sc  # this folder is sys.path[0] when run as a script
 
 CLASSES = ('sky', 'ground', 'circle', 'square', 'triangle')  # labels 1..K in the PNGs
 PALETTE = ((70, 130, 180), (140, 110, 60), (220, 20, 60), (0, 160, 80), (250, 170, 30))
@@ -116,17 +113,7 @@ def make_ade_shapes(out_dir='data/ade_shapes', num_train=96, num_val=24, size=12
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--out', default='data/ade_shapes', help='output folder')
-    parser.add_argument('--num-train', type=int, default=96, help='training images')
-    parser.add_argument('--num-val', type=int, default=24, help='validation images')
-    parser.add_argument('--size', type=int, default=128, help='side of the square images (px)')
-    parser.add_argument('--seed', type=int, default=0, help='random seed')
-    args = parser.parse_args(argv)
-    try:
-        sc.check_args(args.size, args.seed, num_train=args.num_train, num_val=args.num_val)
-    except ValueError as err:
-        parser.error(str(err))
+    args = sc.parse_args(argv, __doc__.split('\n\n')[0], out='data/ade_shapes')
     summary = make_ade_shapes(args.out, args.num_train, args.num_val, args.size, args.seed)
     print(f'[ade_shapes] done: classes (labels 1..{len(CLASSES)}) {", ".join(CLASSES)}')
     for split, _ in SPLIT_DIRS:

@@ -10,15 +10,12 @@ in an mmdet config)::
 
 Usage: python tools/data/make_coco_shapes.py [--out data/coco_shapes] [--num-train 96] ...
 """
-import argparse
 import json
 import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import shapes_common as sc  # noqa: E402
+import shapes_common as sc  # this folder is sys.path[0] when run as a script
 
 CLASSES = ('circle', 'square', 'triangle', 'star')
 MIN_AREA = 30  # px: smaller visible remnants are not recognisable, so they are not annotated
@@ -97,19 +94,8 @@ def make_coco_shapes(out_dir='data/coco_shapes', num_train=96, num_val=24, size=
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--out', default='data/coco_shapes', help='output folder')
-    parser.add_argument('--num-train', type=int, default=96, help='training images')
-    parser.add_argument('--num-val', type=int, default=24, help='validation images')
-    parser.add_argument('--size', type=int, default=128, help='side of the square images (px)')
-    parser.add_argument('--seed', type=int, default=0, help='random seed')
-    parser.add_argument('--max-objects', type=int, default=4, help='most shapes per image')
-    args = parser.parse_args(argv)
-    try:
-        sc.check_args(args.size, args.seed, num_train=args.num_train, num_val=args.num_val,
-                      max_objects=args.max_objects)
-    except ValueError as err:
-        parser.error(str(err))
+    args = sc.parse_args(argv, __doc__.split('\n\n')[0], out='data/coco_shapes',
+                         max_objects=(4, 'most shapes per image'))
     summary = make_coco_shapes(args.out, args.num_train, args.num_val, args.size, args.seed,
                                args.max_objects)
     print(f'[coco_shapes] done: classes {", ".join(CLASSES)}')

@@ -4,9 +4,11 @@ Images are built as float32 RGB arrays in [0, 255] and only quantised when writt
 drawn with cv2 (pixel centres at integer coordinates); polygons are written in COCO coordinates
 (pixel i spans [i, i + 1]).
 """
+import argparse
 import colorsys
 import glob
 import os
+from typing import Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -33,6 +35,36 @@ def check_args(size, seed, **counts):
     for name, value in counts.items():
         if value < 1:
             raise ValueError(f'{name} must be at least 1, got {value}')
+
+
+def parse_args(argv: Optional[Sequence[str]], description: str, out: str,
+               **options: Tuple[int, str]) -> argparse.Namespace:
+    """The command line of a generator: ``--out --num-train --num-val --size --seed`` and its own
+    integer ``options``, checked as :func:`check_args` checks them (argparse reports a bad value).
+
+    Args:
+        argv (Sequence[str], optional): The arguments; None reads ``sys.argv``.
+        description (str): What the generator makes (the help's first line).
+        out (str): Default output folder.
+        **options (tuple[int, str]): Further integer options, ``name=(default, help)``;
+            ``max_objects`` becomes ``--max-objects``.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('--out', default=out, help='output folder')
+    parser.add_argument('--num-train', type=int, default=96, help='training images')
+    parser.add_argument('--num-val', type=int, default=24, help='validation images')
+    parser.add_argument('--size', type=int, default=128, help='side of the square images (px)')
+    parser.add_argument('--seed', type=int, default=0, help='random seed')
+    for name, (default, help_text) in options.items():
+        parser.add_argument('--' + name.replace('_', '-'), type=int, default=default,
+                            help=help_text)
+    args = parser.parse_args(argv)
+    try:
+        check_args(args.size, args.seed, num_train=args.num_train, num_val=args.num_val,
+                   **{name: getattr(args, name) for name in options})
+    except ValueError as err:
+        parser.error(str(err))
+    return args
 
 
 def image_rng(seed, split, index):

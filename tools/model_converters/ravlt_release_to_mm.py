@@ -66,7 +66,7 @@ def convert(args) -> int:
         what = f'the model of {args.config}'
     else:
         checked, _ = to_backbone_state_dict(state_dict)
-        arch = infer_arch(checked)
+        arch = infer_arch(checked, ravlt_dense.RAVLT.arch_zoo)
         model = ravlt_dense.RAVLT(arch)
         what = f'RAVLT({arch!r}) (backbone keys only; pass --config to check the heads)'
     try:

@@ -1,6 +1,5 @@
 """Tests of the synthetic dataset generators tools/data/make_coco_shapes.py and make_ade_shapes.py."""
 import filecmp
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -11,33 +10,15 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-TOOLS_DATA = Path(__file__).resolve().parents[1] / 'tools' / 'data'
+from conftest import load_script
 
 # pycocotools' decode trips a numpy 2 copy-keyword deprecation on every call (not ours).
 pytestmark = pytest.mark.filterwarnings('ignore::DeprecationWarning:pycocotools.*')
 
 
-def _load(name):
-    # tools/ is not a package: load the scripts by path, as `python tools/data/<name>.py` would run them.
-    spec = importlib.util.spec_from_file_location(name, TOOLS_DATA / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope='module')
 def common():
-    return _load('shapes_common')
-
-
-@pytest.fixture(scope='module')
-def coco_gen():
-    return _load('make_coco_shapes')
-
-
-@pytest.fixture(scope='module')
-def ade_gen():
-    return _load('make_ade_shapes')
+    return load_script('tools/data/shapes_common.py')
 
 
 @pytest.fixture(scope='module')
@@ -100,11 +81,11 @@ def test_polygons_are_exact(common):
     assert checked >= 10
 
 
-def test_coco_is_deterministic(coco_gen, tmp_path):
-    args = dict(num_train=6, num_val=2, size=64)
-    coco_gen.make_coco_shapes(str(tmp_path / 'a'), seed=3, **args)
-    coco_gen.make_coco_shapes(str(tmp_path / 'b'), seed=3, **args)
-    coco_gen.make_coco_shapes(str(tmp_path / 'c'), seed=4, **args)
+@pytest.mark.parametrize('generator, num_train', [('coco', 6), ('ade', 4)])
+def test_same_seed_same_files(coco_gen, ade_gen, tmp_path, generator, num_train):
+    make = coco_gen.make_coco_shapes if generator == 'coco' else ade_gen.make_ade_shapes
+    for folder, seed in (('a', 3), ('b', 3), ('c', 4)):
+        make(str(tmp_path / folder), seed=seed, num_train=num_train, num_val=2, size=64)
     assert _same_tree(tmp_path / 'a', tmp_path / 'b')
     assert not _same_tree(tmp_path / 'a', tmp_path / 'c')
 
@@ -138,15 +119,6 @@ def test_ade_labels(ade_gen, ade_data):
             assert (counts[1:] > 0).all(), counts
         assert 0 < counts[0] / counts.sum() < 0.05
         assert counts[0] / counts.sum() == pytest.approx(info['ignore_fraction'])
-
-
-def test_ade_is_deterministic(ade_gen, tmp_path):
-    args = dict(num_train=4, num_val=2, size=64)
-    ade_gen.make_ade_shapes(str(tmp_path / 'a'), seed=3, **args)
-    ade_gen.make_ade_shapes(str(tmp_path / 'b'), seed=3, **args)
-    ade_gen.make_ade_shapes(str(tmp_path / 'c'), seed=4, **args)
-    assert _same_tree(tmp_path / 'a', tmp_path / 'b')
-    assert not _same_tree(tmp_path / 'a', tmp_path / 'c')
 
 
 def test_ade_regeneration_removes_stale_files(ade_gen, tmp_path):

@@ -1,0 +1,115 @@
+"""ravlt_dense.datasets: CheckSegLabels names every unusable label map, and what the data path
+does with bad or small images (the quick-start FPN's pipeline on generated data)."""
+import cv2
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+import ravlt_dense.datasets  # noqa: F401  registers CheckSegLabels
+from conftest import REPO
+from ravlt_dense.runner import build_model
+
+FPN_QUICK = REPO / 'configs' / 'quickstart' / 'fpn_ravlt_t_shapes.py'
+
+
+@pytest.fixture()
+def tiny_shapes(tmp_path, ade_gen):
+    root = tmp_path / 'shapes'
+    ade_gen.make_ade_shapes(str(root), num_train=3, num_val=2, size=64, seed=1)
+    return root
+
+
+def _dataset(root, split='train'):
+    from mmseg.registry import DATASETS
+    cfg = Config.fromfile(FPN_QUICK)
+    loader = cfg.train_dataloader if split == 'train' else cfg.val_dataloader
+    loader.dataset.data_root = str(root)
+    init_default_scope('mmseg')
+    return DATASETS.build(loader.dataset)
+
+
+def test_corrupt_image_is_named(tiny_shapes):
+    bad = tiny_shapes / 'images' / 'training' / '000001.jpg'
+    bad.write_bytes(b'not a jpeg at all')
+    dataset = _dataset(tiny_shapes)
+    with pytest.raises(AssertionError, match=f'failed to load image: {bad}'):
+        dataset[1]
+
+
+def test_corrupt_label_is_named(tiny_shapes):
+    bad = tiny_shapes / 'annotations' / 'training' / '000002.png'
+    bad.write_bytes(b'\x89PNG\r\n\x1a\n truncated')
+    dataset = _dataset(tiny_shapes)
+    dataset[0]  # the intact samples still load
+    with pytest.raises(ValueError, match=f'Cannot decode the label map {bad}'):
+        dataset[2]
+
+
+def test_rgb_label_map_is_rejected(tiny_shapes):
+    bad = tiny_shapes / 'annotations' / 'validation' / '000000.png'
+    cv2.imwrite(str(bad), np.full((64, 64, 3), 2, np.uint8))
+    with pytest.raises(ValueError, match=f'Label map {bad} has shape .*single-channel'):
+        _dataset(tiny_shapes, 'val')[0]
+
+
+@pytest.mark.parametrize('value', [6, 200])
+def test_label_out_of_range_is_named(tiny_shapes, value):
+    path = tiny_shapes / 'annotations' / 'validation' / '000001.png'
+    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    label[:3, :3] = value
+    cv2.imwrite(str(path), label)
+    with pytest.raises(ValueError, match=rf'Label map {path} holds values that are no class: '
+                       rf'{value}\. With num_classes=5 the stored values must be 0 \(unlabelled\)'
+                       r', 1\.\.5'):
+        _dataset(tiny_shapes, 'val')[1]
+
+
+def test_ignore_value_255_is_allowed(tiny_shapes):
+    path = tiny_shapes / 'annotations' / 'training' / '000000.png'
+    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    label[:8] = 255
+    cv2.imwrite(str(path), label)
+    sample = _dataset(tiny_shapes)[0]
+    assert sample['inputs'].shape[0] == 3
+
+
+def test_check_seg_labels_without_reduce_zero_label(tmp_path):
+    from ravlt_dense.datasets import CheckSegLabels
+    path = str(tmp_path / 'label.png')
+    cv2.imwrite(path, np.array([[0, 1], [2, 255]], np.uint8))
+    check = CheckSegLabels(num_classes=3)
+    assert check(dict(seg_map_path=path, reduce_zero_label=False))['seg_map_path'] == path
+    with pytest.raises(ValueError, match=r'holds values that are no class: 2\. .*0\.\.1 \(classes\)'):
+        CheckSegLabels(num_classes=2)(dict(seg_map_path=path, reduce_zero_label=False))
+    assert CheckSegLabels(num_classes=2)(dict(img_path='x.jpg')) == dict(img_path='x.jpg')
+    cv2.imwrite(path, np.array([[0, 300], [1, 2]], np.uint16))  # uint8 loaders would wrap 300 to 44
+    with pytest.raises(ValueError, match='no class: 300'):
+        CheckSegLabels(num_classes=150)(dict(seg_map_path=path, reduce_zero_label=True))
+
+
+def test_image_smaller_than_crop_is_padded_with_ignore(tmp_path):
+    """RandomCrop returns a smaller image whole; the data preprocessor pads it to the crop size
+    with label 255, which the loss ignores."""
+    from mmseg.registry import DATASETS
+    img, label = tmp_path / 'img', tmp_path / 'ann'
+    img.mkdir(), label.mkdir()
+    cv2.imwrite(str(img / 'small.jpg'), np.full((20, 28, 3), 128, np.uint8))
+    cv2.imwrite(str(label / 'small.png'), np.full((20, 28), 2, np.uint8))
+    cfg = Config.fromfile(FPN_QUICK)
+    ds_cfg = cfg.train_dataloader.dataset
+    ds_cfg.data_root, ds_cfg.data_prefix = str(tmp_path), dict(img_path='img', seg_map_path='ann')
+    # Without the resize, so the crop (64x64) is larger than the image.
+    ds_cfg.pipeline = [t for t in ds_cfg.pipeline if t['type'] != 'RandomResize']
+    init_default_scope('mmseg')
+    sample = DATASETS.build(ds_cfg)[0]
+    assert tuple(sample['inputs'].shape[1:]) == (20, 28)
+    model = build_model(cfg)
+    data = model.data_preprocessor(dict(inputs=[sample['inputs']],
+                                        data_samples=[sample['data_samples']]), training=True)
+    assert tuple(data['inputs'].shape) == (1, 3, 64, 64)
+    gt = data['data_samples'][0].gt_sem_seg.data[0]
+    assert (gt[:20, :28] == 1).all() and (gt[20:] == 255).all() and (gt[:, 28:] == 255).all()
+    losses = model.loss(data['inputs'], data['data_samples'])
+    assert torch.isfinite(losses['decode.loss_ce'])

@@ -1,0 +1,45 @@
+"""tools/analysis/get_flops.py: both counts of a whole model beside the zoo's figures, and
+cascade mask heads counted like Mask R-CNN's."""
+import torch
+from mmengine.config import Config
+
+from conftest import load_script
+from ravlt_dense import zoo
+from ravlt_dense.models.backbones.ravlt import RAVLT
+from ravlt_dense.runner import build_model
+
+get_flops = load_script('tools/analysis/get_flops.py')
+
+
+def test_get_flops_counts_both_ways():
+    result = get_flops.main(['configs/retinanet_ravlt_t_coco.py', '--shape', '128', '160'])
+    assert result['input_shape'] == [1, 3, 128, 160]
+    assert abs(result['params'] / 1e6 - zoo.paper_figures('retinanet_ravlt_t_coco')['params']) < 1
+    assert result['paper'] == zoo.paper_figures('retinanet_ravlt_t_coco')
+    assert result['paper']['shape'] == [800, 1280]
+    assert result['flops_traced'] > result['flops_modules_only'] > 0
+    assert result['backbone_flops_traced'] > result['backbone_flops_modules_only'] > 0
+    assert result['flops_traced_matmul'] > 0
+
+
+def test_get_flops_runs_cascade_mask_heads_on_100_rois_like_mask_rcnn():
+    cfg = Config.fromfile('configs/cascade-maskrcnn_ravlt_s_ms-3x_coco.py')
+    cfg.model.backbone.update(arch='t', init_cfg=None)
+    cfg.model.neck.in_channels = RAVLT.arch_zoo['t']['embed_dims']
+    model = build_model(cfg).eval()
+    assert get_flops.cap_cascade_mask_rois(model)
+    seen = {'bbox': [], 'mask': []}
+    for kind in seen:
+        for head in getattr(model.roi_head, f'{kind}_head'):
+            head.register_forward_hook(
+                lambda m, args, out, kind=kind: seen[kind].append(args[0].shape[0]))
+    data = get_flops.dummy_batch(model, 'mmdet', 256, 256)
+    with torch.no_grad():
+        outs = model(data['inputs'], data['data_samples'], mode='tensor')
+    assert len(seen['bbox']) == len(seen['mask']) == 3  # every stage ran
+    assert min(seen['bbox']) > 100  # bbox stages refine all proposals
+    assert seen['mask'] == [100, 100, 100]
+    roi_outs = outs[-1]  # (cls_scores, bbox_preds, three mask predictions)
+    assert len(roi_outs) == 5 and all(m.shape[0] == 100 for m in roi_outs[2:])
+    # models without a cascade mask head are left as they are
+    assert not get_flops.cap_cascade_mask_rois(RAVLT('t'))

@@ -9,6 +9,7 @@ import functools
 import http.server
 import importlib.util
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -75,6 +76,11 @@ def run_tool(args: Sequence, timeout: float = 300, check: bool = True,
         raise AssertionError(f'{" ".join(cmd)} failed ({proc.returncode}):\n'
                              f'{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}')
     return proc
+
+
+def metric_values(text: str, prefix: str = 'coco/') -> dict:
+    """The metrics (``coco/bbox_mAP: 0.123`` ...) a tool printed, by name."""
+    return {k: float(v) for k, v in re.findall(rf'({prefix}\w+): (-?[\d.]+)', text)}
 
 
 def randomised(model):

@@ -22,15 +22,12 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import QUICKSTART, REPO, load_script, run_tool, shapes_options, tool_env
+from conftest import (QUICKSTART, REPO, load_script, metric_values, run_tool, shapes_options,
+                      tool_env)
 from ravlt_dense.models.backbones.ravlt import RAVLT
 from ravlt_dense.runner import build_model
 
 image_demo = load_script('demo/image_demo.py')
-
-
-def metric_values(text, prefix='coco/'):
-    return {k: float(v) for k, v in re.findall(rf'({prefix}\w+): (-?[\d.]+)', text)}
 
 
 # --------------------------------------------------------------------------------------------

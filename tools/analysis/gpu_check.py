@@ -38,18 +38,17 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
+import torch
+import torch.nn as nn
+
+from ravlt_dense.analysis import bench
+
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, REPO_ROOT)
-
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-
-from ravlt_dense.analysis import bench  # noqa: E402
 
 RESULT_TAG = 'GPU_CHECK_ROW:'
 RAVLT_MODELS = ('ravlt_t', 'ravlt_s', 'ravlt_t_rala', 'ravlt_s_rala')
 DEFAULT_MODELS = ('ravlt_s', 'ravlt_s_rala', 'swin_t', 'convnext_t', 'ravlt_t', 'ravlt_t_rala')
-# tests/test_ravlt_backbone.py: its tiny arch, input sizes and tolerances
+# tests/test_models/test_backbones/test_ravlt.py: its tiny arch, input sizes and tolerances
 CPU_TEST_ARCH = dict(embed_dims=[8, 16, 32, 64], depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8],
                      mlp_ratio=3.5, layer_scale_init=[1., 1., 1., 1.])
 TOLERANCES = dict(

@@ -2,18 +2,16 @@
 checks pass, the tables carry every column, and failures (a missing package, a time-out, the
 budget) become rows that say why instead of ending the run."""
 import csv
-import importlib.util
 import os
 import subprocess
 import sys
-from pathlib import Path
+import importlib.util
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location('gpu_check', REPO / 'tools/analysis/gpu_check.py')
-gpu_check = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(gpu_check)
+from conftest import REPO, load_script
+
+gpu_check = load_script('tools/analysis/gpu_check.py')
 
 
 def run_check(work_dir, *args, timeout=300):

@@ -1,18 +1,13 @@
 """tools/analysis/profile_backbone.py on CPU at a tiny size: stage times and operator kinds."""
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import run_tool
 
 
 def test_profile_reports_every_stage_and_operator_kinds():
-    proc = subprocess.run(
-        [sys.executable, 'tools/analysis/profile_backbone.py', '--arch', 't', '--size', '64x96',
-         '--batch', '1', '--steps', '1', '--dtype', 'float32', '--device', 'cpu', '--attn', 'mix'],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_tool(['tools/analysis/profile_backbone.py', '--arch', 't', '--size', '64x96',
+                     '--batch', '1', '--steps', '1', '--dtype', 'float32', '--device', 'cpu',
+                     '--attn', 'mix'])
     out = proc.stdout
     assert 'RAVLT-T forward, 1x3x64x96, float32' in out
     stage_rows = re.findall(r'^\| (stem|stage \d) \| ([\d.]+) \| (\d+)% \|$', out, re.M)

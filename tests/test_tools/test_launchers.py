@@ -2,7 +2,7 @@
 two-node torchrun job (tools/dist_train.sh with NNODES=2) over the loopback interface.
 
 Each trains the quick-start Mask R-CNN for one epoch of 2 iterations (8 images of 64 px, 2 ranks x
-2 images) with gloo, one OpenMP thread per rank, and no validation (test_detection covers a
+2 images) with gloo, one OpenMP thread per rank, and no validation (test_det_tools covers a
 distributed validation).
 """
 import json
@@ -15,8 +15,7 @@ import sys
 import pytest
 
 from ravlt_dense.runner import export_slurm_env, first_slurm_host
-from test_detection import (QUICKSTART, REPO, metric_values, shapes, shapes_options,  # noqa: F401
-                            tool_env)
+from conftest import QUICKSTART, REPO, metric_values, shapes_options, tool_env
 
 # srun's stand-in: parses the options tools/slurm_*.sh pass, starts --ntasks copies of the
 # command with the variables srun sets, kills the rest when one fails (--kill-on-bad-exit=1) and

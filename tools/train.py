@@ -10,7 +10,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import ravlt_dense  # noqa: F401  registers RAVLT and the checkpoint types that resuming needs
-from ravlt_dense.runner import check_datasets, load_config, set_local_rank, setup_cpu_distributed
+from ravlt_dense.runner import (PlainParamGroupsHook, check_datasets, load_config, set_local_rank,
+                                setup_cpu_distributed)
 
 
 def parse_args():
@@ -58,6 +59,8 @@ def main():
     check_datasets(cfg, loaders=('train_dataloader', 'val_dataloader'))
     setup_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    if cfg.get('compile'):
+        runner.register_hook(PlainParamGroupsHook())
     runner.train()
 
 

@@ -1,8 +1,8 @@
 """Compilation and export: torch.compile without graph breaks, torch.export, ONNX through
 onnxruntime, tools/deployment/export_onnx.py (and its refusal), and compile=True in training.
 
-Tiny models and inputs; cheap dynamo backends ('eager' captures the whole graph and fails on any
-graph break under fullgraph=True; 'aot_eager' adds functionalisation) except one inductor test.
+Tiny models and inputs; the cheap 'eager' dynamo backend (it captures the whole graph and fails
+on any graph break under fullgraph=True) except one inductor test.
 """
 import importlib.util
 import os
@@ -71,18 +71,9 @@ def test_fullgraph_compile_matches_eager_in_training(mix, dynamic):
         assert relative_difference(traced_grads, eager_grads) <= 1e-4, size
 
 
-def test_functionalised_graph_matches_eager():
-    """aot_eager runs the graph that inductor would get (functionalised, decomposed)."""
-    model = RAVLT(TINY).eval()  # the released mix: RALA and softmax stages
-    compiled = torch.compile(model, fullgraph=True, backend='aot_eager', dynamic=True)
-    with torch.no_grad():
-        for size in SIZES:
-            x = torch.randn(1, 3, *size)
-            assert relative_difference(compiled(x), model(x)) <= 1e-5, size
-
-
 def test_inductor_dynamic_shapes_match_eager():
-    # Dynamic shapes: torch 2.13's inductor could not lower the permuted layer norm here.
+    # Inductor gets the functionalised graph; with dynamic shapes torch 2.13's inductor could
+    # not lower the permuted layer norm (LayerNorm2d).
     model = RAVLT(TINY).eval()
     compiled = torch.compile(model, fullgraph=True, dynamic=True)
     with torch.no_grad():

@@ -19,6 +19,7 @@ from typing import Iterator, Optional, Sequence, Tuple
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
+from mmengine.hooks import Hook
 
 # What a missing dataset should look like, by dataset type.
 DATASET_HELP = {
@@ -251,3 +252,21 @@ def load_checkpoint_strictly(runner, checkpoint: str, config: str) -> None:
         raise ValueError(
             f'{err}\nEvaluate it with the config it was trained with; --non-strict evaluates '
             'anyway, loading what fits (mmengine\'s default).') from None
+
+
+class PlainParamGroupsHook(Hook):
+    """Turns the optimizer's param groups into plain dicts before training, so that the runner's
+    ``compile=True`` can trace the optimizer step inside ``train_step``.
+
+    mmengine's optimizer constructor builds the groups through the registry, which makes them
+    ``ConfigDict``s; torch 2.13's dynamo fails on an optimizer whose groups are a dict subclass
+    (InternalTorchDynamoError: 'UserDefinedDictVariable' object has no attribute 'items').
+    """
+    priority = 'VERY_LOW'  # after the optimizer is built and a resumed state is loaded
+
+    def before_train(self, runner) -> None:
+        wrapper = runner.optim_wrapper
+        wrappers = wrapper.values() if hasattr(wrapper, 'values') else [wrapper]
+        for optim_wrapper in wrappers:
+            groups = optim_wrapper.optimizer.param_groups
+            groups[:] = [dict(group) for group in groups]

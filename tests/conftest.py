@@ -78,6 +78,16 @@ def run_tool(args: Sequence, timeout: float = 300, check: bool = True,
     return proc
 
 
+@pytest.fixture
+def fresh_dynamo():
+    """A fixed seed and an empty dynamo cache: compiled code of an earlier model must not count
+    against the recompile limits."""
+    torch.manual_seed(0)
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
 def metric_values(text: str, prefix: str = 'coco/') -> dict:
     """The metrics (``coco/bbox_mAP: 0.123`` ...) a tool printed, by name."""
     return {k: float(v) for k, v in re.findall(rf'({prefix}\w+): (-?[\d.]+)', text)}

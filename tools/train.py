@@ -9,8 +9,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import ravlt_dense  # noqa: F401  registers RAVLT and the checkpoint types that resuming needs
-from ravlt_dense.runner import (check_datasets, explain_dataset_errors, load_config,
-                                parse_tool_args, setup_cpu_distributed)
+from ravlt_dense.runner import (PlainParamGroupsHook, check_datasets, explain_dataset_errors,
+                                load_config, parse_tool_args, setup_cpu_distributed)
 
 
 def parse_args():
@@ -52,6 +52,8 @@ def main():
     setup_cpu_distributed(cfg, args.launcher)
     with explain_dataset_errors(cfg):
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        if cfg.get('compile'):
+            runner.register_hook(PlainParamGroupsHook())
         runner.train()
 
 

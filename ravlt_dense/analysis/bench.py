@@ -224,7 +224,9 @@ def _sync(device):
 
 def measure(spec: dict) -> dict:
     """Measure one model at one size. ``spec`` holds name, level, size (h, w), batch, device,
-    dtype, warmup, repeat, flops (bool). Returns one result row."""
+    dtype, warmup, repeat, flops (bool) and optionally compile (a torch.compile backend).
+    Returns the eager row and, with compile, the compiled model's row (timed in turn with the
+    eager one, so that machine noise hits both alike)."""
     device = torch.device(spec['device'])
     h, w = spec['size']
     batch = spec['batch']
@@ -236,9 +238,9 @@ def measure(spec: dict) -> dict:
     autocast = torch.autocast(device.type, dtype=getattr(torch, dtype),
                               enabled=dtype != 'float32')
 
-    def forward():
+    def forward(run=model):
         with torch.inference_mode(), autocast:
-            model(x)
+            run(x)
         _sync(device)
 
     # Peak memory of the first forward pass over what the model and the input already hold.
@@ -261,26 +263,46 @@ def measure(spec: dict) -> dict:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
             mem_kind = 'ru_maxrss delta (lower bound)'
 
-    for _ in range(max(spec['warmup'] - 1, 0)):  # the first forward above was warm-up too
-        forward()
-    times = []
-    for _ in range(spec['repeat']):
+    runs = {'eager': model}
+    compile_s = None
+    if spec.get('compile'):  # compiled on its first call; timed in turn with the eager model
+        runs['compiled'] = torch.compile(model, backend=spec['compile'])
         start = time.perf_counter()
-        forward()
-        times.append(time.perf_counter() - start)
-    times.sort()
-    q = statistics.quantiles(times, n=4, method='inclusive') if len(times) > 1 else times * 3
-    row = dict(
-        model=spec['name'], description=description(spec['name'], spec['level']),
-        level=spec['level'], input=f'{h}x{w}', pixels=h * w, batch=batch,
-        device=_device_name(device), dtype=dtype, params_M=params / 1e6,
-        latency_ms=statistics.median(times) * 1e3, latency_q1_ms=q[0] * 1e3,
-        latency_q3_ms=q[2] * 1e3, latency_min_ms=times[0] * 1e3,
-        latency_max_ms=times[-1] * 1e3, images_per_s=batch / statistics.median(times),
-        peak_mem_MB=peak / 2**20, mem_kind=mem_kind, repeat=len(times), note='')
+        forward(runs['compiled'])
+        compile_s = time.perf_counter() - start
+    for _ in range(max(spec['warmup'] - 1, 0)):  # the first forward above was warm-up too
+        for run in runs.values():
+            forward(run)
+    times = {name: [] for name in runs}
+    for _ in range(spec['repeat']):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            forward(run)
+            times[name].append(time.perf_counter() - start)
+    rows = []
+    for name, ts in times.items():
+        ts.sort()
+        q = statistics.quantiles(ts, n=4, method='inclusive') if len(ts) > 1 else ts * 3
+        rows.append(dict(
+            model=spec['name'], description=description(spec['name'], spec['level']),
+            level=spec['level'], input=f'{h}x{w}', pixels=h * w, batch=batch,
+            device=_device_name(device), dtype=dtype, params_M=params / 1e6,
+            latency_ms=statistics.median(ts) * 1e3, latency_q1_ms=q[0] * 1e3,
+            latency_q3_ms=q[2] * 1e3, latency_min_ms=ts[0] * 1e3,
+            latency_max_ms=ts[-1] * 1e3, images_per_s=batch / statistics.median(ts),
+            peak_mem_MB=peak / 2**20, mem_kind=mem_kind, repeat=len(ts), note=''))
+    if compile_s is not None:
+        eager, compiled = rows
+        # its own model name: tables, slopes and plots keep it apart from the eager model
+        compiled.update(model=spec['name'] + '_compiled',
+                        description=f"{eager['description']}, compiled ({spec['compile']})",
+                        compile_s=compile_s, peak_mem_MB=float('nan'),
+                        speedup_vs_eager=eager['latency_ms'] / compiled['latency_ms'])
     if spec.get('flops'):
-        row.update(_flops(model, spec, device))
-    return row
+        flops = _flops(model, spec, device)
+        for row in rows:
+            row.update(flops)
+    return rows
 
 
 def _flops(model: nn.Module, spec: dict, device) -> dict:
@@ -326,12 +348,13 @@ def child_main() -> None:
     import warnings
     warnings.filterwarnings('ignore')
     spec = json.loads(sys.argv[1])
-    row = measure(spec)
-    print(RESULT_TAG + json.dumps(row), flush=True)
+    rows = measure(spec)
+    print(RESULT_TAG + json.dumps(rows), flush=True)
 
 
-def run_isolated(spec: dict, timeout: float) -> dict:
-    """``measure(spec)`` in a fresh interpreter; failures come back as a row with a note."""
+def run_isolated(spec: dict, timeout: float) -> List[dict]:
+    """``measure(spec)`` in a fresh interpreter (its rows: eager, and compiled with
+    ``spec['compile']``); a failure comes back as one row with a note."""
     cmd = [sys.executable, '-c', 'from ravlt_dense.analysis.bench import child_main; child_main()',
            json.dumps(spec)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -344,12 +367,12 @@ def run_isolated(spec: dict, timeout: float) -> dict:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
                               cwd=REPO_ROOT)
     except subprocess.TimeoutExpired:
-        return dict(fail, note=f'timed out after {timeout:.0f} s')
+        return [dict(fail, note=f'timed out after {timeout:.0f} s')]
     for line in proc.stdout.splitlines()[::-1]:
         if line.startswith(RESULT_TAG):
             return json.loads(line[len(RESULT_TAG):])
     err = (proc.stderr.strip().splitlines() or ['no output'])[-1]
-    return dict(fail, note=f'failed (exit {proc.returncode}): {err}'[:300])
+    return [dict(fail, note=f'failed (exit {proc.returncode}): {err}'[:300])]
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,7 +381,8 @@ def run_isolated(spec: dict, timeout: float) -> dict:
 COLUMNS = ['model', 'description', 'level', 'input', 'pixels', 'batch', 'device', 'dtype',
            'params_M', 'flops_full_G', 'flops_modules_G', 'flops_attn_products_G',
            'latency_ms', 'latency_q1_ms', 'latency_q3_ms', 'latency_min_ms', 'latency_max_ms',
-           'images_per_s', 'peak_mem_MB', 'mem_kind', 'repeat', 'uncounted_ops', 'note']
+           'images_per_s', 'peak_mem_MB', 'mem_kind', 'repeat', 'compile_s',
+           'speedup_vs_eager', 'uncounted_ops', 'note']
 
 
 def write_csv(rows: List[dict], path: str) -> None:

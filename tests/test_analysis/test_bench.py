@@ -18,8 +18,8 @@ def test_scaling_slopes_and_table():
 
 
 def test_measure_counts_flops_both_ways():
-    row = bench.measure(dict(name='ravlt_t', level='backbone', size=(64, 96), batch=2,
-                             device='cpu', dtype='float32', warmup=1, repeat=1, flops=True))
+    row, = bench.measure(dict(name='ravlt_t', level='backbone', size=(64, 96), batch=2,
+                              device='cpu', dtype='float32', warmup=1, repeat=1, flops=True))
     assert row['params_M'] == pytest.approx(13.347328)
     assert row['flops_full_G'] > row['flops_modules_G'] > 0
     # the difference is exactly the attention products

@@ -3,6 +3,7 @@
     python tools/analysis/benchmark.py [--level backbone|model] [--models ravlt_s swin_t ...]
         [--sizes 224 512 800x1216] [--batch 1] [--repeat 3] [--warmup 1]
         [--device cpu|cuda] [--dtype float32|float16|bfloat16] [--work-dir work_dirs/benchmark]
+        [--compile [BACKEND]]
 
 Per model and input size: parameters, FLOPs counted two ways (full: traced, attention products
 included; modules-only: what the paper's counter sees), median latency after warm-up with its
@@ -47,6 +48,9 @@ def parse_args(argv=None):
     p.add_argument('--dtype', choices=['float32', 'float16', 'bfloat16'], default='float32',
                    help='autocast dtype (CUDA; CPU stays float32)')
     p.add_argument('--no-flops', action='store_true', help='skip the two FLOP counts')
+    p.add_argument('--compile', nargs='?', const='inductor', metavar='BACKEND',
+                   help='also time torch.compile(model, backend=BACKEND) (default inductor), '
+                   'in turn with the eager model: a second row per model and size')
     p.add_argument('--timeout', type=float, default=1800, help='seconds per (model, size)')
     p.add_argument('--work-dir', default='work_dirs/benchmark')
     p.add_argument('--from-csv', help='measure nothing: re-render the table and plot from a '
@@ -94,11 +98,15 @@ def main(argv=None):
     for name, size in jobs:
         spec = dict(name=name, level=level, size=size, batch=args.batch, device=args.device,
                     dtype=args.dtype, warmup=args.warmup, repeat=args.repeat,
-                    flops=not args.no_flops)
-        row = bench.run_isolated(spec, args.timeout)
-        if row.get('note'):
-            notes.append(f"- `{name}` at {row['input']}: {row['note']}")
-        rows.append(row)
+                    flops=not args.no_flops, compile=args.compile)
+        for row in bench.run_isolated(spec, args.timeout):
+            if row.get('note'):
+                notes.append(f"- `{name}` at {row['input']}: {row['note']}")
+            if row.get('compile_s'):
+                notes.append(f"- {row['description']} at {row['input']}: "
+                             f"{row['speedup_vs_eager']:.2f}x the eager model's speed "
+                             f"(compilation took {row['compile_s']:.0f} s)")
+            rows.append(row)
         bar.update()
     print()
 

@@ -2,11 +2,15 @@
 
     python tools/analysis/benchmark_backbone.py [--archs t s b l] [--sizes 224 512 800x1216]
         [--repeat 3] [--device cpu|cuda] [--work-dir work_dirs/benchmark_backbone]
+        [--compile [--versus-swin]]
 
 For each variant and input size the two paths run alternately on the same weights and input,
 so machine noise hits both alike; the table gives their median latencies, the speed-up
-(reference / fast) and the largest output difference. A Markdown table, a CSV and a bar plot
-of the speed-ups are written to the work dir.
+(reference / fast) and the largest output difference. ``--compile`` adds ``torch.compile``d
+models to the same rotation: the fast path (released mix), the all-RALA model and, with
+``--versus-swin``, mmdet's Swin-T (eager and compiled), with their compile times and the
+ratios between them. A Markdown table, a CSV and a bar plot of the speed-ups are written to the
+work dir.
 """
 import argparse
 import csv
@@ -33,8 +37,16 @@ def parse_args(argv=None):
     parser.add_argument('--warmup', type=int, default=1, help='untimed runs per path')
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--compile', action='store_true',
+                        help='also time torch.compile (inductor) of the fast path and of the '
+                        'all-RALA model, in the same rotation')
+    parser.add_argument('--versus-swin', action='store_true',
+                        help='with --compile: mmdet\'s Swin-T, eager and compiled, as well')
     parser.add_argument('--work-dir', default='work_dirs/benchmark_backbone')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.versus_swin and not args.compile:
+        parser.error('--versus-swin compares compiled models: add --compile')
+    return args
 
 
 def timed(model, x, device) -> float:
@@ -47,27 +59,71 @@ def timed(model, x, device) -> float:
     return time.perf_counter() - start
 
 
+def swin_t() -> torch.nn.Module:
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    return MODELS.build(dict(type='SwinTransformer', embed_dims=96, depths=[2, 2, 6, 2],
+                             num_heads=[3, 6, 12, 24], window_size=7, out_indices=(0, 1, 2, 3)))
+
+
+def contenders(arch, args):
+    """name -> model to time; compiled ones are compiled on their first (warm-up) call."""
+    model = RAVLT(arch).to(args.device).eval()
+    reference = RAVLT(arch).to(args.device).eval().set_attn_impl('reference')
+    reference.load_state_dict(model.state_dict())
+    runs = {'fast': model, 'reference': reference}
+    if args.compile:
+        runs['compiled'] = torch.compile(model)
+        runs['rala_compiled'] = torch.compile(
+            RAVLT(arch, attn_types=('rala', ) * 4).to(args.device).eval())
+    if args.versus_swin:
+        swin = swin_t().to(args.device)
+        swin.eval()  # not chained: mmdet's SwinTransformer.train() returns None
+        runs['swin_t'], runs['swin_t_compiled'] = swin, torch.compile(swin)
+    return runs
+
+
 @torch.no_grad()
 def compare(arch, size, args):
     torch.manual_seed(0)
-    model = RAVLT(arch).to(args.device).eval()
+    runs = contenders(arch, args)
     x = torch.randn(args.batch, 3, *size, device=args.device)
-    times = {'fast': [], 'reference': []}
-    outputs = {}
-    for impl in times:  # warm-up, and the outputs to compare
-        model.set_attn_impl(impl)
+    times = {name: [] for name in runs}
+    outputs, first_call = {}, {}
+    for name, run in runs.items():  # warm-up (compilation), and the outputs to compare
+        first_call[name] = timed(run, x, args.device)
         for _ in range(args.warmup):
-            outputs[impl] = model(x)
-    for _ in range(args.repeat):  # alternate so that noise hits both paths alike
-        for impl in times:
-            model.set_attn_impl(impl)
-            times[impl].append(timed(model, x, args.device))
-    diff = max((a - b).abs().max().item() for a, b in zip(outputs['fast'],
-                                                          outputs['reference']))
-    fast, ref = statistics.median(times['fast']), statistics.median(times['reference'])
-    return dict(arch=arch.upper(), size=f'{size[0]}x{size[1]}', device=args.device,
-                batch=args.batch, reference_s=round(ref, 4), fast_s=round(fast, 4),
-                speedup=round(ref / fast, 2), max_abs_diff=float(f'{diff:.2e}'))
+            outputs[name] = run(x)
+    for _ in range(args.repeat):  # alternate so that noise hits every contender alike
+        for name, run in runs.items():
+            times[name].append(timed(run, x, args.device))
+    median = {name: statistics.median(t) for name, t in times.items()}
+    row = dict(arch=arch.upper(), size=f'{size[0]}x{size[1]}', device=args.device,
+               batch=args.batch, reference_s=round(median['reference'], 4),
+               fast_s=round(median['fast'], 4),
+               speedup=round(median['reference'] / median['fast'], 2),
+               max_abs_diff=float(f'{max_difference(outputs, "fast", "reference"):.2e}'))
+    if args.compile:
+        row.update(
+            compiled_s=round(median['compiled'], 4),
+            compile_time_s=round(first_call['compiled'], 1),
+            compiled_vs_fast=round(median['fast'] / median['compiled'], 2),
+            compiled_vs_reference=round(median['reference'] / median['compiled'], 2),
+            compiled_max_abs_diff=float(f'{max_difference(outputs, "compiled", "fast"):.2e}'),
+            rala_compiled_s=round(median['rala_compiled'], 4))
+    if args.versus_swin:
+        row.update(swin_t_s=round(median['swin_t'], 4),
+                   swin_t_compiled_s=round(median['swin_t_compiled'], 4),
+                   rala_compiled_vs_swin_t_compiled=round(
+                       median['swin_t_compiled'] / median['rala_compiled'], 2),
+                   compiled_vs_swin_t_compiled=round(
+                       median['swin_t_compiled'] / median['compiled'], 2))
+    return row
+
+
+def max_difference(outputs, a, b) -> float:
+    return max((x - y).abs().max().item() for x, y in zip(outputs[a], outputs[b]))
 
 
 def write_outputs(rows, args):
@@ -111,6 +167,9 @@ def main(argv=None):
         print(f'[{i}/{len(jobs)}] RAVLT-{row["arch"]} {row["size"]}: reference '
               f'{row["reference_s"]:.3f}s, fast {row["fast_s"]:.3f}s, '
               f'speed-up {row["speedup"]:.2f}x, max |diff| {row["max_abs_diff"]:.1e}', flush=True)
+        if args.compile:
+            print('    ' + ', '.join(f'{k} {v}' for k, v in row.items() if 'compiled' in k
+                                     or k.startswith('swin')), flush=True)
     print('\n'.join(write_outputs(rows, args)))
     print(f'Results in {args.work_dir}/ (results.md, results.csv, speedup.png)')
     return rows

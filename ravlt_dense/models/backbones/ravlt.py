@@ -13,10 +13,16 @@ Every attention has two implementations of the same math:
     complex product with the rotation cached per (size, device), and sums added in place into
     tensors made just before (on CPU each fresh large tensor costs page faults). The tests hold
     the two to 1e-5, outputs and gradients.
+
+While a tracer records the model (``torch.compile``, ``torch.export``, ``torch.jit.trace``, the
+ONNX exporters: see ``is_tracing``), the fast path computes the same math in a form tracers
+follow: RoPE in real arithmetic on tables built from the ``angle`` buffer inside the graph (no
+complex numbers, which ONNX lacks; no cache keyed on storage; the compiler fuses it), and its
+sums out of place (exporters that trace do not follow writes through views).
 """
 import math
 from collections import OrderedDict
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -28,6 +34,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 ATTN_TYPES = ('rala', 'softmax')
 ATTN_IMPLS = ('fast', 'reference')
 MIN_INPUT_SIZE = 32  # four stride-2 reductions (stem x2, three downsamples) need at least this
+
+
+def is_tracing() -> bool:
+    """Whether the model is being traced rather than run: ``torch.compile`` and ``torch.export``
+    (dynamo), ``torch.jit.trace`` or either ONNX exporter."""
+    return (torch.compiler.is_compiling() or torch.jit.is_tracing()
+            or torch.onnx.is_in_onnx_export())
 
 
 # --------------------------------------------------------------------------------------------
@@ -94,6 +107,18 @@ class RoPE(nn.Module):
         """Token-major (sin, cos), each (H*W, d), built anew on every call."""
         return rope_tables(self.angle, height, width)
 
+    def rotary(self, height: int, width: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """RoPE for (..., H*W, d) tensors as the fast path applies it, in the input's dtype.
+
+        Eager: one complex product with the cached rotation. Traced: the written-out rotation
+        on tables computed in the graph, in fp32 as the complex product is.
+        """
+        if is_tracing():
+            sin, cos = rope_tables(self.angle.float(), height, width)
+            return lambda x: apply_rope(x.float(), sin, cos).to(x.dtype)
+        rotation = self.cached(height, width)
+        return lambda x: apply_rope_complex(x, rotation)
+
     def cached(self, height: int, width: int) -> torch.Tensor:
         """(H*W, d/2) complex64 e^(i theta) for ``apply_rope_complex``, cached per size/device.
 
@@ -133,13 +158,14 @@ def rala_reference(q, k, v, sin, cos, scale):
     return (q_rope @ kv) * z
 
 
-def rala_fast(q, k, v, rotation, scale):
+def rala_fast(q, k, v, rotate, scale):
     """RALA with the same inputs and result as ``rala_reference``, computed in fewer steps.
 
     RoPE acts per token, so the re-weighting alpha * N commutes with it and cancels against the
     1/N of the kv product: kv = RoPE(k)^T (alpha * v) and mean(k * alpha * N) = alpha^T k.
-    Runs in fp32: the normaliser z and the sum over all tokens in kv lose precision or
-    overflow in fp16/bf16. In-place steps only touch tensors made here (autograd-safe).
+    ``rotate`` applies RoPE (``RoPE.rotary``). Runs in fp32: the normaliser z and the sum over
+    all tokens in kv lose precision or overflow in fp16/bf16. In-place steps only touch tensors
+    made here (autograd-safe).
     """
     out_dtype = q.dtype
     with torch.autocast(device_type=q.device.type, enabled=False):
@@ -149,8 +175,8 @@ def rala_fast(q, k, v, rotation, scale):
         q_global = q.mean(dim=-2, keepdim=True)  # (B, h, 1, d)
         alpha = torch.softmax(scale * q_global @ k.transpose(-1, -2), dim=-1)  # (B, h, 1, N)
         z = 1 / (q @ (alpha @ k).transpose(-1, -2) + 1e-6)  # (B, h, N, 1)
-        kv = apply_rope_complex(k, rotation).transpose(-1, -2) @ (v * alpha.transpose(-1, -2))
-        out = (apply_rope_complex(q, rotation) @ kv).mul_(z)
+        kv = rotate(k).transpose(-1, -2) @ (v * alpha.transpose(-1, -2))
+        out = (rotate(q) @ kv).mul_(z)
     return out.to(out_dtype)
 
 
@@ -195,14 +221,15 @@ class RALAttention(nn.Module):
                        for t in (q, k, v))
             attend = rala_reference if self.attn_type == 'rala' else softmax_attention_reference
             out = attend(q, k, v, *rope(H, W), self.scale)
-            out = out.transpose(1, 2).reshape(B, H, W, C).permute(0, 3, 1, 2)
-            return self.proj((out + lepe) * o)
-        rotation = rope.cached(H, W)
+            return self.proj((self._merge_heads(out, H, W) + lepe) * o)
+        rotate = rope.rotary(H, W)
         if self.attn_type == 'rala':
-            out = rala_fast(*map(self._split_heads, (q, k, v)), rotation, self.scale)
+            out = rala_fast(*map(self._split_heads, (q, k, v)), rotate, self.scale)
         else:
-            q, k = (apply_rope_complex(self._split_heads(t), rotation) for t in (q, k))
+            q, k = (rotate(self._split_heads(t)) for t in (q, k))
             out = F.scaled_dot_product_attention(q, k, self._split_heads(v))
+        if is_tracing():
+            return self.proj((lepe + self._merge_heads(out, H, W)) * o)
         # Add into lepe through its token-major view: neither `out` nor a sum gets a new copy.
         self._split_heads(lepe).add_(out)
         return self.proj(lepe.mul_(o))
@@ -210,6 +237,11 @@ class RALAttention(nn.Module):
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, heads, N, d) as a view; contiguous per head for channels-last."""
         return x.flatten(2).transpose(1, 2).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+
+    @staticmethod
+    def _merge_heads(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """(B, heads, N, d) -> (B, C, H, W), the inverse of ``_split_heads``."""
+        return x.transpose(1, 2).flatten(2).transpose(1, 2).unflatten(-1, (height, width))
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,6 +277,15 @@ class LayerNorm2d(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=eps)
 
     def forward(self, x):
+        if torch.compiler.is_compiling():
+            # The same normalisation written over dim 1: torch 2.13's inductor fails to lower
+            # layer_norm of the permuted map behind a strided conv under dynamic shapes
+            # (ValueRangeError); this form lowers, and fuses as well.
+            mean = x.mean(dim=1, keepdim=True)
+            centred = x - mean
+            var = centred.square().mean(dim=1, keepdim=True)
+            return torch.addcmul(self.norm.bias[:, None, None], centred * torch.rsqrt(
+                var + self.norm.eps), self.norm.weight[:, None, None])
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
@@ -282,7 +323,7 @@ class RAVLTBlock(nn.Module):
         self.gamma_2 = nn.Parameter(layer_scale_init * torch.ones(1, dim, 1, 1))
 
     def forward(self, x: torch.Tensor, rope: RoPE) -> torch.Tensor:
-        if self.attn.attn_impl == 'reference':
+        if self.attn.attn_impl == 'reference' or is_tracing():
             x = x + self.pos(x)
             x = x + self.drop_path(self.gamma_1 * self.attn(self.norm1(x), rope))
             x = x + self.drop_path(self.gamma_2 * self.ffn(self.norm2(x)))
@@ -478,7 +519,8 @@ class RAVLT(BaseModule):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if x.dim() != 4:
             raise ValueError(f'RAVLT expects a B x C x H x W tensor, got shape {tuple(x.shape)}')
-        if min(x.shape[-2:]) < MIN_INPUT_SIZE:
+        # (jit.trace records sizes as tensors: the check would be frozen into the trace)
+        if not torch.jit.is_tracing() and min(x.shape[-2:]) < MIN_INPUT_SIZE:
             raise ValueError(f'RAVLT needs inputs of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} '
                              f'pixels, got {x.shape[-2]}x{x.shape[-1]}; resize or pad the input')
         if self.attn_impl == 'fast':

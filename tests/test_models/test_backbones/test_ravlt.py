@@ -185,7 +185,7 @@ def test_rala_fast_matches_reference_formula_directly():
     rope = RoPE(16)
     sin, cos = rope(5, 10)
     ref = rala_reference(q, k, v, sin, cos, 16**-0.5)
-    fast = rala_fast(q, k, v, rope.cached(5, 10), 16**-0.5)
+    fast = rala_fast(q, k, v, rope.rotary(5, 10), 16**-0.5)
     assert (fast - ref).abs().max() <= 1e-5
 
 
@@ -232,7 +232,7 @@ def test_rala_fast_survives_half_precision_where_the_formula_overflows():
     half = [t.half() for t in (q, k, v)]
     naive = rala_reference(*half, sin.half(), cos.half(), d**-0.5)
     assert not torch.isfinite(naive).all()
-    fast = rala_fast(*half, rope.cached(64, 64), d**-0.5)
+    fast = rala_fast(*half, rope.rotary(64, 64), d**-0.5)
     assert fast.dtype == torch.float16 and torch.isfinite(fast).all()
     ref = rala_reference(q, k, v, sin, cos, d**-0.5)
     assert torch.allclose(fast.float(), ref, atol=1e-2, rtol=1e-2)

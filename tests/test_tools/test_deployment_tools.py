@@ -1,0 +1,76 @@
+"""tools/deployment/export_onnx.py (exports, verifies, refuses), mmengine's compile=True through
+tools/train.py, and the --compile switch of tools/analysis/benchmark.py."""
+import pytest
+
+import ravlt_dense.models.backbones.ravlt as ravlt
+from conftest import load_script, run_tool
+
+pytestmark = pytest.mark.usefixtures('fresh_dynamo')
+
+export_onnx = load_script('tools/deployment/export_onnx.py')
+
+
+def test_export_tool_exports_and_verifies_a_detector(tmp_path, capsys):
+    out = tmp_path / 'retinanet.onnx'
+    export_onnx.main(['configs/quickstart/retinanet_ravlt_t_shapes.py', '--shape', '64', '96',
+                      '--dynamic', '--exporter', 'torchscript', '--out', str(out),
+                      '--repeat', '1'])
+    log = capsys.readouterr().out
+    assert out.is_file()
+    assert 'onnxruntime matches PyTorch at 64x96' in log
+    assert 'onnxruntime matches PyTorch at 96x160' in log  # the dynamic graph at another size
+    assert 'Latency at 64x96' in log and 'onnxruntime' in log
+
+
+def test_export_tool_exports_and_verifies_a_segmentor(tmp_path, capsys):
+    out = tmp_path / 'fpn.onnx'
+    export_onnx.main(['configs/quickstart/fpn_ravlt_t_shapes.py', '--shape', '64', '64',
+                      '--exporter', 'torchscript', '--out', str(out), '--repeat', '1'])
+    assert out.is_file()
+    assert 'onnxruntime matches PyTorch at 64x64' in capsys.readouterr().out
+
+
+def test_export_tool_refuses_a_model_that_onnx_does_not_reproduce(tmp_path, monkeypatch):
+    # Doctor the traced path only: eager PyTorch keeps the right RoPE, the exported graph
+    # rotates nothing.
+    monkeypatch.setattr(ravlt, 'apply_rope', lambda x, sin, cos: x)
+    out = tmp_path / 'broken.onnx'
+    with pytest.raises(SystemExit, match=r'REFUSED: .* relative difference \d\S* > --rtol'):
+        export_onnx.main(['configs/quickstart/fpn_ravlt_t_shapes.py', '--shape', '64', '64',
+                          '--backbone-only', '--exporter', 'torchscript', '--out', str(out)])
+    assert not out.exists()
+
+
+def test_export_tool_rejects_too_small_shapes():
+    with pytest.raises(SystemExit):
+        export_onnx.parse_args(['configs/quickstart/fpn_ravlt_t_shapes.py', '--shape', '16', '64'])
+
+
+def test_train_tool_with_runner_compile(tmp_path):
+    """mmengine's compile=True through tools/train.py: the Semantic FPN quick start, 1 step."""
+    make_ade_shapes = load_script('tools/data/make_ade_shapes.py')
+    data = tmp_path / 'shapes'
+    make_ade_shapes.make_ade_shapes(str(data), num_train=2, num_val=1, size=64, seed=0)
+    work = tmp_path / 'work'
+    args = ['tools/train.py', 'configs/quickstart/fpn_ravlt_t_shapes.py',
+           '--work-dir', str(work), '--cfg-options', f'train_dataloader.dataset.data_root={data}',
+           f'val_dataloader.dataset.data_root={data}', f'test_dataloader.dataset.data_root={data}',
+           'train_dataloader.batch_size=2', 'train_cfg.max_iters=1', 'train_cfg.val_interval=1',
+           'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1',
+           # the whole train step through dynamo; 'eager' keeps the test fast (inductor: above)
+           'compile.backend=eager']
+    proc = run_tool(args, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert 'Model has been "compiled"' in log
+    assert 'Iter(train) [1/1]' in log and (work / 'iter_1.pth').is_file()
+
+
+def test_benchmark_compile_switch_reports_eager_and_compiled(tmp_path):
+    benchmark = load_script('tools/analysis/benchmark.py')
+    rows = benchmark.main(['--models', 'ravlt_t', '--sizes', '64', '--repeat', '1',
+                           '--no-flops', '--compile', 'eager', '--work-dir', str(tmp_path)])
+    assert [r['model'] for r in rows] == ['ravlt_t', 'ravlt_t_compiled']
+    eager, compiled = rows
+    assert compiled['compile_s'] > 0 and compiled['latency_ms'] > 0
+    assert compiled['speedup_vs_eager'] == eager['latency_ms'] / compiled['latency_ms']
+    assert 'compiled (eager)' in (tmp_path / 'benchmark.md').read_text()

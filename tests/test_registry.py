@@ -1,4 +1,5 @@
-"""``import ravlt_dense`` makes ``type='RAVLT'`` build in both mmdet and mmseg."""
+"""``import ravlt_dense`` makes ``type='RAVLT'`` build in both mmdet and mmseg (one registration
+in mmengine's root registry, which both search as their parent)."""
 import pytest
 import torch
 from mmengine.config import Config
@@ -7,8 +8,13 @@ import ravlt_dense
 from ravlt_dense import RAVLT
 
 
-def test_registered_in_both_scopes():
-    assert ravlt_dense.REGISTERED_SCOPES == ['mmdet', 'mmseg']
+def test_registered_once_in_the_root_registry():
+    from mmdet.registry import MODELS as DET_MODELS
+    from mmengine.registry import MODELS
+    from mmseg.registry import MODELS as SEG_MODELS
+    assert MODELS.get('RAVLT') is ravlt_dense.RAVLT
+    assert 'RAVLT' not in DET_MODELS.module_dict and 'RAVLT' not in SEG_MODELS.module_dict
+    assert DET_MODELS.get('RAVLT') is SEG_MODELS.get('RAVLT') is ravlt_dense.RAVLT
 
 
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])

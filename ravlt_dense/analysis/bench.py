@@ -10,7 +10,6 @@ import json
 import math
 import os
 import os.path as osp
-import platform
 import statistics
 import subprocess
 import sys
@@ -19,6 +18,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+
+from ravlt_dense.analysis.flops import TensorForward
+from ravlt_dense.analysis.timing import device_name
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 RESULT_TAG = 'BENCH_RESULT_JSON:'
@@ -103,9 +105,6 @@ def missing_requirement(name: str, level: str) -> Optional[str]:
     else:
         if name not in WHOLE_MODELS:
             return f'unknown model (choose from {sorted(WHOLE_MODELS)})'
-        cfg = WHOLE_MODELS[name][1]
-        if not osp.exists(osp.join(REPO_ROOT, cfg)):
-            return f'{cfg} does not exist yet'
         needs = ('mmdet', ) if 'maskrcnn' in name else ('mmseg', 'mmdet')
     for pkg in needs:
         if importlib.util.find_spec(pkg) is None:
@@ -130,19 +129,6 @@ def _swap_to_swin(model_cfg) -> None:
             head.in_channels = [SWIN_T_CHANNELS[i] for i in head.in_index]
         else:
             head.in_channels = SWIN_T_CHANNELS[head.in_index]
-
-
-class WholeModel(nn.Module):
-    """A detector/segmentor in 'tensor' mode (mmdet/mmseg ``get_flops`` style): the network
-    forward without post-processing. For Mask R-CNN that is backbone, neck, RPN with its
-    proposal NMS, the box head on every proposal and the mask head on the first 100."""
-
-    def __init__(self, model: nn.Module, data_samples):
-        super().__init__()
-        self.model, self.data_samples = model, data_samples
-
-    def forward(self, inputs):
-        return self.model._forward(inputs, self.data_samples)
 
 
 def build_whole_model(name: str, batch: int, size: Tuple[int, int]) -> nn.Module:
@@ -173,7 +159,7 @@ def build_whole_model(name: str, batch: int, size: Tuple[int, int]) -> nn.Module
         register_all_modules(init_default_scope=True)
         samples = [SegDataSample(metainfo=meta) for _ in range(batch)]
     model = MODELS.build(model_cfg)
-    return WholeModel(model, samples)
+    return TensorForward(model, samples)
 
 
 def build(name: str, level: str, batch: int = 1, size=(224, 224)) -> nn.Module:
@@ -286,7 +272,7 @@ def measure(spec: dict) -> dict:
         rows.append(dict(
             model=spec['name'], description=description(spec['name'], spec['level']),
             level=spec['level'], input=f'{h}x{w}', pixels=h * w, batch=batch,
-            device=_device_name(device), dtype=dtype, params_M=params / 1e6,
+            device=device_name(device), dtype=dtype, params_M=params / 1e6,
             latency_ms=statistics.median(ts) * 1e3, latency_q1_ms=q[0] * 1e3,
             latency_q3_ms=q[2] * 1e3, latency_min_ms=ts[0] * 1e3,
             latency_max_ms=ts[-1] * 1e3, images_per_s=batch / statistics.median(ts),
@@ -324,23 +310,6 @@ def _flops(model: nn.Module, spec: dict, device) -> dict:
                    uncounted_ops=f'trace failed: {type(exc).__name__}: {exc}'[:200])
     out['flops_modules_G'] = module_flops(model, (x, ))['total'] / 1e9
     return out
-
-
-def _device_name(device) -> str:
-    if device.type == 'cuda':
-        return f'cuda:{torch.cuda.get_device_name(device)}'
-    return f'cpu:{cpu_model()} x{torch.get_num_threads()} threads'
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(['lscpu'], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.lower().startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or platform.machine()
 
 
 def child_main() -> None:

@@ -7,14 +7,13 @@ Two notions of rank, reported side by side:
   ignores a long tail of tiny directions a 1e-3 threshold still counts.
 SVDs run in float64 so the 1e-3 threshold sits far above round-off.
 """
-import math
 from typing import Dict, List, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ravlt_dense.models.backbones.ravlt import RALAttention, apply_rope, rala_reference
+from ravlt_dense.models.backbones.ravlt import RALAttention, apply_rope, rala_terms
 
 DEFAULT_RTOL = 1e-3
 DEFAULT_ENERGY = 0.99
@@ -67,12 +66,9 @@ def attention_variants(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sin: t
     kv = apply_rope(phi_k, sin, cos).transpose(-1, -2) @ v / n
     linear_rope = dict(buffer=kv, out=(apply_rope(phi_q, sin, cos) @ kv) * z)
 
-    # The output is the model's own function; its buffer and key weights, which
-    # rala_reference keeps inside, are formed here the same way.
-    alpha = torch.softmax(scale * phi_q.mean(-2, keepdim=True) @ phi_k.transpose(-1, -2), dim=-1)
-    k_w = phi_k * alpha.transpose(-1, -2) * n
-    kv = (apply_rope(k_w, sin, cos).transpose(-1, -2) / math.sqrt(n)) @ (v / math.sqrt(n))
-    rala = dict(buffer=kv, out=rala_reference(q, k, v, sin, cos, scale), alpha=alpha)
+    # The model's own RALA (rala_terms is what rala_reference computes), its buffer exposed.
+    _, alpha, kv, z_rala = rala_terms(q, k, v, sin, cos, scale)
+    rala = dict(buffer=kv, out=(apply_rope(phi_q, sin, cos) @ kv) * z_rala, alpha=alpha)
 
     q_rope, k_rope = apply_rope(q, sin, cos), apply_rope(k, sin, cos)
     attn = torch.softmax(scale * q_rope @ k_rope.transpose(-1, -2), dim=-1)

@@ -9,7 +9,7 @@ import importlib.util
 
 import torch
 
-from conftest import REPO, load_script
+from conftest import REPO, TINY_ARCH, load_script
 
 gpu_check = load_script('tools/analysis/gpu_check.py')
 
@@ -91,3 +91,8 @@ def test_default_plan_puts_checks_and_the_main_table_first():
     assert kinds[48:] == [('perf', 'eager', 'reference', (800, 1216))] * 12
     assert [c['model'] for c in cases[26:30]] == ['ravlt_s', 'ravlt_s_rala', 'swin_t',
                                                   'convnext_t']
+
+
+def test_cpu_test_case_is_the_suites_tiny_arch():
+    # gpu_check repeats the CPU tests' case on the GPU: it must stay the same model
+    assert gpu_check.CPU_TEST_ARCH == TINY_ARCH

@@ -19,19 +19,13 @@ import os.path as osp
 import platform
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+import torch
 
-import torch  # noqa: E402
-
-from ravlt_dense.analysis import PAPER_COUNTING  # noqa: E402
-from ravlt_dense.analysis import bench  # noqa: E402
+from ravlt_dense.analysis import PAPER_COUNTING
+from ravlt_dense.analysis import bench
+from ravlt_dense.analysis.timing import cpu_model, parse_size
 
 DEFAULT_SIZES = {'backbone': ['224', '512', '800x1216']}
-
-
-def parse_size(text: str):
-    h, _, w = text.lower().partition('x')
-    return int(h), int(w or h)
 
 
 def parse_args(argv=None):
@@ -128,7 +122,7 @@ def main(argv=None):
 
     lines = [f'# Benchmark ({level}), {datetime.datetime.now():%Y-%m-%d %H:%M}', '',
              f"Command: `python {' '.join(sys.argv)}`  ",
-             f'Machine: {bench.cpu_model()}, {os.cpu_count()} logical CPUs, '
+             f'Machine: {cpu_model()}, {os.cpu_count()} logical CPUs, '
              f'torch {torch.__version__}, {torch.get_num_threads()} threads, '
              f'Python {platform.python_version()}', '',
              bench.markdown_table(rows), '',

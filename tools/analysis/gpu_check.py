@@ -42,6 +42,7 @@ import torch
 import torch.nn as nn
 
 from ravlt_dense.analysis import bench
+from ravlt_dense.analysis.timing import cpu_model
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -605,7 +606,7 @@ def markdown(perf: List[dict], checks: List[dict], args, elapsed: float) -> str:
         name = torch.cuda.get_device_name(device)
         machine = f'{name}, CUDA {torch.version.cuda}'
     else:
-        name = machine = f'CPU {bench.cpu_model()}, {torch.get_num_threads()} threads'
+        name = machine = f'CPU {cpu_model()}, {torch.get_num_threads()} threads'
     timm = importlib.util.find_spec('timm') and importlib.import_module('timm').__version__
     lines = [f'# GPU check on {name}, {datetime.datetime.now():%Y-%m-%d %H:%M}', '',
              f"Command: `python {' '.join(sys.argv)}` ({elapsed:.0f} s)  ",

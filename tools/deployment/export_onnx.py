@@ -20,7 +20,6 @@ import argparse
 import os
 import os.path as osp
 import statistics
-import sys
 import time
 from typing import List, Sequence, Tuple
 
@@ -29,9 +28,7 @@ import torch.nn as nn
 from mmengine.config import Config, DictAction
 from torch.utils._pytree import tree_flatten
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-
-from ravlt_dense.runner import build_model  # noqa: E402
+from ravlt_dense.runner import build_model
 
 EXPORT_PACKAGES = ('onnx', 'onnxruntime', 'onnxscript')
 

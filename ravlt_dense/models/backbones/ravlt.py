@@ -29,7 +29,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
+from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from ravlt_dense.checkpoint import load_backbone_checkpoint
 
 ATTN_TYPES = ('rala', 'softmax')
 ATTN_IMPLS = ('fast', 'reference')
@@ -93,7 +96,15 @@ def apply_rope_complex(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
 
 
 class RoPE(nn.Module):
-    """Holds the per-stage frequencies (``angle`` buffer, part of the release's checkpoints)."""
+    """2-D RoPE of one stage: holds its frequencies (the ``angle`` buffer, part of the release's
+    checkpoints) and makes the sin/cos tables (reference path) or the complex rotation (fast
+    path, cached per size and device) for an H x W map.
+
+    Args:
+        head_dim (int): Channels per attention head (divisible by 4: rows and columns each
+            rotate half of them in pairs).
+        cache_size (int): Sizes whose rotation is kept (least recently used dropped).
+    """
 
     def __init__(self, head_dim: int, cache_size: int = 8):
         super().__init__()
@@ -144,21 +155,42 @@ class RoPE(nn.Module):
 # --------------------------------------------------------------------------------------------
 # Attention: rank-augmented linear attention (RALA) and softmax attention, same parameters
 # --------------------------------------------------------------------------------------------
-def rala_reference(q, k, v, sin, cos, scale):
-    """RALA as the paper writes it. q, k, v: (B, heads, N, d); returns (B, heads, N, d)."""
+def rala_terms(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sin: torch.Tensor,
+               cos: torch.Tensor, scale: float
+               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pieces of RALA as the paper writes them, for ``rala_reference`` and the rank analysis.
+
+    Args:
+        q, k, v (Tensor): (B, heads, N, d) queries, keys and values.
+        sin, cos (Tensor): (N, d) RoPE tables of the stage.
+        scale (float): head_dim ** -0.5.
+
+    Returns:
+        tuple: phi(q) = elu(q) + 1 (B, h, N, d); the key weights alpha (B, h, 1, N) from the
+        global query; the KV buffer RoPE(k * alpha * N)^T v / N (B, h, d, d); the normaliser
+        z (B, h, N, 1).
+    """
     num_tokens = q.shape[-2]
     q = F.elu(q) + 1
     k = F.elu(k) + 1
     q_global = q.mean(dim=-2, keepdim=True)  # (B, h, 1, d)
-    alpha = torch.softmax(scale * q_global @ k.transpose(-1, -2), dim=-1).transpose(-1, -2)
-    k = k * alpha * num_tokens  # query-aware key re-weighting
-    q_rope, k_rope = apply_rope(q, sin, cos), apply_rope(k, sin, cos)
+    alpha = torch.softmax(scale * q_global @ k.transpose(-1, -2), dim=-1)  # (B, h, 1, N)
+    k = k * alpha.transpose(-1, -2) * num_tokens  # query-aware key re-weighting
     z = 1 / (q @ k.mean(dim=-2, keepdim=True).transpose(-1, -2) + 1e-6)  # (B, h, N, 1)
+    k_rope = apply_rope(k, sin, cos)
     kv = (k_rope.transpose(-1, -2) / math.sqrt(num_tokens)) @ (v / math.sqrt(num_tokens))
-    return (q_rope @ kv) * z
+    return q, alpha, kv, z
 
 
-def rala_fast(q, k, v, rotate, scale):
+def rala_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sin: torch.Tensor,
+                   cos: torch.Tensor, scale: float) -> torch.Tensor:
+    """RALA as the paper writes it. q, k, v: (B, heads, N, d); returns (B, heads, N, d)."""
+    q, _, kv, z = rala_terms(q, k, v, sin, cos, scale)
+    return (apply_rope(q, sin, cos) @ kv) * z
+
+
+def rala_fast(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+              rotate: Callable[[torch.Tensor], torch.Tensor], scale: float) -> torch.Tensor:
     """RALA with the same inputs and result as ``rala_reference``, computed in fewer steps.
 
     RoPE acts per token, so the re-weighting alpha * N commutes with it and cancels against the
@@ -180,7 +212,9 @@ def rala_fast(q, k, v, rotate, scale):
     return out.to(out_dtype)
 
 
-def softmax_attention_reference(q, k, v, sin, cos, scale):
+def softmax_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                sin: torch.Tensor, cos: torch.Tensor, scale: float
+                                ) -> torch.Tensor:
     """Global softmax attention with RoPE on q and k; (B, heads, N, d) in and out."""
     q, k = apply_rope(q, sin, cos), apply_rope(k, sin, cos)
     attn = torch.softmax(scale * q @ k.transpose(-1, -2), dim=-1)
@@ -192,6 +226,12 @@ class RALAttention(nn.Module):
 
     qkvo = Conv1x1(C -> 4C) gives q, k, v and the output gate o; a 5x5 depth-wise conv on v
     (``lepe``) adds a local branch; y = proj((attention + lepe) * o).
+
+    Args:
+        dim (int): Channels C of the input map.
+        num_heads (int): Attention heads (C must be divisible by it).
+        attn_type (str): 'rala' (linear in the number of tokens) or 'softmax' (global).
+        attn_impl (str): 'fast' or 'reference' (the formulas written out, for checks).
     """
 
     def __init__(self, dim: int, num_heads: int, attn_type: str = 'rala',
@@ -257,6 +297,11 @@ def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor
 
 
 class DropPath(nn.Module):
+    """Stochastic depth: drops the whole residual branch of a sample with ``drop_prob``.
+
+    Args:
+        drop_prob (float): Probability of dropping the branch in training.
+    """
 
     def __init__(self, drop_prob: float = 0.):
         super().__init__()
@@ -270,7 +315,12 @@ class DropPath(nn.Module):
 
 
 class LayerNorm2d(nn.Module):
-    """LayerNorm over the channels of an NCHW map (wraps ``norm`` to keep the release's keys)."""
+    """LayerNorm over the channels of an NCHW map (wraps ``norm`` to keep the release's keys).
+
+    Args:
+        dim (int): Channels.
+        eps (float): The release's 1e-6.
+    """
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
@@ -290,7 +340,12 @@ class LayerNorm2d(nn.Module):
 
 
 class ConvFFN(nn.Module):
-    """1x1 expand, GELU, residual 3x3 depth-wise conv, 1x1 project."""
+    """1x1 expand, GELU, residual 3x3 depth-wise conv, 1x1 project.
+
+    Args:
+        dim (int): Input and output channels.
+        hidden_dim (int): Expanded channels (dim x mlp_ratio, 3.5 in every variant).
+    """
 
     def __init__(self, dim: int, hidden_dim: int):
         super().__init__()
@@ -307,7 +362,17 @@ class ConvFFN(nn.Module):
 
 
 class RAVLTBlock(nn.Module):
-    """Conditional position encoding, then pre-norm attention and FFN with layer scale."""
+    """Conditional position encoding, then pre-norm attention and FFN with layer scale.
+
+    Args:
+        dim (int): Channels.
+        num_heads (int): Attention heads.
+        mlp_ratio (float): FFN expansion.
+        attn_type (str): 'rala' or 'softmax'.
+        drop_path_rate (float): Stochastic depth of both residual branches.
+        layer_scale_init (float): Initial value of gamma_1 and gamma_2.
+        attn_impl (str): 'fast' or 'reference'.
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, attn_type: str,
                  drop_path_rate: float = 0., layer_scale_init: float = 1.0,
@@ -336,7 +401,12 @@ class RAVLTBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Conv3x3 stride 2 + BN between stages."""
+    """Conv3x3 stride 2 + BN between stages.
+
+    Args:
+        in_dim (int): Channels of the stage before.
+        out_dim (int): Channels of the stage after.
+    """
 
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
@@ -351,6 +421,18 @@ class RAVLTStage(nn.Module):
     """Blocks sharing one RoPE, then (except in the last stage) the downsampling.
 
     Returns the stage's feature map (for the dense outputs) and the input of the next stage.
+
+    Args:
+        dim (int): Channels.
+        depth (int): Blocks.
+        num_heads (int): Attention heads.
+        mlp_ratio (float): FFN expansion.
+        attn_type (str): 'rala' or 'softmax', for every block of the stage.
+        drop_path_rates (Sequence[float]): One stochastic depth rate per block.
+        layer_scale_init (float): Initial layer-scale value of the stage.
+        out_dim (int, optional): Channels of the next stage; None: no downsampling (last stage).
+        attn_impl (str): 'fast' or 'reference'.
+        with_cp (bool): Activation checkpointing per block.
     """
 
     def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float, attn_type: str,
@@ -375,7 +457,12 @@ class RAVLTStage(nn.Module):
 
 
 class ConvStem(nn.Module):
-    """Stride-4 stem: four 3x3 convs (stride 2, 1, 1, 2) with BN, GELU after the first three."""
+    """Stride-4 stem: four 3x3 convs (stride 2, 1, 1, 2) with BN, GELU after the first three.
+
+    Args:
+        in_channels (int): Image channels.
+        dim (int): Channels of the first stage (the convs before the last have dim / 2).
+    """
 
     def __init__(self, in_channels: int, dim: int):
         super().__init__()
@@ -393,6 +480,7 @@ class ConvStem(nn.Module):
 # --------------------------------------------------------------------------------------------
 # The backbone
 # --------------------------------------------------------------------------------------------
+@MODELS.register_module()
 class RAVLT(BaseModule):
     """RAVLT backbone with four multi-scale outputs (strides 4, 8, 16, 32).
 
@@ -509,7 +597,6 @@ class RAVLT(BaseModule):
 
     def init_weights(self):
         if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
-            from ravlt_dense.checkpoint import load_backbone_checkpoint  # imports this module
             load_backbone_checkpoint(self, self.init_cfg['checkpoint'],
                                      prefix=self.init_cfg.get('prefix'))
             self._is_init = True
@@ -524,7 +611,9 @@ class RAVLT(BaseModule):
             raise ValueError(f'RAVLT needs inputs of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} '
                              f'pixels, got {x.shape[-2]}x{x.shape[-1]}; resize or pad the input')
         if self.attn_impl == 'fast':
-            # Depth-wise and 1x1 convs run several times faster on channels-last maps.
+            # Channels-last keeps each head's q, k, v contiguous, so the attention's head split
+            # is a view that SDPA and the matmuls read without a copy (convs measured the same
+            # in both layouts on CPU).
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.patch_embed(x)
         outs = []

@@ -5,13 +5,11 @@ import re
 import pytest
 import torch
 
+from conftest import TINY_ARCH as TINY
 from ravlt_dense import zoo
 from ravlt_dense.models.backbones.ravlt import (RAVLT, RALAttention, RoPE, apply_rope,
                                                 apply_rope_complex, rala_fast, rala_reference,
                                                 rope_tables)
-
-TINY = dict(embed_dims=[8, 16, 32, 64], depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8],
-            mlp_ratio=3.5, layer_scale_init=[1., 1., 1., 1.])
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +21,7 @@ def count(model):
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize('arch', 'tsbl')
+@pytest.mark.parametrize('arch', zoo.variants())
 def test_parameter_counts_are_exact(arch):
     assert count(RAVLT(arch)) == zoo.backbone_params(arch)  # the release's, in the metafile
 

@@ -115,10 +115,11 @@ def test_slurm_train_and_test_through_srun(shapes, tmp_path):  # noqa: F811
     assert {'coco/bbox_mAP', 'coco/segm_mAP'} <= set(metric_values(log))
 
 
-def test_two_node_torchrun_on_one_machine(shapes, tmp_path):  # noqa: F811
-    work_dir, port = tmp_path / 'work', free_port()
+def run_two_nodes(shapes, work_dir):
+    """Start node 0 and node 1 of a 2-node torchrun job on loopback; their exit codes and logs."""
     cmd = ['bash', 'tools/dist_train.sh', QUICKSTART, '1', '--work-dir', str(work_dir),
            '--cfg-options', *one_epoch_options(shapes)]
+    port = free_port()
     nodes = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, env=dict(tool_env(), NNODES='2', NODE_RANK=str(rank),
                                                   MASTER_ADDR='127.0.0.1', PORT=str(port)))
@@ -128,7 +129,22 @@ def test_two_node_torchrun_on_one_machine(shapes, tmp_path):  # noqa: F811
     finally:
         for node in nodes:
             node.kill()
-    assert [node.returncode for node in nodes] == [0, 0], '\n'.join(logs)[-6000:]
+    return [node.returncode for node in nodes], logs
+
+
+def test_two_node_torchrun_on_one_machine(shapes, tmp_path):
+    codes, logs = run_two_nodes(shapes, tmp_path / 'work')
+    if codes != [0, 0] and any('SIGABRT' in log for log in logs):
+        # Seen once in the whole suite on 2 loaded cores (not reproduced in 7 runs alone): a
+        # worker aborted inside c10d at start-up. One more try on a fresh port and work dir;
+        # a real failure fails twice.
+        print('first two-node run aborted (SIGABRT); node 0 log:\n' + logs[0][-3000:])
+        codes, logs = run_two_nodes(shapes, tmp_path / 'work_retry')
+        work_dir = tmp_path / 'work_retry'
+    else:
+        work_dir = tmp_path / 'work'
+    assert codes == [0, 0], '\n'.join(f'--- node {i} ---\n{log[-3000:]}'
+                                       for i, log in enumerate(logs))
     assert 'Distributed launcher: pytorch' in logs[0]
     assert_trained_once(logs[0], work_dir)
     assert 'Saving checkpoint' not in logs[1]  # the second node's rank does not write

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from ravlt_dense.analysis.flops import TensorForward
-from ravlt_dense.analysis.timing import device_name
+from ravlt_dense.analysis.timing import autocast, device_name, synchronize
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 RESULT_TAG = 'BENCH_RESULT_JSON:'
@@ -203,11 +203,6 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _sync(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
-
-
 def measure(spec: dict) -> dict:
     """Measure one model at one size. ``spec`` holds name, level, size (h, w), batch, device,
     dtype, warmup, repeat, flops (bool) and optionally compile (a torch.compile backend).
@@ -221,13 +216,12 @@ def measure(spec: dict) -> dict:
     params = sum(p.numel() for p in model.parameters())
     x = torch.randn(batch, 3, h, w, device=device)
     dtype = spec['dtype']
-    autocast = torch.autocast(device.type, dtype=getattr(torch, dtype),
-                              enabled=dtype != 'float32')
+    mixed_precision = autocast(device, dtype)
 
     def forward(run=model):
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), mixed_precision:
             run(x)
-        _sync(device)
+        synchronize(device)
 
     # Peak memory of the first forward pass over what the model and the input already hold.
     if device.type == 'cuda':

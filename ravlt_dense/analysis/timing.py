@@ -1,8 +1,11 @@
-"""What the benchmark tools share: input sizes on their command lines and the name of the
-device they time on (printed beside every table, as timings mean nothing without it)."""
+"""What the benchmark tools share: input sizes on their command lines, the name of the device
+they time on (printed beside every table, as timings mean nothing without it), autocast by
+dtype name, and timing a call to its end on the device."""
 import platform
+import statistics
 import subprocess
-from typing import Tuple, Union
+import time
+from typing import Callable, Tuple, Union
 
 import torch
 
@@ -45,3 +48,44 @@ def device_name(device: Union[str, torch.device]) -> str:
     if device.type == 'cuda':
         return f'cuda:{torch.cuda.get_device_name(device)}'
     return f'cpu:{cpu_model()} x{torch.get_num_threads()} threads'
+
+
+def synchronize(device: Union[str, torch.device]) -> None:
+    """Wait for the work queued on ``device`` (CUDA runs asynchronously: a timer stopped
+    without this measures the kernel launches, not the kernels)."""
+    if torch.device(device).type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def autocast(device: Union[str, torch.device], dtype: str) -> torch.autocast:
+    """Autocast on ``device`` to ``dtype`` ('float16', 'bfloat16'); 'float32' turns it off.
+
+    Args:
+        device (str | torch.device): Where the model runs.
+        dtype (str): The name of the torch dtype.
+    """
+    return torch.autocast(torch.device(device).type, dtype=getattr(torch, dtype),
+                          enabled=dtype != 'float32')
+
+
+def median_seconds(fn: Callable[[], object], repeat: int, warmup: int = 1,
+                   device: Union[str, torch.device] = 'cpu') -> float:
+    """Median wall time of ``fn()`` over ``repeat`` calls after ``warmup`` untimed ones, each
+    timed until ``device`` has finished it.
+
+    Args:
+        fn (Callable): The work to time.
+        repeat (int): Timed calls.
+        warmup (int): Untimed calls first.
+        device (str | torch.device): The device ``fn`` runs on.
+    """
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

@@ -22,7 +22,7 @@ import time
 import torch
 
 from ravlt_dense import zoo
-from ravlt_dense.analysis.timing import device_name, parse_size
+from ravlt_dense.analysis.timing import device_name, parse_size, synchronize
 from ravlt_dense.models.backbones.ravlt import RAVLT
 
 
@@ -50,12 +50,10 @@ def parse_args(argv=None):
 
 
 def timed(model, x, device) -> float:
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
+    synchronize(device)
     start = time.perf_counter()
     model(x)
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
+    synchronize(device)
     return time.perf_counter() - start
 
 

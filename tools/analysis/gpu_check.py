@@ -32,7 +32,6 @@ import os
 import os.path as osp
 import platform
 import selectors
-import statistics
 import subprocess
 import sys
 import time
@@ -42,7 +41,7 @@ import torch
 import torch.nn as nn
 
 from ravlt_dense.analysis import bench
-from ravlt_dense.analysis.timing import cpu_model
+from ravlt_dense.analysis.timing import autocast, cpu_model, median_seconds, parse_size
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -99,10 +98,6 @@ def description(name: str) -> str:
 # --------------------------------------------------------------------------------------------
 # Worker: one case at a time
 # --------------------------------------------------------------------------------------------
-def _autocast(device: torch.device, dtype: str):
-    return torch.autocast(device.type, dtype=getattr(torch, dtype), enabled=dtype != 'float32')
-
-
 def _loss(outputs) -> torch.Tensor:
     """A loss that reaches every output and every parameter: a fixed linear read-out."""
     total = 0.
@@ -110,19 +105,6 @@ def _loss(outputs) -> torch.Tensor:
         weight = torch.linspace(-1, 1, out.numel(), device=out.device).view_as(out)
         total = total + (out.float() * weight).sum()
     return total
-
-
-def _timed(fn: Callable[[], None], device, warmup: int, repeat: int) -> float:
-    for _ in range(warmup):
-        fn()
-    bench._sync(device)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        bench._sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _peak_mb(fn: Callable[[], None], device) -> Optional[float]:
@@ -159,7 +141,7 @@ def perf_case(case: dict, device: torch.device) -> dict:
         x = torch.randn(batch, 3, h, w, device=device)
 
         def call():
-            with torch.inference_mode(), _autocast(device, case['dtype']):
+            with torch.inference_mode(), autocast(device, case['dtype']):
                 run(x)
         return call
 
@@ -170,22 +152,22 @@ def perf_case(case: dict, device: torch.device) -> dict:
         x = torch.randn(case['train_batch'], 3, h, w, device=device)
 
         def step():
-            with _autocast(device, case['dtype']):
+            with autocast(device, case['dtype']):
                 loss = _loss(run(x))
             loss.backward()
             model.zero_grad(set_to_none=True)
         row['peak_train_MB'] = _peak_mb(step, device)  # also the first warm-up (and compile)
-        row['train_step_ms'] = _timed(step, device, warmup, max(repeat // 2, 1)) * 1e3
+        row['train_step_ms'] = median_seconds(step, max(repeat // 2, 1), warmup, device) * 1e3
     model.eval()
     if 'latency' in metrics:
         call = forward(1)
         row['peak_b1_MB'] = _peak_mb(call, device)
-        row['latency_b1_ms'] = _timed(call, device, warmup, repeat) * 1e3
+        row['latency_b1_ms'] = median_seconds(call, repeat, warmup, device) * 1e3
     if 'throughput' in metrics:
         batch = case['throughput_batch']
         call = forward(batch)
         row['peak_throughput_MB'] = _peak_mb(call, device)
-        row['throughput_img_s'] = batch / _timed(call, device, warmup, max(repeat // 2, 1))
+        row['throughput_img_s'] = batch / median_seconds(call, max(repeat // 2, 1), warmup, device)
     return row
 
 
@@ -218,7 +200,7 @@ def equal_case(case: dict, device: torch.device) -> List[dict]:
         if not name.startswith('cpu_test'):
             model.set_attn_impl('fast')
             for dtype in case['dtypes']:
-                with _autocast(device, dtype):
+                with autocast(device, dtype):
                     amp[dtype] = model(x)
     where = f'{out_size[1]}x{out_size[2]}'
     rows = [dict(check='fast == reference, outputs (fp32)', model=name, input=where,
@@ -268,7 +250,7 @@ def amp_case(case: dict, device: torch.device) -> List[dict]:
     losses, skipped, grads_finite = [], 0, True
     for _ in range(case['steps']):
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.float16):
+        with autocast(device, 'float16'):
             outs = model(x)
             loss = sum(o.float().pow(2).mean() for o in outs)  # pulls features towards 0
         scaler.scale(loss).backward()
@@ -336,11 +318,6 @@ def worker_main() -> None:
 # --------------------------------------------------------------------------------------------
 # Parent: plan, run the workers within the budget, report
 # --------------------------------------------------------------------------------------------
-def parse_size(text: str) -> Tuple[int, int]:
-    h, _, w = text.lower().partition('x')
-    return int(h), int(w or h)
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--device', default='cuda')

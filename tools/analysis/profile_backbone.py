@@ -14,6 +14,7 @@ from collections import defaultdict
 
 import torch
 
+from ravlt_dense.analysis.timing import autocast, parse_size, synchronize
 from ravlt_dense.models.backbones.ravlt import RAVLT
 
 ATTN = dict(mix=('rala', 'rala', 'softmax', 'softmax'), rala=('rala', ) * 4)
@@ -24,22 +25,12 @@ KINDS = (('attention (SDPA)', ('attention', 'flash', 'fmha', 'sdpa')),
          ('normalisation', ('norm', )), ('complex RoPE', ('complex', 'view_as')))
 
 
-def parse_size(text):
-    h, _, w = text.lower().partition('x')
-    return int(h), int(w or h)
-
-
 def kind_of(op_name):
     name = op_name.lower()
     for kind, keys in KINDS:
         if any(k in name for k in keys):
             return kind
     return 'element-wise and other'
-
-
-def sync(device):
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
 
 
 def stage_times(model, x, device, dtype, steps):
@@ -50,13 +41,13 @@ def stage_times(model, x, device, dtype, steps):
 
     def pre(name):
         def hook(*_):
-            sync(device)
+            synchronize(device)
             starts[name] = time.perf_counter()
         return hook
 
     def post(name):
         def hook(*_):
-            sync(device)
+            synchronize(device)
             totals[name] += time.perf_counter() - starts[name]
         return hook
 
@@ -70,10 +61,6 @@ def stage_times(model, x, device, dtype, steps):
     return {name: totals[name] / steps for name, _ in parts}
 
 
-def autocast(device, dtype):
-    return torch.autocast(device.split(':')[0], dtype=dtype, enabled=dtype != torch.float32)
-
-
 def operator_times(model, x, device, dtype, steps):
     """Seconds per forward by operator kind, and the top operators."""
     activities = [torch.profiler.ProfilerActivity.CPU]
@@ -83,7 +70,7 @@ def operator_times(model, x, device, dtype, steps):
             activities=activities) as prof:
         for _ in range(steps):
             model(x)
-        sync(device)
+        synchronize(device)
     events = prof.key_averages()
     on_device = device.startswith('cuda')
     # On GPU only the kernels (device-type events) count: the aten ops that launch them report
@@ -109,7 +96,7 @@ def main(argv=None):
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--steps', type=int, default=5)
     args = p.parse_args(argv)
-    dtype = getattr(torch, args.dtype)
+    dtype = args.dtype
     name = torch.cuda.get_device_name(args.device) if args.device.startswith('cuda') else 'CPU'
     print(f'# RAVLT-{args.arch.upper()} forward, {args.batch}x3x{args.size[0]}x{args.size[1]}, '
           f'{args.dtype}, eval, {name}, torch {torch.__version__}\n')

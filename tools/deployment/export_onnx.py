@@ -19,8 +19,6 @@ Needs the packages of requirements/export.txt (onnx, onnxruntime, onnxscript).
 import argparse
 import os
 import os.path as osp
-import statistics
-import time
 from typing import List, Sequence, Tuple
 
 import torch
@@ -28,6 +26,7 @@ import torch.nn as nn
 from mmengine.config import Config, DictAction
 from torch.utils._pytree import tree_flatten
 
+from ravlt_dense.analysis.timing import median_seconds
 from ravlt_dense.runner import build_model
 
 EXPORT_PACKAGES = ('onnx', 'onnxruntime', 'onnxscript')
@@ -130,16 +129,6 @@ def relative_difference(actual: Sequence, expected: Sequence[torch.Tensor]) -> f
             return float('inf')
         worst = max(worst, ((a - e).abs().max() / e.abs().max().clamp_min(1e-12)).item())
     return worst
-
-
-def median_seconds(fn, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv=None):

@@ -7,7 +7,6 @@
 * Class names from the checkpoint, else from the config's dataset (COCO's 80, ADE20K's 150, or a
   custom ``metainfo``), never a default of another dataset.
 """
-import importlib
 import os.path as osp
 from typing import List, Optional, Sequence, Tuple
 
@@ -16,6 +15,7 @@ import numpy as np
 from ravlt_dense import zoo
 from ravlt_dense.checkpoint import (convert_release_checkpoint, fit_state_dict,
                                     load_checkpoint_file, release_dataset_meta)
+from ravlt_dense.runner import dataset_metainfo
 
 
 def default_device() -> str:
@@ -66,17 +66,12 @@ def config_dataset_meta(cfg) -> Optional[dict]:
         cfg (Config): A detection or segmentation config (its ``default_scope`` picks the
             dataset registry).
     """
-    scope = cfg.get('default_scope', 'mmdet')
-    datasets = importlib.import_module(f'{scope}.registry').DATASETS
     dataset = (cfg.get('test_dataloader') or {}).get('dataset') or {}
-    meta = dict(dataset.get('metainfo') or {})
-    dataset_cls = datasets.get(dataset.get('type', ''))
-    default = getattr(dataset_cls, 'METAINFO', {}) if dataset_cls else {}
-    classes = meta.get('classes') or default.get('classes')
-    if not classes:
+    meta = dataset_metainfo(cfg, dataset)
+    if not meta.get('classes'):
         return None
-    return dict(classes=list(classes),
-                palette=full_palette(classes, meta.get('palette') or default.get('palette')))
+    return dict(classes=list(meta['classes']),
+                palette=full_palette(meta['classes'], meta.get('palette')))
 
 
 def full_palette(classes: Sequence[str], palette: Optional[Sequence] = None) -> List[list]:

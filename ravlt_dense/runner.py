@@ -79,15 +79,24 @@ def check_datasets(cfg: Config, loaders=('train_dataloader', 'val_dataloader',
                     f'(data_root={root!r}).\n{hint}')
 
 
-def _config_classes(cfg: Config, ds: dict) -> Optional[Sequence[str]]:
-    """The class names a dataset of the config uses: its metainfo, else its type's default."""
-    classes = (ds.get('metainfo') or {}).get('classes')
-    if classes is None:
-        from mmengine.registry import DATASETS
-        with DATASETS.switch_scope_and_registry(cfg.get('default_scope', 'mmdet')) as registry:
-            dataset_cls = registry.get(ds.get('type', ''))
-        classes = getattr(dataset_cls, 'METAINFO', {}).get('classes')
-    return classes
+def dataset_metainfo(cfg: Config, dataset: dict) -> dict:
+    """The metainfo (classes, palette...) a dataset of the config gets: its own ``metainfo``
+    over the METAINFO of its type (e.g. COCO's 80 classes for a plain ``CocoDataset``).
+
+    Args:
+        cfg (Config): The config (its ``default_scope`` picks the dataset registry).
+        dataset (dict): One dataset of it (``type``, optional ``metainfo``).
+    """
+    from mmengine.registry import DATASETS
+    with DATASETS.switch_scope_and_registry(cfg.get('default_scope', 'mmdet')) as registry:
+        dataset_cls = registry.get(dataset.get('type', ''))
+    return {**getattr(dataset_cls, 'METAINFO', {}), **(dataset.get('metainfo') or {})}
+
+
+def _preview(names: Sequence[str], limit: int) -> str:
+    """The first ``limit`` names, quoted, then '...' if there are more."""
+    names = list(names)
+    return ', '.join(map(repr, names[:limit])) + (', ...' if len(names) > limit else '')
 
 
 def find_class_mismatch(cfg: Config) -> Optional[str]:
@@ -98,7 +107,7 @@ def find_class_mismatch(cfg: Config) -> Optional[str]:
         ann_file = osp.join(ds.get('data_root') or '', ds.get('ann_file') or '')
         if not ann_file.endswith('.json') or not osp.isfile(ann_file):
             continue
-        classes = _config_classes(cfg, ds)
+        classes = dataset_metainfo(cfg, ds).get('classes')
         try:
             with open(ann_file) as f:
                 categories = [c['name'] for c in json.load(f).get('categories', [])]
@@ -106,15 +115,12 @@ def find_class_mismatch(cfg: Config) -> Optional[str]:
             continue  # not a COCO-format file: nothing to compare
         if classes is None or set(classes) & set(categories):
             continue
-        shown = ', '.join(repr(c) for c in categories[:8]) + (', ...' if len(categories) > 8 else '')
-        config_shown = ', '.join(repr(c) for c in list(classes)[:8]) + (
-            ', ...' if len(classes) > 8 else '')
         return (
-            f'{loader}: the categories of {ann_file} ({len(categories)}: {shown}) and the '
-            f'classes of the config ({len(classes)}: {config_shown}) have no name in common, so '
-            f'every image was dropped. Give the dataset the annotation\'s class names, e.g. in '
-            f'the config: metainfo = dict(classes=({", ".join(repr(c) for c in categories[:3])}'
-            f'{", ..." if len(categories) > 3 else ""})) passed to train/val/test_dataloader.'
+            f'{loader}: the categories of {ann_file} ({len(categories)}: '
+            f'{_preview(categories, 8)}) and the classes of the config ({len(classes)}: '
+            f'{_preview(classes, 8)}) have no name in common, so every image was dropped. Give '
+            f'the dataset the annotation\'s class names, e.g. in the config: metainfo = '
+            f'dict(classes=({_preview(categories, 3)})) passed to train/val/test_dataloader.'
             f'dataset.metainfo, and set num_classes of the heads to {len(categories)}; or fix '
             f'the category names in the annotation file.')
     return None

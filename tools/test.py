@@ -68,8 +68,7 @@ def main():
 
     check_datasets(cfg, loaders=('test_dataloader', ))
     setup_cpu_distributed(cfg, args.launcher)
-    with explain_dataset_errors(cfg):
-        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if not args.non_strict:
         load_checkpoint_strictly(runner, args.checkpoint, args.config)
     if args.out and cfg.get('default_scope') != 'mmseg':
@@ -77,7 +76,7 @@ def main():
         if not args.out.endswith(('.pkl', '.pickle')):
             raise ValueError(f'--out must be a .pkl file for detection, got {args.out}')
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    with explain_dataset_errors(cfg):
+    with explain_dataset_errors(cfg):  # the runner builds the test set here, not above
         runner.test()
 
 

@@ -21,6 +21,11 @@ from typing import Optional, Sequence
 import pytest
 import torch
 
+# Without a GPU, Triton kernels (ravlt_dense.ops) run in Triton's interpreter; it must be on
+# before triton.language is first imported. Nothing else here runs Triton on the CPU.
+if not torch.cuda.is_available():
+    os.environ.setdefault('TRITON_INTERPRET', '1')
+
 REPO = Path(__file__).resolve().parents[1]
 
 # The quick-start Mask R-CNN, and the side of the generated images it is tested on.

@@ -14,7 +14,8 @@ not run:
   2. timings, eager, at the first of ``--sizes``: per model and autocast dtype the batch-1
      latency, the throughput at ``--throughput-batch`` (8), a forward+backward step at
      ``--train-batch`` (2, the paper's images per GPU) and the peak memory of each
-     (``torch.cuda.max_memory_allocated``);
+     (``torch.cuda.max_memory_allocated``); on CUDA the RAVLT rows again with the fused RALA
+     kernel switched off (impl ``fast-nokernel``, ``--nokernel-dtypes``);
   3. ``torch.compile``'d throughput (``--compile-*``: each metric and size is a compilation);
   4. eager at the other sizes, then the reference path of RAVLT (``--reference-sizes``).
 Swin-T and ConvNeXt-T are mmdet's / mmpretrain's where those import, else timm's (the tables say
@@ -127,6 +128,8 @@ def perf_case(case: dict, device: torch.device) -> dict:
     model = model.to(device)
     if case['impl'] == 'reference':
         model.set_attn_impl('reference')
+    elif case['impl'] == 'fast-nokernel':  # RALA through PyTorch ops even where triton runs
+        model.set_rala_kernel(False)
     row = dict(source=source, params_M=sum(p.numel() for p in model.parameters()) / 1e6)
     run = model
     if case['mode'] == 'compiled':
@@ -178,6 +181,7 @@ def _max_abs(a, b) -> float:
 def equal_case(case: dict, device: torch.device) -> List[dict]:
     """Fast vs reference in fp32, outputs and gradients; autocast outputs against fp32."""
     from ravlt_dense.models.backbones.ravlt import RAVLT
+    from ravlt_dense.ops import rala_kernel_applies
     name = case['model']
     torch.manual_seed(0)
     if name.startswith('cpu_test'):  # the CPU tests' own cases
@@ -203,9 +207,10 @@ def equal_case(case: dict, device: torch.device) -> List[dict]:
                 with autocast(device, dtype):
                     amp[dtype] = model(x)
     where = f'{out_size[1]}x{out_size[2]}'
+    kernel = 'with' if rala_kernel_applies(x) else 'without'
     rows = [dict(check='fast == reference, outputs (fp32)', model=name, input=where,
                  value=_max_abs(outs['fast'], outs['reference']), limit=out_tol,
-                 detail='max |fast - reference|')]
+                 detail=f'max |fast - reference|, fast {kernel} the fused RALA kernel')]
     for dtype, out in amp.items():
         rel = max(((a.float() - b).norm() / b.norm()).item() for a, b in zip(out, outs['fast']))
         finite = all(torch.isfinite(a).all().item() for a in out)
@@ -329,6 +334,9 @@ def parse_args(argv=None):
     p.add_argument('--modes', nargs='+', choices=['eager', 'compiled'],
                    help='default: eager compiled (--quick: eager)')
     p.add_argument('--no-reference', action='store_true', help='no timings of the reference path')
+    p.add_argument('--nokernel-dtypes', nargs='+', default=['float16'],
+                   help='dtypes of the RAVLT timings with the fused RALA kernel switched off '
+                   '(impl fast-nokernel, first size, CUDA only); default float16')
     p.add_argument('--reference-sizes', nargs='+', type=parse_size,
                    help='sizes of the reference-path timings; default the first of --sizes')
     p.add_argument('--compile-sizes', nargs='+', type=parse_size,
@@ -403,6 +411,10 @@ def plan(args) -> List[dict]:
     first_size = [c for c in eager if c['size'] == args.sizes[0]]
     if 'eager' in args.modes:
         cases += first_size
+    if 'eager' in args.modes and args.device.startswith('cuda'):
+        # the fast path without its fused RALA kernel: what the kernel gains
+        cases += [dict(c, impl='fast-nokernel') for c in first_size
+                  if c['model'] in ravlts and c['dtype'] in args.nokernel_dtypes]
     if 'compiled' in args.modes:
         cases += [dict(timing, model=m, impl='fast', mode='compiled', size=s, dtype=d,
                        metrics=args.compile_metrics)

@@ -1,12 +1,13 @@
 """Where the time of a RAVLT forward goes: per stage and per operator kind, one device.
 
     python tools/analysis/profile_backbone.py [--arch s] [--attn mix rala] [--size 800x1216]
-        [--batch 8] [--dtype float16] [--device cuda] [--steps 5]
+        [--batch 8] [--dtype float16] [--device cuda] [--steps 5] [--no-rala-kernel]
 
 Per stage: the mean time of the stem and of each stage (blocks + downsampling), from events
 recorded around them. Per operator: torch.profiler's device (or CPU) time summed by operator
 and grouped into convolutions, attention (SDPA), matrix products, normalisation and the
-element-wise rest. Eval mode, autocast in ``--dtype`` (float32: none).
+element-wise rest. Eval mode, autocast in ``--dtype`` (float32: none); on CUDA RALA runs
+through its fused Triton kernels unless ``--no-rala-kernel``.
 """
 import argparse
 import time
@@ -19,7 +20,8 @@ from ravlt_dense.models.backbones.ravlt import RAVLT
 
 ATTN = dict(mix=('rala', 'rala', 'softmax', 'softmax'), rala=('rala', ) * 4)
 # Checked in this order: cuDNN's attention kernels also say cudnn, its convs also say gemm.
-KINDS = (('attention (SDPA)', ('attention', 'flash', 'fmha', 'sdpa')),
+KINDS = (('RALA kernels (Triton)', ('_query_sum_kernel', '_key_value_kernel', '_output_kernel')),
+         ('attention (SDPA)', ('attention', 'flash', 'fmha', 'sdpa')),
          ('convolution', ('conv', 'cudnn', 'fprop', 'dgrad', 'wgrad', 'nchwtonhwc', 'nhwctonchw')),
          ('matrix products', ('matmul', 'bmm', 'mm', 'gemm', 'addmm', 'baddbmm')),
          ('normalisation', ('norm', )), ('complex RoPE', ('complex', 'view_as')))
@@ -95,13 +97,17 @@ def main(argv=None):
     p.add_argument('--dtype', choices=['float16', 'bfloat16', 'float32'], default='float16')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--steps', type=int, default=5)
+    p.add_argument('--no-rala-kernel', action='store_true',
+                   help='RALA through PyTorch ops even where its Triton kernels run')
     args = p.parse_args(argv)
     dtype = args.dtype
     name = torch.cuda.get_device_name(args.device) if args.device.startswith('cuda') else 'CPU'
     print(f'# RAVLT-{args.arch.upper()} forward, {args.batch}x3x{args.size[0]}x{args.size[1]}, '
-          f'{args.dtype}, eval, {name}, torch {torch.__version__}\n')
+          f'{args.dtype}, eval, {name}, torch {torch.__version__}, RALA kernel '
+          f'{"off" if args.no_rala_kernel else "on where it applies"}\n')
     for attn in args.attn:
-        model = RAVLT(args.arch, attn_types=ATTN[attn]).to(args.device).eval()
+        model = RAVLT(args.arch, attn_types=ATTN[attn],
+                      rala_kernel=not args.no_rala_kernel).to(args.device).eval()
         x = torch.randn(args.batch, 3, *args.size, device=args.device)
         with torch.inference_mode(), autocast(args.device, dtype):
             for _ in range(2):

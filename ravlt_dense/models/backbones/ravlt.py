@@ -19,6 +19,10 @@ ONNX exporters: see ``is_tracing``), the fast path computes the same math in a f
 follow: RoPE in real arithmetic on tables built from the ``angle`` buffer inside the graph (no
 complex numbers, which ONNX lacks; no cache keyed on storage; the compiler fuses it), and its
 sums out of place (exporters that trace do not follow writes through views).
+
+On CUDA, when nothing asks for gradients (evaluation, inference, benchmarks) and triton is
+installed, the fast path hands RALA to fused Triton kernels (``ravlt_dense.ops``, same math in
+three passes over the tokens instead of a dozen); ``rala_kernel=False`` keeps the PyTorch ops.
 """
 import math
 from collections import OrderedDict
@@ -33,6 +37,7 @@ from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ravlt_dense.checkpoint import load_backbone_checkpoint
+from ravlt_dense.ops import rala_kernel_applies, rala_triton
 
 ATTN_TYPES = ('rala', 'softmax')
 ATTN_IMPLS = ('fast', 'reference')
@@ -247,6 +252,7 @@ class RALAttention(nn.Module):
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
         self.attn_type, self.attn_impl = attn_type, attn_impl
+        self.use_kernel = True  # RALA's fused kernel where it applies (RAVLT's rala_kernel)
         self.qkvo = nn.Conv2d(dim, 4 * dim, 1)
         self.lepe = nn.Conv2d(dim, dim, 5, padding=2, groups=dim)
         self.proj = nn.Conv2d(dim, dim, 1)
@@ -262,10 +268,16 @@ class RALAttention(nn.Module):
             attend = rala_reference if self.attn_type == 'rala' else softmax_attention_reference
             out = attend(q, k, v, *rope(H, W), self.scale)
             return self.proj((self._merge_heads(out, H, W) + lepe) * o)
-        rotate = rope.rotary(H, W)
         if self.attn_type == 'rala':
-            out = rala_fast(*map(self._split_heads, (q, k, v)), rotate, self.scale)
+            q, k, v = map(self._split_heads, (q, k, v))
+            if self.use_kernel and not is_tracing() and rala_kernel_applies(q) and not (
+                    torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
+                                                 or v.requires_grad)):
+                out = rala_triton(q, k, v, rope.angle, H, W, self.scale)
+            else:
+                out = rala_fast(q, k, v, rope.rotary(H, W), self.scale)
         else:
+            rotate = rope.rotary(H, W)
             q, k = (rotate(self._split_heads(t)) for t in (q, k))
             out = F.scaled_dot_product_attention(q, k, self._split_heads(v))
         if is_tracing():
@@ -498,6 +510,8 @@ class RAVLT(BaseModule):
         norm_eval (bool): Keep BatchNorm layers in eval mode while training. Defaults to True.
         with_cp (bool): Activation checkpointing per block (saves memory, costs a re-forward).
         attn_impl (str): 'fast' (default) or 'reference' (the formulas as written, for checks).
+        rala_kernel (bool): Let the fast path run RALA's forward through the fused Triton kernel
+            on CUDA when no gradient is needed and triton is installed. Defaults to True.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)`` loads the
             authors' ImageNet checkpoints or ours, strictly, reporting any key that does not fit.
     """
@@ -528,6 +542,7 @@ class RAVLT(BaseModule):
                  norm_eval: bool = True,
                  with_cp: bool = False,
                  attn_impl: str = 'fast',
+                 rala_kernel: bool = True,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         arch = self._resolve_arch(arch)
@@ -563,6 +578,7 @@ class RAVLT(BaseModule):
         self.extra_norms = nn.ModuleList(
             LayerNorm2d(dims[i]) if i in out_indices else nn.Identity()
             for i in range(self.num_stages))
+        self.set_rala_kernel(rala_kernel)
         self._freeze_stages()
 
     @classmethod
@@ -593,6 +609,13 @@ class RAVLT(BaseModule):
         for m in self.modules():
             if isinstance(m, RALAttention):
                 m.attn_impl = attn_impl
+        return self
+
+    def set_rala_kernel(self, enabled: bool) -> 'RAVLT':
+        """Allow (True) or forbid (False) the fused RALA kernel in the fast path."""
+        for m in self.modules():
+            if isinstance(m, RALAttention):
+                m.use_kernel = bool(enabled)
         return self
 
     def init_weights(self):

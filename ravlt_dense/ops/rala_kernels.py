@@ -1,0 +1,229 @@
+"""RALA's inference forward as three Triton kernels (the math of ``rala_fast``, fewer passes).
+
+For each (image, head) with n tokens of d channels, phi(x) = elu(x) + 1 and R the stage's 2-D
+RoPE, RALA is
+
+    alpha = softmax_n(scale * mean_n(phi(q)) . phi(k_n))
+    kv    = sum_n R(phi(k_n))^T (alpha_n v_n)           (d x d)
+    z_n   = 1 / (phi(q_n) . sum_m alpha_m phi(k_m) + 1e-6)
+    out_n = (R(phi(q_n)) kv) z_n
+
+The PyTorch path spends a kernel (and a fp32 copy of the map) on every step of it. Here:
+
+1. ``_query_sum_kernel`` sums phi(q) over the tokens (partial sums per chunk of tokens);
+2. ``_key_value_kernel`` reads k and v once: the softmax over all tokens is accumulated online
+   (running max, rescaled sums, as flash attention does) into kv and sum alpha phi(k), again
+   per chunk; the chunks are merged with their max-rescaled weights in PyTorch (tiny tensors);
+3. ``_output_kernel`` reads q again and writes the output.
+
+Everything is computed in fp32 whatever the input dtype (as ``rala_fast``: the normaliser and
+the sums over all tokens overflow or lose precision in half precision). The d x d products run
+on tensor cores in TF32 for half inputs (fp32 accumulation; far inside the autocast tolerance)
+and in full fp32 for fp32 inputs. RoPE is computed in the kernels from the stage's ``angle``
+buffer and the token's row and column (the same fp32 products as ``rope_tables``), so any
+H x W works and the release's checkpoints apply unchanged. q, k and v are read through their
+strides: the channels-last head views of ``RALAttention`` need no copy.
+
+Only the forward: training keeps the PyTorch path (autograd). ``TRITON_INTERPRET=1`` runs the
+kernels on the CPU (slowly), which is how the tests check them without a GPU.
+"""
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+NORMALISER_EPS = 1e-6  # as rala_terms / rala_fast
+
+
+@triton.jit
+def _phi_and_rope(base, stride_n, stride_d, offs_n, offs_d, n_tokens, width, angle_ptr,
+                  HEAD_DIM: tl.constexpr, ROTATE: tl.constexpr):
+    """phi(x) = elu(x) + 1 of a (BLOCK_N, BLOCK_D) tile of tokens and, if ROTATE, R(phi(x)).
+
+    Tokens past ``n_tokens`` and channels past HEAD_DIM are zero in both results.
+    """
+    mask = (offs_n < n_tokens)[:, None] & (offs_d < HEAD_DIM)[None, :]
+    rows = base + offs_n[:, None] * stride_n
+    x = tl.load(rows + offs_d[None, :] * stride_d, mask=mask, other=0.).to(tl.float32)
+    phi = tl.where(mask, tl.where(x > 0, x + 1, tl.exp(x)), 0.)  # elu(x) + 1 = e^x for x <= 0
+    if ROTATE:
+        # RoPE turns channel pairs (2i, 2i+1): rotated_c = phi_c cos - phi_{c+1} sin for even c,
+        # phi_c cos + phi_{c-1} sin for odd c; the partner is channel c ^ 1.
+        x_pair = tl.load(rows + (offs_d ^ 1)[None, :] * stride_d, mask=mask,
+                         other=0.).to(tl.float32)
+        phi_pair = tl.where(mask, tl.where(x_pair > 0, x_pair + 1, tl.exp(x_pair)), 0.)
+        half: tl.constexpr = HEAD_DIM // 2
+        angle = tl.load(angle_ptr + offs_d % half, mask=offs_d < HEAD_DIM, other=0.)
+        # the first half of the channels turns with the token's row, the second with its column
+        row = (offs_n // width).to(tl.float32)
+        col = (offs_n % width).to(tl.float32)
+        pos = tl.where((offs_d < half)[None, :], row[:, None], col[:, None])
+        theta = pos * angle[None, :]
+        sign = tl.where(offs_d % 2 == 0, -1., 1.)
+        rotated = phi * tl.cos(theta) + sign[None, :] * phi_pair * tl.sin(theta)
+        return phi, rotated
+    return phi, phi
+
+
+@triton.jit
+def _query_sum_kernel(q_ptr, sum_ptr, n_tokens, tokens_per_chunk, num_heads,
+                      sq_b, sq_h, sq_n, sq_d,
+                      HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """sum_ptr[bh, chunk, :] = sum of phi(q) over the chunk's tokens."""
+    bh, chunk = tl.program_id(0), tl.program_id(1)
+    q_base = q_ptr + (bh // num_heads) * sq_b + (bh % num_heads) * sq_h
+    offs_d = tl.arange(0, BLOCK_D)
+    total = tl.zeros((BLOCK_D, ), dtype=tl.float32)
+    start = chunk * tokens_per_chunk
+    end = tl.minimum(start + tokens_per_chunk, n_tokens)
+    for offset in range(0, tokens_per_chunk, BLOCK_N):
+        offs_n = start + offset + tl.arange(0, BLOCK_N)
+        phi, _ = _phi_and_rope(q_base, sq_n, sq_d, offs_n, offs_d, end, 1, q_ptr,
+                               HEAD_DIM, False)
+        total += tl.sum(phi, axis=0)
+    num_chunks = tl.num_programs(1)
+    tl.store(sum_ptr + (bh * num_chunks + chunk) * HEAD_DIM + offs_d, total,
+             mask=offs_d < HEAD_DIM)
+
+
+@triton.jit
+def _key_value_kernel(k_ptr, v_ptr, q_global_ptr, angle_ptr, max_ptr, denom_ptr, ksum_ptr,
+                      kv_ptr, n_tokens, width, tokens_per_chunk, num_heads, scale,
+                      sk_b, sk_h, sk_n, sk_d, sv_b, sv_h, sv_n, sv_d,
+                      HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                      PRECISION: tl.constexpr):
+    """One chunk's share of the softmax over the tokens: its max logit, sum of exp(logit - max),
+    sum of exp(.) phi(k) and sum of exp(.) R(phi(k))^T v."""
+    bh, chunk = tl.program_id(0), tl.program_id(1)
+    b, h = bh // num_heads, bh % num_heads
+    k_base = k_ptr + b * sk_b + h * sk_h
+    v_base = v_ptr + b * sv_b + h * sv_h
+    offs_d = tl.arange(0, BLOCK_D)
+    d_mask = offs_d < HEAD_DIM
+    q_global = tl.load(q_global_ptr + bh * HEAD_DIM + offs_d, mask=d_mask, other=0.)
+
+    running_max = float('-inf')
+    denom = 0.
+    ksum = tl.zeros((BLOCK_D, ), dtype=tl.float32)
+    kv = tl.zeros((BLOCK_D, BLOCK_D), dtype=tl.float32)
+    start = chunk * tokens_per_chunk
+    end = tl.minimum(start + tokens_per_chunk, n_tokens)
+    for offset in range(0, tokens_per_chunk, BLOCK_N):
+        offs_n = start + offset + tl.arange(0, BLOCK_N)
+        n_mask = offs_n < end
+        phi, rotated = _phi_and_rope(k_base, sk_n, sk_d, offs_n, offs_d, end, width, angle_ptr,
+                                     HEAD_DIM, True)
+        logits = scale * tl.sum(phi * q_global[None, :], axis=1)
+        logits = tl.where(n_mask, logits, float('-inf'))
+        new_max = tl.maximum(running_max, tl.max(logits, axis=0))
+        rescale = tl.exp(running_max - new_max)  # 0 on the first block (exp(-inf))
+        weights = tl.exp(logits - new_max)  # 0 for padding tokens
+        v = tl.load(v_base + offs_n[:, None] * sv_n + offs_d[None, :] * sv_d,
+                    mask=n_mask[:, None] & d_mask[None, :], other=0.).to(tl.float32)
+        denom = denom * rescale + tl.sum(weights, axis=0)
+        ksum = ksum * rescale + tl.sum(weights[:, None] * phi, axis=0)
+        kv = kv * rescale + tl.dot(tl.trans(rotated), weights[:, None] * v,
+                                   input_precision=PRECISION)
+        running_max = new_max
+
+    out = bh * tl.num_programs(1) + chunk
+    tl.store(max_ptr + out, running_max)
+    tl.store(denom_ptr + out, denom)
+    tl.store(ksum_ptr + out * HEAD_DIM + offs_d, ksum, mask=d_mask)
+    kv_offs = offs_d[:, None] * HEAD_DIM + offs_d[None, :]
+    tl.store(kv_ptr + out * HEAD_DIM * HEAD_DIM + kv_offs, kv,
+             mask=d_mask[:, None] & d_mask[None, :])
+
+
+@triton.jit
+def _output_kernel(q_ptr, angle_ptr, ksum_ptr, kv_ptr, out_ptr, n_tokens, width, num_heads,
+                   sq_b, sq_h, sq_n, sq_d, so_b, so_h, so_n, so_d,
+                   HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                   PRECISION: tl.constexpr):
+    """out_n = (R(phi(q_n)) kv) / (phi(q_n) . ksum + eps) for one block of tokens."""
+    bh, block = tl.program_id(0), tl.program_id(1)
+    b, h = bh // num_heads, bh % num_heads
+    offs_n = block * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_mask = offs_d < HEAD_DIM
+    phi, rotated = _phi_and_rope(q_ptr + b * sq_b + h * sq_h, sq_n, sq_d, offs_n, offs_d,
+                                 n_tokens, width, angle_ptr, HEAD_DIM, True)
+    ksum = tl.load(ksum_ptr + bh * HEAD_DIM + offs_d, mask=d_mask, other=0.)
+    kv = tl.load(kv_ptr + bh * HEAD_DIM * HEAD_DIM + offs_d[:, None] * HEAD_DIM
+                 + offs_d[None, :], mask=d_mask[:, None] & d_mask[None, :], other=0.)
+    z = 1. / (tl.sum(phi * ksum[None, :], axis=1) + 1e-6)
+    out = tl.dot(rotated, kv, input_precision=PRECISION) * z[:, None]
+    out_base = out_ptr + b * so_b + h * so_h
+    tl.store(out_base + offs_n[:, None] * so_n + offs_d[None, :] * so_d,
+             out.to(out_ptr.dtype.element_ty),
+             mask=(offs_n < n_tokens)[:, None] & d_mask[None, :])
+
+
+def _chunking(n_tokens: int, batch_heads: int, block: int, programs: int):
+    """Split the tokens into chunks (multiples of ``block``) so that about ``programs`` programs
+    run in all: the sums over the tokens need parallelism beyond batch x heads."""
+    chunks = max(1, min(math.ceil(programs / batch_heads), math.ceil(n_tokens / block)))
+    per_chunk = math.ceil(math.ceil(n_tokens / chunks) / block) * block
+    return math.ceil(n_tokens / per_chunk), per_chunk
+
+
+def rala_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, angle: torch.Tensor,
+                height: int, width: int, scale: float) -> torch.Tensor:
+    """RALA forward through the kernels; the inputs and result of ``rala_fast``.
+
+    Args:
+        q, k, v (Tensor): (B, heads, H*W, d) in any strides and one float dtype; d divisible by 4.
+        angle (Tensor): The stage's RoPE frequencies (``RoPE.angle``, d/2 values).
+        height, width (int): The map's size (tokens are row-major).
+        scale (float): The softmax scale of the global query (head_dim ** -0.5).
+
+    Returns:
+        Tensor: (B, heads, H*W, d) in q's dtype, laid out as ``RALAttention``'s head views of a
+        channels-last map (so adding it into one reads both in the same order).
+    """
+    batch, heads, n_tokens, head_dim = q.shape
+    if n_tokens != height * width:
+        raise ValueError(f'{n_tokens} tokens do not make a {height}x{width} map')
+    if head_dim % 4 or angle.numel() != head_dim // 2:
+        raise ValueError(f'head dim {head_dim} needs a multiple of 4 and {head_dim // 2} RoPE '
+                         f'angles, got {angle.numel()}')
+    precision = 'ieee' if q.dtype == torch.float32 else 'tf32'
+    block_d = max(16, triton.next_power_of_2(head_dim))
+    block_n = 64 if block_d <= 64 else 32
+    num_warps = 4 if block_d <= 64 else 8
+    batch_heads = batch * heads
+    device = q.device
+    angle = angle.to(device=device, dtype=torch.float32).contiguous()
+    programs = 4 * (torch.cuda.get_device_properties(device).multi_processor_count
+                    if device.type == 'cuda' else 1)
+    chunks, per_chunk = _chunking(n_tokens, batch_heads, block_n, programs)
+
+    partial = q.new_empty((batch_heads, chunks, head_dim), dtype=torch.float32)
+    _query_sum_kernel[(batch_heads, chunks)](
+        q, partial, n_tokens, per_chunk, heads, *q.stride(),
+        HEAD_DIM=head_dim, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps)
+    q_global = (partial.sum(dim=1) / n_tokens).contiguous()
+
+    maxes = q.new_empty((batch_heads, chunks), dtype=torch.float32)
+    denoms = torch.empty_like(maxes)
+    ksums = torch.empty_like(partial)
+    kvs = q.new_empty((batch_heads, chunks, head_dim, head_dim), dtype=torch.float32)
+    _key_value_kernel[(batch_heads, chunks)](
+        k, v, q_global, angle, maxes, denoms, ksums, kvs, n_tokens, width, per_chunk, heads,
+        scale, *k.stride(), *v.stride(),
+        HEAD_DIM=head_dim, BLOCK_N=block_n, BLOCK_D=block_d, PRECISION=precision,
+        num_warps=num_warps)
+    # merge the chunks: each chunk's sums were taken relative to its own max logit
+    weights = torch.exp(maxes - maxes.amax(dim=1, keepdim=True))
+    denom = (weights * denoms).sum(dim=1)
+    ksum = ((weights[..., None] * ksums).sum(dim=1) / denom[:, None]).contiguous()
+    kv = ((weights[..., None, None] * kvs).sum(dim=1) / denom[:, None, None]).contiguous()
+
+    # (B, H*W, heads, d) memory, seen as (B, heads, H*W, d): the layout of the head views
+    out = q.new_empty((batch, n_tokens, heads, head_dim)).transpose(1, 2)
+    _output_kernel[(batch_heads, triton.cdiv(n_tokens, block_n))](
+        q, angle, ksum, kv, out, n_tokens, width, heads, *q.stride(), *out.stride(),
+        HEAD_DIM=head_dim, BLOCK_N=block_n, BLOCK_D=block_d, PRECISION=precision,
+        num_warps=num_warps)
+    return out

@@ -1,0 +1,130 @@
+"""The fused RALA kernels (``ravlt_dense.ops``) against the paper's formulas.
+
+Without a GPU the kernels run in Triton's interpreter (NumPy on the CPU; conftest switches it
+on); on a machine with CUDA the same tests run the compiled kernels on the GPU
+(``python -m pytest tests/test_ops`` there, as ``tools/analysis/gpu_check.sh`` does).
+"""
+import os
+from unittest import mock
+
+import pytest
+import torch
+
+from conftest import TINY_ARCH as TINY, weighted_sum
+from ravlt_dense import ops
+from ravlt_dense.models.backbones.ravlt import RAVLT, RALAttention, RoPE, rala_reference
+
+pytest.importorskip('triton')
+
+DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+@pytest.fixture
+def kernel_on_this_device():
+    """The backbone takes the kernel for CUDA tensors; on the CPU (interpreter) let it."""
+    assert DEVICE == 'cuda' or os.environ.get('TRITON_INTERPRET') == '1'
+    with mock.patch('ravlt_dense.models.backbones.ravlt.rala_kernel_applies',
+                    lambda x: x.device.type == DEVICE):
+        yield
+
+
+def head_views(batch, heads, height, width, head_dim, dtype=torch.float32, gain=1.0):
+    """q, k, v as RALAttention makes them: (B, heads, N, d) views of one channels-last map."""
+    qkv = torch.randn(batch, 3 * heads * head_dim, height, width, device=DEVICE) * gain
+    qkv = qkv.to(dtype).contiguous(memory_format=torch.channels_last)
+    attn = RALAttention(heads * head_dim, heads)
+    return [attn._split_heads(t) for t in qkv.chunk(3, dim=1)]
+
+
+def reference(q, k, v, height, width):
+    head_dim = q.shape[-1]
+    rope = RoPE(head_dim).to(q.device)
+    return rala_reference(q.float(), k.float(), v.float(), *rope(height, width), head_dim**-0.5)
+
+
+def run_kernel(q, k, v, height, width):
+    angle = RoPE(q.shape[-1]).angle.to(q.device)
+    return ops.rala_triton(q, k, v, angle, height, width, q.shape[-1]**-0.5)
+
+
+@pytest.mark.parametrize('batch, heads, height, width, head_dim', [
+    (2, 2, 7, 9, 64),     # one partial block of tokens
+    (1, 1, 17, 23, 64),   # several chunks, the last with an empty block (merge across chunks)
+    (1, 3, 13, 11, 96),   # RAVLT-B/L's head dim: padded to 128 channels in the kernel
+    (2, 1, 5, 6, 32),     # the tiny test arch's head dims
+])
+def test_kernel_matches_reference_fp32(batch, heads, height, width, head_dim):
+    q, k, v = head_views(batch, heads, height, width, head_dim)
+    out = run_kernel(q, k, v, height, width)
+    ref = reference(q, k, v, height, width)
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    assert (out - ref).abs().max() <= 1e-5 * max(1., ref.abs().max().item())
+    assert ref.abs().max() > 0.1
+
+
+def test_kernel_merges_chunks_whose_softmax_maxima_differ_by_far():
+    # logits of hundreds: exp overflows unless each chunk is taken relative to its max and the
+    # chunks are rescaled to the global one
+    q, k, v = head_views(1, 1, 20, 20, 64, gain=6.0)
+    with torch.no_grad():
+        k[..., :50, :] += 8.0  # the first chunk holds the largest keys
+    out = run_kernel(q, k, v, 20, 20)
+    ref = reference(q, k, v, 20, 20)
+    assert torch.isfinite(out).all()
+    assert (out - ref).abs().max() <= 1e-5 * max(1., ref.abs().max().item())
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_kernel_half_inputs_computed_in_fp32(dtype):
+    q, k, v = head_views(2, 2, 9, 14, 64, dtype=dtype)
+    out = run_kernel(q, k, v, 9, 14)
+    ref = reference(q, k, v, 9, 14)  # the same half inputs, all in fp32
+    assert out.dtype == dtype
+    # the kernel differs from fp32 by the output's rounding (and TF32 products on a GPU)
+    assert torch.allclose(out.float(), ref, rtol=1e-2, atol=1e-2 * ref.abs().max().item())
+
+
+def test_kernel_output_is_laid_out_like_the_head_views():
+    q, k, v = head_views(2, 2, 6, 7, 32)
+    out = run_kernel(q, k, v, 6, 7)
+    assert out.stride() == q.new_empty(2, 42, 2, 32).transpose(1, 2).stride()
+
+
+def test_kernel_rejects_inputs_that_do_not_fit():
+    q, k, v = head_views(1, 1, 6, 7, 32)
+    with pytest.raises(ValueError, match='42 tokens do not make a 7x7 map'):
+        run_kernel(q, k, v, 7, 7)
+    with pytest.raises(ValueError, match='head dim 32 needs a multiple of 4 and 16 RoPE'):
+        ops.rala_triton(q, k, v, torch.ones(8), 6, 7, 0.1)
+
+
+def test_backbone_takes_the_kernel_for_inference_and_matches_reference(kernel_on_this_device):
+    model = RAVLT(TINY, attn_types=('rala', ) * 4).to(DEVICE).eval()
+    x = torch.randn(1, 3, 80, 72, device=DEVICE)
+    kernel = mock.Mock(wraps=ops.rala_triton)
+    with torch.no_grad(), mock.patch('ravlt_dense.models.backbones.ravlt.rala_triton', kernel):
+        fused = model(x)
+        assert kernel.call_count == sum(TINY['depths'])
+        ref = model.set_attn_impl('reference')(x)
+        model.set_attn_impl('fast').set_rala_kernel(False)(x)
+        assert kernel.call_count == sum(TINY['depths'])  # switched off: no further calls
+    for a, b in zip(fused, ref):
+        assert (a - b).abs().max() <= 2e-5
+
+
+def test_training_keeps_the_autograd_path(kernel_on_this_device):
+    model = RAVLT(TINY).to(DEVICE).train()
+    x = torch.randn(2, 3, 64, 64, device=DEVICE)
+    kernel = mock.Mock(wraps=ops.rala_triton)
+    with mock.patch('ravlt_dense.models.backbones.ravlt.rala_triton', kernel):
+        weighted_sum(model(x)).backward()
+    assert kernel.call_count == 0
+    assert model.layers[0].blocks[0].attn.qkvo.weight.grad.abs().sum() > 0
+
+
+def test_kernel_applies_to_cuda_tensors_with_triton():
+    assert not ops.rala_kernel_applies(torch.zeros(1))
+    cuda_like = mock.Mock(is_cuda=True)
+    assert ops.rala_kernel_applies(cuda_like)
+    with mock.patch.object(ops, 'triton_available', return_value=False):
+        assert not ops.rala_kernel_applies(cuda_like)

@@ -1,0 +1,110 @@
+"""Peak GPU memory of RAVLT's softmax attention in fp32, by SDPA backend and input layout.
+
+    python tools/analysis/probe_sdpa_memory.py [--size 800x1216] [--batch 1]
+
+The GPU check found the released mix's first fp32 forward (no autocast) peaking at tens of GB
+where fp16 needs a few hundred MB (docs/gpu.md). This probe separates the suspects: the
+attention call alone at the shapes of RAVLT-S's softmax stages (q, k as the fast path's rotated
+copies, v as a view of the channels-last qkvo map, or all contiguous) under each backend, and
+the whole backbone with cuDNN's convolution benchmarking on and off. Prints a Markdown table.
+"""
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from ravlt_dense.analysis.timing import parse_size, synchronize
+
+BACKENDS = {'default': None, 'efficient': SDPBackend.EFFICIENT_ATTENTION,
+            'math': SDPBackend.MATH, 'cudnn': SDPBackend.CUDNN_ATTENTION,
+            'flash': SDPBackend.FLASH_ATTENTION}
+
+
+def measure(fn, device):
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    synchronize(device)
+    start = time.perf_counter()
+    try:
+        fn()
+    except RuntimeError as exc:
+        return None, None, str(exc).splitlines()[0][:80]
+    synchronize(device)
+    ms = (time.perf_counter() - start) * 1e3
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20, ms, ''
+
+
+def attention_rows(batch, height, width, dim, heads, device):
+    """The attention of one stage: (B, heads, N, d) q, k contiguous, v a channels-last view."""
+    qkvo = torch.randn(batch, 4 * dim, height, width, device=device).contiguous(
+        memory_format=torch.channels_last)
+    v_view = qkvo[:, 2 * dim:3 * dim].flatten(2).transpose(1, 2).unflatten(
+        -1, (heads, -1)).transpose(1, 2)
+    q = torch.randn_like(v_view.contiguous())
+    k = torch.randn_like(q)
+    rows = []
+    for layout, v in (('v channels-last view', v_view), ('all contiguous', v_view.contiguous())):
+        for name, backend in BACKENDS.items():
+            def call():
+                with torch.no_grad():
+                    if backend is None:
+                        F.scaled_dot_product_attention(q, k, v)
+                    else:
+                        with sdpa_kernel(backend):
+                            F.scaled_dot_product_attention(q, k, v)
+            call()  # first call: kernel selection, workspaces
+            peak, ms, err = measure(call, device)
+            rows.append((f'SDPA {height}x{width} tokens, {heads} heads', layout, name, peak, ms,
+                         err))
+    return rows
+
+
+def backbone_rows(batch, size, device):
+    from ravlt_dense.models.backbones.ravlt import RAVLT
+    rows = []
+    for attn in (('rala', 'rala', 'softmax', 'softmax'), ('rala', ) * 4):
+        model = RAVLT('s', attn_types=attn).to(device).eval()
+        x = torch.randn(batch, 3, *size, device=device)
+        for benchmark in (False, True):
+            torch.backends.cudnn.benchmark = benchmark
+            torch._C._cuda_clearCublasWorkspaces()
+
+            def call():
+                with torch.no_grad():
+                    model(x)
+            peak, ms, err = measure(call, device)  # the first forward, as the GPU check's
+            peak2, ms2, _ = measure(call, device)
+            mix = 'released mix' if 'softmax' in attn else 'all-RALA'
+            rows.append((f'RAVLT-S {mix} fp32 b{batch}', f'cudnn.benchmark={benchmark}',
+                         'first / second forward', peak, ms, f'second: {peak2:.0f} MB, '
+                         f'{ms2:.0f} ms' + (f' {err}' if err else '')))
+        torch.backends.cudnn.benchmark = False
+        del model
+    return rows
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--size', type=parse_size, default=(800, 1216))
+    p.add_argument('--batch', type=int, default=1)
+    args = p.parse_args()
+    device = torch.device('cuda')
+    torch.backends.cuda.matmul.allow_tf32 = False
+    h, w = args.size
+    rows = []
+    for stride, dim, heads in ((16, 320, 5), (32, 512, 8)):  # RAVLT-S's softmax stages
+        rows += attention_rows(args.batch, -(-h // stride), -(-w // stride), dim, heads, device)
+    rows += backbone_rows(args.batch, args.size, device)
+    print(f'# fp32 peak memory, {torch.cuda.get_device_name(device)}, torch {torch.__version__}'
+          f'\n\n| what | layout / setting | backend | peak MB | ms | note |\n|---|---|---|---|---|---|')
+    for what, layout, backend, peak, ms, note in rows:
+        peak_s = '-' if peak is None else f'{peak:.0f}'
+        ms_s = '-' if ms is None else f'{ms:.1f}'
+        print(f'| {what} | {layout} | {backend} | {peak_s} | {ms_s} | {note} |')
+
+
+if __name__ == '__main__':
+    main()

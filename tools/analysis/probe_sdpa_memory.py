@@ -78,11 +78,10 @@ def backbone_rows(batch, size, device):
             peak, ms, err = measure(call, device)  # the first forward, as the GPU check's
             peak2, ms2, _ = measure(call, device)
             mix = 'released mix' if 'softmax' in attn else 'all-RALA'
+            second = '-' if peak2 is None else f'{peak2:.0f} MB, {ms2:.0f} ms'
             rows.append((f'RAVLT-S {mix} fp32 b{batch}', f'cudnn.benchmark={benchmark}',
-                         'first / second forward', peak, ms, f'second: {peak2:.0f} MB, '
-                         f'{ms2:.0f} ms' + (f' {err}' if err else '')))
+                         'first forward', peak, ms, f'second: {second} {err}'))
         torch.backends.cudnn.benchmark = False
-        del model
     return rows
 
 

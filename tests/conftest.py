@@ -96,7 +96,8 @@ def fresh_dynamo():
 def weighted_sum(outputs) -> torch.Tensor:
     """A loss that gives every output element its own gradient (a fixed linear read-out), for
     comparing gradients of two computations of the same outputs."""
-    return sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in outputs)
+    return sum((o * torch.linspace(-1, 1, o.numel(), device=o.device).view_as(o)).sum()
+               for o in outputs)
 
 
 def metric_values(text: str, prefix: str = 'coco/') -> dict:

@@ -21,11 +21,15 @@ DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
 
 @pytest.fixture
 def kernel_on_this_device():
-    """The backbone takes the kernel for CUDA tensors; on the CPU (interpreter) let it."""
+    """The backbone takes the kernel for CUDA tensors; on the CPU (interpreter) let it. On a
+    GPU, fp32 means fp32 (cuDNN's convolutions would use TF32 in both paths otherwise)."""
     assert DEVICE == 'cuda' or os.environ.get('TRITON_INTERPRET') == '1'
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
     with mock.patch('ravlt_dense.models.backbones.ravlt.rala_kernel_applies',
                     lambda x: x.device.type == DEVICE):
         yield
+    torch.backends.cudnn.allow_tf32 = tf32
 
 
 def head_views(batch, heads, height, width, head_dim, dtype=torch.float32, gain=1.0):
@@ -42,9 +46,9 @@ def reference(q, k, v, height, width):
     return rala_reference(q.float(), k.float(), v.float(), *rope(height, width), head_dim**-0.5)
 
 
-def run_kernel(q, k, v, height, width):
-    angle = RoPE(q.shape[-1]).angle.to(q.device)
-    return ops.rala_triton(q, k, v, angle, height, width, q.shape[-1]**-0.5)
+def run_kernel(q, k, v, height, width, **gated):
+    rotation = RoPE(q.shape[-1]).to(q.device).cached(height, width)
+    return ops.rala_triton(q, k, v, rotation, q.shape[-1]**-0.5, **gated)
 
 
 @pytest.mark.parametrize('batch, heads, height, width, head_dim', [
@@ -90,12 +94,25 @@ def test_kernel_output_is_laid_out_like_the_head_views():
     assert out.stride() == q.new_empty(2, 42, 2, 32).transpose(1, 2).stride()
 
 
+def test_kernel_epilogue_adds_the_local_branch_and_applies_the_gate():
+    q, k, v = head_views(2, 2, 9, 7, 32)
+    lepe, gate = head_views(2, 2, 9, 7, 32)[:2]
+    expected = (lepe + reference(q, k, v, 9, 7)) * gate
+    out = run_kernel(q, k, v, 9, 7, lepe=lepe, gate=gate)
+    assert out is lepe  # written in place: no new map
+    assert (out - expected).abs().max() <= 1e-5 * max(1., expected.abs().max().item())
+
+
 def test_kernel_rejects_inputs_that_do_not_fit():
     q, k, v = head_views(1, 1, 6, 7, 32)
-    with pytest.raises(ValueError, match='42 tokens do not make a 7x7 map'):
-        run_kernel(q, k, v, 7, 7)
-    with pytest.raises(ValueError, match='head dim 32 needs a multiple of 4 and 16 RoPE'):
-        ops.rala_triton(q, k, v, torch.ones(8), 6, 7, 0.1)
+    rotation = RoPE(32).cached(7, 7)
+    with pytest.raises(ValueError, match=r'rotation must be \(42, 16\) complex64 \(RoPE.cached '
+                       r'of the map\), got \(49, 16\)'):
+        ops.rala_triton(q, k, v, rotation, 0.1)
+    with pytest.raises(ValueError, match='head dim divisible by 4'):
+        ops.rala_triton(q[..., :30], k, v, rotation, 0.1)
+    with pytest.raises(ValueError, match='lepe and gate go together'):
+        run_kernel(q, k, v, 6, 7, lepe=v.clone())
 
 
 def test_backbone_takes_the_kernel_for_inference_and_matches_reference(kernel_on_this_device):

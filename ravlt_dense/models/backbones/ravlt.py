@@ -273,9 +273,11 @@ class RALAttention(nn.Module):
             if self.use_kernel and not is_tracing() and rala_kernel_applies(q) and not (
                     torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
                                                  or v.requires_grad)):
-                out = rala_triton(q, k, v, rope.angle, H, W, self.scale)
-            else:
-                out = rala_fast(q, k, v, rope.rotary(H, W), self.scale)
+                # one kernel pass ends in (lepe + RALA) * o, written into lepe
+                rala_triton(q, k, v, rope.cached(H, W), self.scale,
+                            lepe=self._split_heads(lepe), gate=self._split_heads(o))
+                return self.proj(lepe)
+            out = rala_fast(q, k, v, rope.rotary(H, W), self.scale)
         else:
             rotate = rope.rotary(H, W)
             q, k = (rotate(self._split_heads(t)) for t in (q, k))

@@ -37,8 +37,6 @@ import torch
 import triton
 import triton.language as tl
 
-NORMALISER_EPS = 1e-6  # as rala_terms / rala_fast
-
 
 @triton.jit
 def _phi_and_rope(base, stride_n, stride_d, offs_n, offs_d, n_tokens, rotation_ptr,
@@ -156,7 +154,7 @@ def _output_kernel(q_ptr, rotation_ptr, ksum_ptr, kv_ptr, out_ptr, lepe_ptr, gat
     ksum = tl.load(ksum_ptr + bh * HEAD_DIM + offs_d, mask=d_mask, other=0.)
     kv = tl.load(kv_ptr + bh * HEAD_DIM * HEAD_DIM + offs_d[:, None] * HEAD_DIM
                  + offs_d[None, :], mask=d_mask[:, None] & d_mask[None, :], other=0.)
-    z = 1. / (tl.sum(phi * ksum[None, :], axis=1) + 1e-6)
+    z = 1. / (tl.sum(phi * ksum[None, :], axis=1) + 1e-6)  # the eps of rala_terms / rala_fast
     out = tl.dot(rotated, kv, input_precision=PRECISION) * z[:, None]
     if GATED:
         # rounded to the map's dtype first, as the PyTorch path adds the attention's output

@@ -230,7 +230,9 @@ class RALAttention(nn.Module):
     """One attention layer of RAVLT; ``attn_type`` picks RALA or softmax over the same weights.
 
     qkvo = Conv1x1(C -> 4C) gives q, k, v and the output gate o; a 5x5 depth-wise conv on v
-    (``lepe``) adds a local branch; y = proj((attention + lepe) * o).
+    (``lepe``) adds a local branch; y = proj((attention + lepe) * o). On CUDA, when no gradient
+    is needed (``use_kernel``: see ``RAVLT``'s ``rala_kernel``), RALA and the two steps after it
+    run in fused Triton kernels (``ravlt_dense.ops``).
 
     Args:
         dim (int): Channels C of the input map.

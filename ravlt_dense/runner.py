@@ -157,6 +157,15 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
     cfg.model_wrapper_cfg = wrapper
 
 
+def finish_distributed() -> None:
+    """Close the process group of a distributed run once every rank is done (mmengine leaves
+    it open): left to the interpreter's exit, gloo's threads were seen to abort a finished rank
+    ("terminate called without an active exception")."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def export_slurm_env() -> None:
     """Translate srun's task variables into torch's env:// rendezvous variables, as mmengine's
     ``_init_dist_slurm`` does on GPU nodes: RANK, WORLD_SIZE and LOCAL_RANK from SLURM_PROCID,

@@ -18,7 +18,7 @@ import ravlt_dense  # noqa: F401  registers RAVLT
 from ravlt_dense.checkpoint import is_url
 from ravlt_dense.runner import (check_datasets, explain_dataset_errors,
                                 load_checkpoint_strictly, load_config, parse_tool_args,
-                                setup_cpu_distributed)
+                                finish_distributed, setup_cpu_distributed)
 
 
 def parse_args():
@@ -78,6 +78,7 @@ def main():
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
     with explain_dataset_errors(cfg):  # the runner builds the test set here, not above
         runner.test()
+    finish_distributed()
 
 
 if __name__ == '__main__':

@@ -10,7 +10,8 @@ from mmengine.runner import Runner
 
 import ravlt_dense  # noqa: F401  registers RAVLT and the checkpoint types that resuming needs
 from ravlt_dense.runner import (PlainParamGroupsHook, check_datasets, explain_dataset_errors,
-                                load_config, parse_tool_args, setup_cpu_distributed)
+                                finish_distributed, load_config, parse_tool_args,
+                                setup_cpu_distributed)
 
 
 def parse_args():
@@ -55,6 +56,7 @@ def main():
         if cfg.get('compile'):
             runner.register_hook(PlainParamGroupsHook())
         runner.train()
+    finish_distributed()
 
 
 if __name__ == '__main__':

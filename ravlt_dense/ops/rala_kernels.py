@@ -30,12 +30,21 @@ strided one).
 Only the forward: training keeps the PyTorch path (autograd). ``TRITON_INTERPRET=1`` runs the
 kernels on the CPU (slowly), which is how the tests check them without a GPU.
 """
+import contextlib
 import math
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
+from triton.compiler.errors import CompilationError
+from triton.runtime.errors import OutOfResources
+
+# what a GPU the kernels do not fit raises at their first launch (ptxas errors included where
+# this triton has a class for them)
+KERNEL_ERRORS = (CompilationError, OutOfResources) + tuple(
+    getattr(triton.runtime.errors, name) for name in ('PTXASError', )
+    if hasattr(triton.runtime.errors, name))
 
 
 @triton.jit
@@ -208,12 +217,27 @@ def rala_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rotation: tor
     block_d = max(16, triton.next_power_of_2(head_dim))
     block_n = 64 if block_d <= 64 else 32
     num_warps = 4 if block_d <= 64 else 8
-    batch_heads = batch * heads
     device = q.device
     table = torch.view_as_real(rotation.to(device)).reshape(n_tokens, head_dim)  # cos, sin, ...
-    programs = 4 * (torch.cuda.get_device_properties(device).multi_processor_count
-                    if device.type == 'cuda' else 1)
-    chunks, per_chunk = _chunking(n_tokens, batch_heads, block_n, programs)
+    if device.type == 'cuda':
+        props = torch.cuda.get_device_properties(device)
+        programs = 4 * props.multi_processor_count
+        # software pipelining of the key-value loop: 2 stages need ~64 kB (half) / ~99 kB (fp32)
+        # of shared memory per program, which A100/H100-class GPUs have room for
+        stages = 2 if getattr(props, 'shared_memory_per_multiprocessor', 0) >= 160 * 1024 else 1
+    else:
+        programs, stages = 4, 1
+    chunks, per_chunk = _chunking(n_tokens, batch * heads, block_n, programs)
+    with torch.cuda.device(device) if device.type == 'cuda' else contextlib.nullcontext():
+        return _launch(q, k, v, table, scale, lepe, gate, chunks, per_chunk, block_n, block_d,
+                       num_warps, stages, precision)
+
+
+def _launch(q, k, v, table, scale, lepe, gate, chunks, per_chunk, block_n, block_d, num_warps,
+            stages, precision):
+    """The three kernels and the merge of the chunks, on the current device (q's)."""
+    batch, heads, n_tokens, head_dim = q.shape
+    batch_heads = batch * heads
 
     partial = q.new_empty((batch_heads, chunks, head_dim), dtype=torch.float32)
     _query_sum_kernel[(batch_heads, chunks)](
@@ -229,7 +253,7 @@ def rala_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rotation: tor
         k, v, q_global, table, maxes, denoms, ksums, kvs, n_tokens, per_chunk, heads,
         scale, *k.stride(), *v.stride(),
         HEAD_DIM=head_dim, BLOCK_N=block_n, BLOCK_D=block_d, PRECISION=precision,
-        num_warps=num_warps, num_stages=2)  # 3 stages of k, v and cos/sin: 96 kB smem in fp16
+        num_warps=num_warps, num_stages=stages)
     # merge the chunks: each chunk's sums were taken relative to its own max logit
     weights = torch.exp(maxes - maxes.amax(dim=1, keepdim=True))
     denom = (weights * denoms).sum(dim=1)

@@ -139,9 +139,32 @@ def test_training_keeps_the_autograd_path(kernel_on_this_device):
     assert model.layers[0].blocks[0].attn.qkvo.weight.grad.abs().sum() > 0
 
 
-def test_kernel_applies_to_cuda_tensors_with_triton():
+def test_kernel_applies_to_recent_cuda_gpus_with_triton():
     assert not ops.rala_kernel_applies(torch.zeros(1))
-    cuda_like = mock.Mock(is_cuda=True)
-    assert ops.rala_kernel_applies(cuda_like)
-    with mock.patch.object(ops, 'triton_available', return_value=False):
+    cuda_like = mock.Mock(is_cuda=True, device=torch.device('cuda', 0))
+    with mock.patch.object(ops, '_capable', return_value=True):
+        assert ops.rala_kernel_applies(cuda_like)
+        with mock.patch.object(ops, 'triton_available', return_value=False):
+            assert not ops.rala_kernel_applies(cuda_like)
+        with mock.patch.dict(ops._failed, {torch.device('cuda', 0): 'OutOfResources'}):
+            assert not ops.rala_kernel_applies(cuda_like)
+    with mock.patch.object(ops, '_capable', return_value=False):  # pre-Ampere: no TF32
         assert not ops.rala_kernel_applies(cuda_like)
+
+
+def test_a_device_the_kernels_do_not_fit_falls_back_to_pytorch_once(kernel_on_this_device):
+    from triton.runtime.errors import OutOfResources
+    model = RAVLT(TINY, attn_types=('rala', ) * 4).to(DEVICE).eval()
+    x = torch.randn(1, 3, 64, 64, device=DEVICE)
+    failing = mock.Mock(side_effect=OutOfResources(99000, 65536, 'shared memory'))
+    with torch.no_grad(), mock.patch.dict(ops._failed, clear=True), \
+            mock.patch('ravlt_dense.ops.rala_kernels.rala_triton', failing):
+        with pytest.warns(UserWarning, match=r"RALA's fused Triton kernel cannot run on "
+                          r'.*OutOfResources.*PyTorch ops on this device from now on'):
+            out = model(x)
+        again = model(x)
+        assert failing.call_count == 1  # the device is remembered: no second try
+        assert DEVICE in str(next(iter(ops._failed)))
+        expected = model.set_rala_kernel(False)(x)
+    for a, b, c in zip(out, again, expected):
+        assert torch.equal(a, c) and torch.equal(b, c)

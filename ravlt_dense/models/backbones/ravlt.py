@@ -37,7 +37,7 @@ from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ravlt_dense.checkpoint import load_backbone_checkpoint
-from ravlt_dense.ops import rala_kernel_applies, rala_triton
+from ravlt_dense.ops import KernelUnavailable, rala_kernel_applies, rala_triton
 
 ATTN_TYPES = ('rala', 'softmax')
 ATTN_IMPLS = ('fast', 'reference')
@@ -275,10 +275,12 @@ class RALAttention(nn.Module):
             if self.use_kernel and not is_tracing() and rala_kernel_applies(q) and not (
                     torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
                                                  or v.requires_grad)):
-                # one kernel pass ends in (lepe + RALA) * o, written into lepe
-                rala_triton(q, k, v, rope.cached(H, W), self.scale,
-                            lepe=self._split_heads(lepe), gate=self._split_heads(o))
-                return self.proj(lepe)
+                try:  # one kernel pass ends in (lepe + RALA) * o, written into lepe
+                    rala_triton(q, k, v, rope.cached(H, W), self.scale,
+                                lepe=self._split_heads(lepe), gate=self._split_heads(o))
+                    return self.proj(lepe)
+                except KernelUnavailable:
+                    pass  # warned once (lepe untouched): this device takes the PyTorch path
             out = rala_fast(q, k, v, rope.rotary(H, W), self.scale)
         else:
             rotate = rope.rotary(H, W)

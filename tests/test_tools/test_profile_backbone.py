@@ -7,7 +7,7 @@ from conftest import run_tool
 def test_profile_reports_every_stage_and_operator_kinds():
     proc = run_tool(['tools/analysis/profile_backbone.py', '--arch', 't', '--size', '64x96',
                      '--batch', '1', '--steps', '1', '--dtype', 'float32', '--device', 'cpu',
-                     '--attn', 'mix'])
+                     '--attn', 'mix', '--by-shape', '4'])
     out = proc.stdout
     assert 'RAVLT-T forward, 1x3x64x96, float32' in out
     stage_rows = re.findall(r'^\| (stem|stage \d) \| ([\d.]+) \| (\d+)% \|$', out, re.M)
@@ -17,3 +17,7 @@ def test_profile_reports_every_stage_and_operator_kinds():
     kinds = dict(re.findall(r'^\| (convolution|matrix products|normalisation) \| ([\d.]+) \|', out,
                             re.M))
     assert float(kinds['convolution']) > 0 and float(kinds['matrix products']) > 0
+    # the costliest operators by input shape: four rows, each with the shapes it was called with
+    shaped = re.findall(r'^\| `(aten::\w+)` \| `(\[.*\])` \| ([\d.]+) \|$', out, re.M)
+    assert len(shaped) == 4 and all(float(ms) > 0 for *_, ms in shaped)
+    assert any(shapes.startswith('[[1, ') for _, shapes, _ in shaped)  # a batch-1 activation

@@ -6,7 +6,9 @@ The GPU check found the released mix's first fp32 forward (no autocast) peaking 
 where fp16 needs a few hundred MB (docs/gpu.md). This probe separates the suspects: the
 attention call alone at the shapes of RAVLT-S's softmax stages (q, k as the fast path's rotated
 copies, v as a view of the channels-last qkvo map, or all contiguous) under each backend, and
-the whole backbone with cuDNN's convolution benchmarking on and off. Prints a Markdown table.
+the whole backbone with cuDNN's convolution benchmarking on and off, and the GPU check's own
+sequence (TF32 off in cuDNN, a training step first) with one setting toggled at a time. Prints a
+Markdown table.
 """
 import argparse
 import time
@@ -84,6 +86,41 @@ def backbone_rows(batch, size, device):
     return rows
 
 
+def as_gpu_check_rows(batch, size, device):
+    """The GPU check's sequence for one model, fresh: TF32 off in cuDNN too, benchmarking on,
+    a training step (forward + backward at batch 2) first, then the first inference forward; each
+    setting toggled alone, so that the row that jumps names the cause."""
+    from ravlt_dense.models.backbones.ravlt import RAVLT
+    rows = []
+    settings = [dict(cudnn_tf32=False, train_first=True), dict(cudnn_tf32=True, train_first=True),
+                dict(cudnn_tf32=False, train_first=False)]
+    for setting in settings:
+        torch.backends.cudnn.allow_tf32 = setting['cudnn_tf32']
+        torch.backends.cudnn.benchmark = True
+        model = RAVLT('s').to(device)
+        if setting['train_first']:
+            xt = torch.randn(2, 3, *size, device=device)
+
+            def step():
+                sum(o.float().mean() for o in model.train()(xt)).backward()
+                model.zero_grad(set_to_none=True)
+            train_peak, _, err = measure(step, device)
+        else:
+            train_peak, err = None, ''
+        x = torch.randn(batch, 3, *size, device=device)
+
+        def call():
+            with torch.inference_mode():
+                model.eval()(x)
+        peak, ms, err2 = measure(call, device)
+        train = '-' if train_peak is None else f'{train_peak:.0f} MB'
+        rows.append((f'RAVLT-S released mix fp32 b{batch}, as the GPU check',
+                     ', '.join(f'{k}={v}' for k, v in setting.items()), 'first forward', peak,
+                     ms, f'training step b2 before: {train} {err} {err2}'.strip()))
+    torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = True, False
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--size', type=parse_size, default=(800, 1216))
@@ -96,6 +133,7 @@ def main():
     for stride, dim, heads in ((16, 320, 5), (32, 512, 8)):  # RAVLT-S's softmax stages
         rows += attention_rows(args.batch, -(-h // stride), -(-w // stride), dim, heads, device)
     rows += backbone_rows(args.batch, args.size, device)
+    rows += as_gpu_check_rows(args.batch, args.size, device)
     print(f'# fp32 peak memory, {torch.cuda.get_device_name(device)}, torch {torch.__version__}'
           f'\n\n| what | layout / setting | backend | peak MB | ms | note |\n|---|---|---|---|---|---|')
     for what, layout, backend, peak, ms, note in rows:

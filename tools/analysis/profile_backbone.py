@@ -2,11 +2,13 @@
 
     python tools/analysis/profile_backbone.py [--arch s] [--attn mix rala] [--size 800x1216]
         [--batch 8] [--dtype float16] [--device cuda] [--steps 5] [--no-rala-kernel]
+        [--by-shape N]
 
 Per stage: the mean time of the stem and of each stage (blocks + downsampling), from events
 recorded around them. Per operator: torch.profiler's device (or CPU) time summed by operator
 and grouped into convolutions, attention (SDPA), matrix products, normalisation and the
-element-wise rest. Eval mode, autocast in ``--dtype`` (float32: none); on CUDA RALA runs
+element-wise rest; ``--by-shape N``: the N costliest operators by input shapes (which layer's op
+a kernel is). Eval mode, autocast in ``--dtype`` (float32: none); on CUDA RALA runs
 through its fused Triton kernels unless ``--no-rala-kernel``.
 """
 import argparse
@@ -88,6 +90,25 @@ def operator_times(model, x, device, dtype, steps):
     return by_kind, sorted(rows, key=lambda r: -r[1])[:12]
 
 
+def shape_times(model, x, device, dtype, steps, top):
+    """The ``top`` operators by the time they spend themselves (on GPU: in the kernels they
+    launch), told apart by their input shapes: which layer's op a kernel of the table above is."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    on_device = device.startswith('cuda')
+    if on_device:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.inference_mode(), autocast(device, dtype), torch.profiler.profile(
+            activities=activities, record_shapes=True) as prof:
+        for _ in range(steps):
+            model(x)
+        synchronize(device)
+    rows = [(e.key, e.input_shapes, (e.self_device_time_total if on_device
+                                     else e.self_cpu_time_total) / 1e3 / steps)
+            for e in prof.key_averages(group_by_input_shape=True)
+            if e.device_type == torch.autograd.DeviceType.CPU]
+    return sorted((r for r in rows if r[2] > 0), key=lambda r: -r[2])[:top]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--arch', default='s')
@@ -97,6 +118,8 @@ def main(argv=None):
     p.add_argument('--dtype', choices=['float16', 'bfloat16', 'float32'], default='float16')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--steps', type=int, default=5)
+    p.add_argument('--by-shape', type=int, default=0, metavar='N',
+                   help='also list the N operators that take most time by input shapes')
     p.add_argument('--no-rala-kernel', action='store_true',
                    help='RALA through PyTorch ops even where its Triton kernels run')
     args = p.parse_args(argv)
@@ -126,6 +149,11 @@ def main(argv=None):
         print('\n| top operators / kernels | ms |\n|---|---|')
         for op, t in top:
             print(f'| `{op[:90]}` | {t * 1e3:.2f} |')
+        if args.by_shape:
+            print('\n| operator | input shapes | ms |\n|---|---|---|')
+            for op, shapes, ms in shape_times(model, x, args.device, dtype, args.steps,
+                                              args.by_shape):
+                print(f'| `{op}` | `{shapes}` | {ms:.2f} |')
         print()
 
 

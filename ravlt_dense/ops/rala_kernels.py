@@ -27,7 +27,9 @@ applies the attention's next two steps, (lepe + RALA) * gate, where the PyTorch 
 more passes over the map (the gate, a channel slice of the qkvo map, makes the second a slow
 strided one).
 
-Only the forward: training keeps the PyTorch path (autograd). ``TRITON_INTERPRET=1`` runs the
+Token counts are not specialised on (one compiled variant serves every image size; triton
+would otherwise compile again for counts that are and are not multiples of 16). Only the
+forward: training keeps the PyTorch path (autograd). ``TRITON_INTERPRET=1`` runs the
 kernels on the CPU (slowly), which is how the tests check them without a GPU.
 """
 import contextlib
@@ -75,7 +77,7 @@ def _phi_and_rope(base, stride_n, stride_d, offs_n, offs_d, n_tokens, rotation_p
     return phi, phi
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['n_tokens', 'tokens_per_chunk'])
 def _query_sum_kernel(q_ptr, sum_ptr, n_tokens, tokens_per_chunk, num_heads,
                       sq_b, sq_h, sq_n, sq_d,
                       HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -95,7 +97,7 @@ def _query_sum_kernel(q_ptr, sum_ptr, n_tokens, tokens_per_chunk, num_heads,
              mask=offs_d < HEAD_DIM)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['n_tokens', 'tokens_per_chunk'])
 def _key_value_kernel(k_ptr, v_ptr, q_global_ptr, rotation_ptr, max_ptr, denom_ptr, ksum_ptr,
                       kv_ptr, n_tokens, tokens_per_chunk, num_heads, scale,
                       sk_b, sk_h, sk_n, sk_d, sv_b, sv_h, sv_n, sv_d,
@@ -144,7 +146,7 @@ def _key_value_kernel(k_ptr, v_ptr, q_global_ptr, rotation_ptr, max_ptr, denom_p
              mask=d_mask[:, None] & d_mask[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['n_tokens'])
 def _output_kernel(q_ptr, rotation_ptr, ksum_ptr, kv_ptr, out_ptr, lepe_ptr, gate_ptr,
                    n_tokens, num_heads, sq_b, sq_h, sq_n, sq_d, so_b, so_h, so_n, so_d,
                    sl_b, sl_h, sl_n, sl_d, sg_b, sg_h, sg_n, sg_d,

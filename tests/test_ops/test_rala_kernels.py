@@ -103,6 +103,30 @@ def test_kernel_epilogue_adds_the_local_branch_and_applies_the_gate():
     assert (out - expected).abs().max() <= 1e-5 * max(1., expected.abs().max().item())
 
 
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_kernel_epilogue_in_half_precision(dtype):
+    q, k, v = head_views(1, 2, 8, 11, 64, dtype=dtype)
+    lepe, gate = head_views(1, 2, 8, 11, 64, dtype=dtype)[:2]
+    expected = (lepe.float() + reference(q, k, v, 8, 11)) * gate.float()
+    out = run_kernel(q, k, v, 8, 11, lepe=lepe, gate=gate)
+    assert out.dtype == dtype
+    assert torch.allclose(out.float(), expected, rtol=1e-2, atol=1e-2 * expected.abs().max().item())
+
+
+def test_attention_on_a_channels_first_map_takes_the_kernel(kernel_on_this_device):
+    # RALAttention on its own, given an NCHW map: q, k, v, lepe and o are other strides
+    attn = RALAttention(64, num_heads=2).to(DEVICE).eval()
+    rope = RoPE(32).to(DEVICE)
+    x = torch.randn(2, 64, 9, 13, device=DEVICE)
+    kernel = mock.Mock(wraps=ops.rala_triton)
+    with torch.no_grad(), mock.patch('ravlt_dense.models.backbones.ravlt.rala_triton', kernel):
+        fused = attn(x, rope)
+        attn.attn_impl = 'reference'
+        ref = attn(x, rope)
+    assert kernel.call_count == 1
+    assert (fused - ref).abs().max() <= 1e-5 * max(1., ref.abs().max().item())
+
+
 def test_kernel_rejects_inputs_that_do_not_fit():
     q, k, v = head_views(1, 1, 6, 7, 32)
     rotation = RoPE(32).cached(7, 7)

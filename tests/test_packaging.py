@@ -40,9 +40,10 @@ def test_install_requires_is_runtime_txt_and_is_satisfied():
     assert {'tests', 'all'} <= extras
 
 
-# setup.py's ranges; gpu_check.txt is the lock of the GPU machine's wheel bundle (another Python)
+# setup.py's ranges; gpu_*.txt lock the GPU machine's wheel bundle (another Python)
+GPU_LOCKS = ('gpu_check.txt', 'gpu_train.txt')
 RANGE_FILES = sorted(p.name for p in (REPO / 'requirements').glob('*.txt')
-                     if p.name not in ('stack.txt', 'gpu_check.txt'))
+                     if p.name not in ('stack.txt', ) + GPU_LOCKS)
 
 
 @pytest.mark.parametrize('name', RANGE_FILES)
@@ -63,8 +64,10 @@ def test_pip_install_editable_into_an_existing_stack():
     assert f'Would install ravlt_dense-{ravlt_dense.__version__}' in proc.stdout
 
 
-def test_gpu_bundle_pins_agree_with_the_stack():
+@pytest.mark.parametrize('name', GPU_LOCKS)
+def test_gpu_bundle_pins_agree_with_the_stack(name):
     pins = stack_pins()
-    for req in requirement_lines('gpu_check.txt'):
-        if req.name.lower() in pins:
-            assert str(req.specifier) == f'=={pins[req.name.lower()]}', (req, pins[req.name.lower()])
+    shared = [req for req in requirement_lines(name) if req.name.lower() in pins]
+    assert shared, f'{name} shares no package with stack.txt'  # mmengine, mmcv, mmdet ...
+    for req in shared:
+        assert str(req.specifier) == f'=={pins[req.name.lower()]}', (req, pins[req.name.lower()])

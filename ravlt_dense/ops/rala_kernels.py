@@ -24,8 +24,7 @@ rotation (``RoPE.cached``, the numbers the PyTorch path multiplies by), so any H
 the release's checkpoints apply unchanged. q, k and v are read through their strides: the
 channels-last head views of ``RALAttention`` need no copy. Optionally the output kernel also
 applies the attention's next two steps, (lepe + RALA) * gate, where the PyTorch path spends two
-more passes over the map (the gate, a channel slice of the qkvo map, makes the second a slow
-strided one).
+more passes over the map (the second reading the gate, a channel slice of the qkvo map, strided).
 
 Token counts are not specialised on (one compiled variant serves every image size; triton
 would otherwise compile again for counts that are and are not multiples of 16). Only the

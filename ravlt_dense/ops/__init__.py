@@ -3,9 +3,9 @@
 ``rala_kernel_applies(x)`` says whether ``rala_triton`` can take the tensor: a CUDA tensor on an
 Ampere or newer GPU (TF32 tensor cores; the kernels are checked on Hopper), triton installed, and
 no earlier failure on that device. The kernel module is imported on first use. If the kernels
-cannot be compiled or launched on a device (too little shared memory, a triton that does not
-know the GPU, ...), ``rala_triton`` warns once, raises ``KernelUnavailable`` and the device keeps
-the PyTorch path from then on. Triton's interpreter (``TRITON_INTERPRET=1`` before triton is
+cannot be imported, compiled or launched on a device (a triton too old for them, too little
+shared memory, a triton that does not know the GPU, ...), ``rala_triton`` warns once, raises
+``KernelUnavailable`` and the device keeps the PyTorch path from then on. Triton's interpreter (``TRITON_INTERPRET=1`` before triton is
 first imported) also runs the kernels on CPU tensors, slowly: the tests check them that way.
 """
 import functools
@@ -48,17 +48,26 @@ def rala_triton(q: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     """
     if q.device in _failed:
         raise KernelUnavailable(_failed[q.device])
-    from .rala_kernels import KERNEL_ERRORS, rala_triton as kernel
+    try:
+        from .rala_kernels import KERNEL_ERRORS, rala_triton as kernel
+    except Exception as exc:  # a triton whose language these kernels do not fit
+        _give_up(q.device, exc)
     try:
         return kernel(q, *args, **kwargs)
     except KERNEL_ERRORS as exc:
-        name = torch.cuda.get_device_name(q.device) if q.is_cuda else str(q.device)
-        reason = f'{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}'
-        _failed[q.device] = reason
-        warnings.warn(f"RALA's fused Triton kernel cannot run on {q.device} ({name}): {reason}. "
-                      f'RAVLT computes RALA with PyTorch ops on this device from now on (same '
-                      f'results, slower); RAVLT(rala_kernel=False) skips the kernel altogether.')
-        raise KernelUnavailable(reason) from exc
+        _give_up(q.device, exc)
+
+
+def _give_up(device: torch.device, exc: Exception) -> None:
+    """Warn once, remember the device and raise ``KernelUnavailable``."""
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else str(device)
+    text = str(exc).strip().splitlines()
+    reason = f'{type(exc).__name__}: {text[0][:200] if text else ""}'
+    _failed[device] = reason
+    warnings.warn(f"RALA's fused Triton kernel cannot run on {device} ({name}): {reason}. "
+                  f'RAVLT computes RALA with PyTorch ops on this device from now on (same '
+                  f'results, slower); RAVLT(rala_kernel=False) skips the kernel altogether.')
+    raise KernelUnavailable(reason) from exc
 
 
 __all__ = ['KernelUnavailable', 'rala_kernel_applies', 'rala_triton', 'triton_available']

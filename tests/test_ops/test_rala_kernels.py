@@ -192,3 +192,16 @@ def test_a_device_the_kernels_do_not_fit_falls_back_to_pytorch_once(kernel_on_th
         expected = model.set_rala_kernel(False)(x)
     for a, b, c in zip(out, again, expected):
         assert torch.equal(a, c) and torch.equal(b, c)
+
+
+def test_a_triton_the_kernels_do_not_import_with_falls_back_too(kernel_on_this_device):
+    model = RAVLT(TINY, attn_types=('rala', ) * 4).to(DEVICE).eval()
+    x = torch.randn(1, 3, 64, 64, device=DEVICE)
+    # None in sys.modules: importing the kernel module raises ImportError, as an old triton would
+    with torch.no_grad(), mock.patch.dict(ops._failed, clear=True), \
+            mock.patch.dict('sys.modules', {'ravlt_dense.ops.rala_kernels': None}):
+        with pytest.warns(UserWarning, match=r'cannot run on .*(ImportError|ModuleNotFoundError)'):
+            out = model(x)
+        expected = model.set_rala_kernel(False)(x)
+    for a, b in zip(out, expected):
+        assert torch.equal(a, b)

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from ravlt_dense.analysis.flops import TensorForward
-from ravlt_dense.analysis.timing import autocast, device_name, synchronize
+from ravlt_dense.analysis.timing import autocast, cuda_peak_mb, device_name, synchronize
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 RESULT_TAG = 'BENCH_RESULT_JSON:'
@@ -225,10 +225,7 @@ def measure(spec: dict) -> dict:
 
     # Peak memory of the first forward pass over what the model and the input already hold.
     if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        forward()
-        peak = torch.cuda.max_memory_allocated(device) - base
+        peak = cuda_peak_mb(forward, device) * 2**20
         mem_kind = 'cuda max_memory_allocated delta'
     else:
         base = _proc_status('VmRSS')

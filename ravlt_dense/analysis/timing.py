@@ -57,6 +57,17 @@ def synchronize(device: Union[str, torch.device]) -> None:
         torch.cuda.synchronize(device)
 
 
+def cuda_peak_mb(fn: Callable[[], object], device: Union[str, torch.device]) -> float:
+    """MB that one call of ``fn`` held at its peak on the CUDA ``device``, over what was
+    allocated before it (``torch.cuda.max_memory_allocated``)."""
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+
+
 def autocast(device: Union[str, torch.device], dtype: str) -> torch.autocast:
     """Autocast on ``device`` to ``dtype`` ('float16', 'bfloat16'); 'float32' turns it off.
 

@@ -42,7 +42,8 @@ import torch
 import torch.nn as nn
 
 from ravlt_dense.analysis import bench
-from ravlt_dense.analysis.timing import autocast, cpu_model, median_seconds, parse_size
+from ravlt_dense.analysis.timing import (autocast, cpu_model, cuda_peak_mb, median_seconds,
+                                         parse_size)
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -110,15 +111,10 @@ def _loss(outputs) -> torch.Tensor:
 
 def _peak_mb(fn: Callable[[], None], device) -> Optional[float]:
     """Peak memory of one call over what was allocated before it (CUDA only)."""
-    if device.type != 'cuda':
-        fn()
-        return None
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    base = torch.cuda.memory_allocated(device)
+    if device.type == 'cuda':
+        return cuda_peak_mb(fn, device)
     fn()
-    torch.cuda.synchronize(device)
-    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    return None
 
 
 def perf_case(case: dict, device: torch.device) -> dict:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ravlt_dense.analysis.timing import parse_size, synchronize
+from ravlt_dense.analysis.timing import cuda_peak_mb, parse_size
 
 BACKENDS = {'default': None, 'efficient': SDPBackend.EFFICIENT_ATTENTION,
             'math': SDPBackend.MATH, 'cudnn': SDPBackend.CUDNN_ATTENTION,
@@ -25,18 +25,14 @@ BACKENDS = {'default': None, 'efficient': SDPBackend.EFFICIENT_ATTENTION,
 
 
 def measure(fn, device):
+    """(peak MB, ms, error) of one call of ``fn``."""
     torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats(device)
-    base = torch.cuda.memory_allocated(device)
-    synchronize(device)
     start = time.perf_counter()
     try:
-        fn()
+        peak = cuda_peak_mb(fn, device)
     except RuntimeError as exc:
         return None, None, str(exc).splitlines()[0][:80]
-    synchronize(device)
-    ms = (time.perf_counter() - start) * 1e3
-    return (torch.cuda.max_memory_allocated(device) - base) / 2**20, ms, ''
+    return peak, (time.perf_counter() - start) * 1e3, ''
 
 
 def attention_rows(batch, height, width, dim, heads, device):
@@ -135,7 +131,8 @@ def main():
     rows += backbone_rows(args.batch, args.size, device)
     rows += as_gpu_check_rows(args.batch, args.size, device)
     print(f'# fp32 peak memory, {torch.cuda.get_device_name(device)}, torch {torch.__version__}'
-          f'\n\n| what | layout / setting | backend | peak MB | ms | note |\n|---|---|---|---|---|---|')
+          '\n\n| what | layout / setting | backend | peak MB | ms | note |'
+          '\n|---|---|---|---|---|---|')
     for what, layout, backend, peak, ms, note in rows:
         peak_s = '-' if peak is None else f'{peak:.0f}'
         ms_s = '-' if ms is None else f'{ms:.1f}'

@@ -5,8 +5,9 @@ Ampere or newer GPU (TF32 tensor cores; the kernels are checked on Hopper), trit
 no earlier failure on that device. The kernel module is imported on first use. If the kernels
 cannot be imported, compiled or launched on a device (a triton too old for them, too little
 shared memory, a triton that does not know the GPU, ...), ``rala_triton`` warns once, raises
-``KernelUnavailable`` and the device keeps the PyTorch path from then on. Triton's interpreter (``TRITON_INTERPRET=1`` before triton is
-first imported) also runs the kernels on CPU tensors, slowly: the tests check them that way.
+``KernelUnavailable`` and the device keeps the PyTorch path from then on. Triton's interpreter
+(``TRITON_INTERPRET=1`` before triton is first imported) also runs the kernels on CPU tensors,
+slowly: the tests check them that way.
 """
 import functools
 import importlib.util

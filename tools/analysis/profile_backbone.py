@@ -65,17 +65,23 @@ def stage_times(model, x, device, dtype, steps):
     return {name: totals[name] / steps for name, _ in parts}
 
 
-def operator_times(model, x, device, dtype, steps):
-    """Seconds per forward by operator kind, and the top operators."""
+def profiled(model, x, device, dtype, steps, record_shapes=False):
+    """torch.profiler over ``steps`` forwards (eval, inference mode, autocast), device kernels
+    included on CUDA."""
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.startswith('cuda'):
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.inference_mode(), autocast(device, dtype), torch.profiler.profile(
-            activities=activities) as prof:
+            activities=activities, record_shapes=record_shapes) as prof:
         for _ in range(steps):
             model(x)
         synchronize(device)
-    events = prof.key_averages()
+    return prof
+
+
+def operator_times(model, x, device, dtype, steps):
+    """Seconds per forward by operator kind, and the top operators."""
+    events = profiled(model, x, device, dtype, steps).key_averages()
     on_device = device.startswith('cuda')
     # On GPU only the kernels (device-type events) count: the aten ops that launch them report
     # the same device time again. On CPU the ops' self time is the time.
@@ -92,16 +98,10 @@ def operator_times(model, x, device, dtype, steps):
 
 def shape_times(model, x, device, dtype, steps, top):
     """The ``top`` operators by the time they spend themselves (on GPU: in the kernels they
-    launch), told apart by their input shapes: which layer's op a kernel of the table above is."""
-    activities = [torch.profiler.ProfilerActivity.CPU]
+    launch), told apart by their input shapes: which layer's op a kernel of the table above is.
+    A pass of its own: recording shapes slows the CPU side the other tables time."""
+    prof = profiled(model, x, device, dtype, steps, record_shapes=True)
     on_device = device.startswith('cuda')
-    if on_device:
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.inference_mode(), autocast(device, dtype), torch.profiler.profile(
-            activities=activities, record_shapes=True) as prof:
-        for _ in range(steps):
-            model(x)
-        synchronize(device)
     rows = [(e.key, e.input_shapes, (e.self_device_time_total if on_device
                                      else e.self_cpu_time_total) / 1e3 / steps)
             for e in prof.key_averages(group_by_input_shape=True)

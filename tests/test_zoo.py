@@ -1,5 +1,6 @@
-"""The model zoo: configs/metafile.yml agrees with the configs and the README, and a zoo name runs
-the demos end to end on the authors' checkpoint formats (served by a loopback server).
+"""The model zoo: configs/metafile.yml agrees with the configs and configs/README.md (the README
+pages' links resolve), and a zoo name runs the demos end to end on the authors' checkpoint
+formats (served by a loopback server).
 
 The parameter counts of the metafile are checked against every built model in
 test_configs/test_det_configs.py and test_seg_configs.py (test_config_builds_with_paper_params,
@@ -7,6 +8,7 @@ test_ade20k_config_param_count), which build them anyway.
 """
 import json
 import os.path as osp
+import re
 
 import cv2
 import numpy as np
@@ -64,17 +66,44 @@ def test_config_backbone_starts_from_the_zoo_imagenet_weights(name):
     assert weights == f'ravlt_{backbone.arch}_in1k'
 
 
-def test_readme_tables_are_the_metafile():
+def test_zoo_readme_tables_are_the_metafile():
+    # the results live beside the metafile (configs/README.md); the root README links them
     tables = load_script('tools/misc/zoo_tables.py')
-    readme = (REPO / 'README.md').read_text()
+    zoo_readme = REPO / 'configs' / 'README.md'
     generated = tables.tables()
-    assert tables.readme_tables(readme) == generated, \
-        'README.md is out of date: python tools/misc/zoo_tables.py --update'
+    assert tables.generated_section(zoo_readme.read_text()) == generated, \
+        'configs/README.md is out of date: python tools/misc/zoo_tables.py --update'
     for name in zoo.config_names():
         row = next(line for line in generated.splitlines() if line.startswith(f'| {name} |'))
-        assert f'({zoo.get(name)["Weights"]})' in row and f'(configs/{name}.py)' in row
+        assert f'({zoo.get(name)["Weights"]})' in row and f'[config]({name}.py)' in row
+        assert (zoo_readme.parent / f'{name}.py').is_file()
         assert f'{zoo.measured(name)["params"] / 1e6:.2f}M' in row
         assert all(f' {v} |' in row for v in zoo.metrics(name).values())
+    assert '(configs/README.md)' in (REPO / 'README.md').read_text()
+    with pytest.raises(ValueError, match='has no model-zoo section'):
+        tables.generated_section('# a README without the markers')
+
+
+def _anchors(markdown):
+    """GitHub's anchors of the headings of a Markdown text (code blocks left out)."""
+    text = re.sub(r'```.*?```', '', markdown, flags=re.S)
+    return {re.sub(r'[^\w\- ]', '', h.strip().lower()).replace(' ', '-')
+            for h in re.findall(r'^#+\s+(.*)$', text, re.M)}
+
+
+@pytest.mark.parametrize('page', ['README.md', 'configs/README.md', 'docs/*.md'])
+def test_relative_links_of_the_readmes_and_docs_resolve(page):
+    broken = []
+    for path in sorted(REPO.glob(page)):
+        text = re.sub(r'```.*?```', '', path.read_text(), flags=re.S)
+        for link in re.findall(r'\]\(([^)\s]+)\)', text):
+            if re.match(r'[a-z]+:', link):  # http(s), mailto: not checked offline
+                continue
+            target, _, anchor = link.partition('#')
+            file = path.parent / target if target else path
+            if not file.exists() or anchor and anchor not in _anchors(file.read_text()):
+                broken.append(f'{path.relative_to(REPO)}: {link}')
+    assert not broken, f'links that lead nowhere: {broken}'
 
 
 def test_unknown_names_are_errors():

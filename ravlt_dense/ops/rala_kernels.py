@@ -1,4 +1,4 @@
-"""RALA's inference forward as three Triton kernels (the math of ``rala_fast``, fewer passes).
+"""RALA's forward and backward as Triton kernels (the math of ``rala_fast``, fewer passes).
 
 For each (image, head) with n tokens of d channels, phi(x) = elu(x) + 1 and R the stage's 2-D
 RoPE, RALA is
@@ -8,7 +8,8 @@ RoPE, RALA is
     z_n   = 1 / (phi(q_n) . sum_m alpha_m phi(k_m) + 1e-6)
     out_n = (R(phi(q_n)) kv) z_n
 
-The PyTorch path spends a kernel (and a fp32 copy of the map) on every step of it. Here:
+The PyTorch path spends a kernel (and a fp32 copy of the map) on every step of it. Here the
+forward is three passes over the tokens:
 
 1. ``_query_sum_kernel`` sums phi(q) over the tokens (partial sums per chunk of tokens);
 2. ``_key_value_kernel`` reads k and v once: the softmax over all tokens is accumulated online
@@ -16,20 +17,26 @@ The PyTorch path spends a kernel (and a fp32 copy of the map) on every step of i
    per chunk; the chunks are merged with their max-rescaled weights in PyTorch (tiny tensors);
 3. ``_output_kernel`` reads q again and writes the output.
 
-Everything is computed in fp32 whatever the input dtype (as ``rala_fast``: the normaliser and
-the sums over all tokens overflow or lose precision in half precision). The d x d products run
-on tensor cores in TF32 for half inputs (fp32 accumulation; far inside the autocast tolerance)
-and in full fp32 for fp32 inputs. RoPE reads the cos / sin of each token from the stage's cached
-rotation (``RoPE.cached``, the numbers the PyTorch path multiplies by), so any H x W works and
-the release's checkpoints apply unchanged. q, k and v are read through their strides: the
-channels-last head views of ``RALAttention`` need no copy. Optionally the output kernel also
-applies the attention's next two steps, (lepe + RALA) * gate, where the PyTorch path spends two
-more passes over the map (the second reading the gate, a channel slice of the qkvo map, strided).
+The backward (derivation above ``_grad_sums_kernel``) is three more: q and dout, then k and v
+(writing dk, dv), then q and dout again (writing dq). The forward keeps only per-head tensors
+for it (global query, kv, sum alpha phi(k), the softmax's max and denominator); phi, R and
+alpha of each token are recomputed, which costs less than storing and reading them.
 
-Token counts are not specialised on (one compiled variant serves every image size; triton
-would otherwise compile again for counts that are and are not multiples of 16). Only the
-forward: training keeps the PyTorch path (autograd). ``TRITON_INTERPRET=1`` runs the
-kernels on the CPU (slowly), which is how the tests check them without a GPU.
+Everything is computed in fp32 whatever the input dtype (as ``rala_fast``: the normaliser and
+the sums over all tokens overflow or lose precision in half precision), in fp64 for fp64 inputs
+(the tests' gradcheck). The d x d products run on tensor cores in TF32 for half inputs (fp32
+accumulation; far inside the autocast tolerance) and in full fp32 for fp32 inputs. RoPE reads
+the cos / sin of each token from the stage's rotation (``RoPE.cached`` as an (N, d) table of
+interleaved cos, sin), so any H x W works and the release's checkpoints apply unchanged. Maps
+are read and written through their strides: the channels-last head views of ``RALAttention``
+need no copy. For inference the output kernel can also apply the attention's next two steps,
+(lepe + RALA) * gate (``rala_gated_``), where the PyTorch path spends two more passes.
+
+``ravlt::rala_forward`` and ``ravlt::rala_backward`` wrap the passes as PyTorch operators
+(``torch.library.triton_op``, autograd registered), so ``torch.compile`` and ``torch.export``
+keep them in the graph. Token counts are not specialised on (one compiled variant serves every
+image size). ``TRITON_INTERPRET=1`` runs the kernels on the CPU (slowly), which is how the
+tests check them without a GPU.
 """
 import contextlib
 import threading

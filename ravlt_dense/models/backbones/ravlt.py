@@ -20,9 +20,11 @@ follow: RoPE in real arithmetic on tables built from the ``angle`` buffer inside
 complex numbers, which ONNX lacks; no cache keyed on storage; the compiler fuses it), and its
 sums out of place (exporters that trace do not follow writes through views).
 
-On CUDA, when nothing asks for gradients (evaluation, inference, benchmarks) and triton is
-installed, the fast path hands RALA to fused Triton kernels (``ravlt_dense.ops``, same math in
-three passes over the tokens instead of a dozen); ``rala_kernel=False`` keeps the PyTorch ops.
+On CUDA with triton installed the fast path hands RALA to fused Triton kernels
+(``ravlt_dense.ops``, same math in three passes over the tokens instead of a dozen, and three
+for the backward in training; compiled and exported graphs keep them as the operator
+``ravlt::rala_forward``); ``rala_kernel=False`` keeps the PyTorch ops, and so do the ONNX and
+TorchScript exports.
 """
 import math
 from collections import OrderedDict
@@ -230,9 +232,9 @@ class RALAttention(nn.Module):
     """One attention layer of RAVLT; ``attn_type`` picks RALA or softmax over the same weights.
 
     qkvo = Conv1x1(C -> 4C) gives q, k, v and the output gate o; a 5x5 depth-wise conv on v
-    (``lepe``) adds a local branch; y = proj((attention + lepe) * o). On CUDA, when no gradient
-    is needed (``use_kernel``: see ``RAVLT``'s ``rala_kernel``), RALA and the two steps after it
-    run in fused Triton kernels (``ravlt_dense.ops``).
+    (``lepe``) adds a local branch; y = proj((attention + lepe) * o). On CUDA (``use_kernel``:
+    see ``RAVLT``'s ``rala_kernel``) RALA runs in fused Triton kernels (``ravlt_dense.ops``),
+    forward and backward; where no gradient is needed, the two steps after it too.
 
     Args:
         dim (int): Channels C of the input map.
@@ -538,8 +540,8 @@ class RAVLT(BaseModule):
         norm_eval (bool): Keep BatchNorm layers in eval mode while training. Defaults to True.
         with_cp (bool): Activation checkpointing per block (saves memory, costs a re-forward).
         attn_impl (str): 'fast' (default) or 'reference' (the formulas as written, for checks).
-        rala_kernel (bool): Let the fast path run RALA's forward through the fused Triton kernel
-            on CUDA when no gradient is needed and triton is installed. Defaults to True.
+        rala_kernel (bool): Let the fast path run RALA (forward and, in training, backward)
+            through the fused Triton kernels on CUDA where triton is installed. Defaults to True.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)`` loads the
             authors' ImageNet checkpoints or ours, strictly, reporting any key that does not fit.
     """

@@ -88,6 +88,8 @@ def _attempt(key: tuple, launch, *args):
     kernels = _kernels()
     try:
         return launch(*args)
+    except torch.OutOfMemoryError:  # the run's, not the kernels': no reason to give them up
+        raise
     except Exception as exc:
         if STRICT and not isinstance(exc, kernels.UNSUPPORTED_ERRORS):
             raise

@@ -97,3 +97,16 @@ def test_a_bug_in_the_kernel_module_raises_on_import_in_the_tests(kernel_on_this
     attn.use_kernel = False
     with torch.no_grad():
         assert torch.equal(out, attn(x, rope))
+
+
+@pytest.mark.usefixtures('fused_kernels')
+def test_running_out_of_memory_does_not_give_the_kernels_up(kernel_on_this_device,
+                                                           fused_kernels):
+    attn, rope = attention(64, 2)
+    x = torch.randn(1, 64, 6, 7, device=DEVICE)
+    oom = mock.Mock(side_effect=torch.OutOfMemoryError('CUDA out of memory'))
+    with torch.no_grad(), mock.patch.object(ops, 'STRICT', False), \
+            mock.patch.object(fused_kernels, 'rala_gated_', oom):
+        with pytest.raises(torch.OutOfMemoryError):
+            attn(x, rope)
+    assert not ops._failed

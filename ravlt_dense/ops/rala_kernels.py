@@ -92,8 +92,9 @@ def _phi_and_rope(base, stride_n, stride_d, offs_n, offs_d, n_tokens, rotation_p
 @triton.jit(do_not_specialize=['n_tokens', 'tokens_per_chunk'])
 def _query_sum_kernel(q_ptr, sum_ptr, n_tokens, tokens_per_chunk, num_heads,
                       sq_b, sq_h, sq_n, sq_d, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
-                      BLOCK_D: tl.constexpr, ACC: tl.constexpr):
+                      BLOCK_D: tl.constexpr, FP64: tl.constexpr):
     """sum_ptr[bh, chunk, :] = sum of phi(q) over the chunk's tokens."""
+    ACC: tl.constexpr = tl.float64 if FP64 else tl.float32
     bh, chunk = tl.program_id(0), tl.program_id(1)
     q_base = q_ptr + (bh // num_heads) * sq_b + (bh % num_heads) * sq_h
     offs_d = tl.arange(0, BLOCK_D)
@@ -115,9 +116,10 @@ def _key_value_kernel(k_ptr, v_ptr, q_global_ptr, rotation_ptr, max_ptr, denom_p
                       kv_ptr, n_tokens, tokens_per_chunk, num_heads, scale,
                       sk_b, sk_h, sk_n, sk_d, sv_b, sv_h, sv_n, sv_d,
                       HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                      PRECISION: tl.constexpr, ACC: tl.constexpr):
+                      PRECISION: tl.constexpr, FP64: tl.constexpr):
     """One chunk's share of the softmax over the tokens: its max logit, sum of exp(logit - max),
     sum of exp(.) phi(k) and sum of exp(.) R(phi(k))^T v."""
+    ACC: tl.constexpr = tl.float64 if FP64 else tl.float32
     bh, chunk = tl.program_id(0), tl.program_id(1)
     b, h = bh // num_heads, bh % num_heads
     k_base = k_ptr + b * sk_b + h * sk_h
@@ -164,9 +166,10 @@ def _output_kernel(q_ptr, rotation_ptr, ksum_ptr, kv_ptr, out_ptr, lepe_ptr, gat
                    n_tokens, num_heads, sq_b, sq_h, sq_n, sq_d, so_b, so_h, so_n, so_d,
                    sl_b, sl_h, sl_n, sl_d, sg_b, sg_h, sg_n, sg_d,
                    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                   PRECISION: tl.constexpr, GATED: tl.constexpr, ACC: tl.constexpr):
+                   PRECISION: tl.constexpr, GATED: tl.constexpr, FP64: tl.constexpr):
     """out_n = (R(phi(q_n)) kv) / (phi(q_n) . ksum + eps) for one block of tokens; GATED:
     out_n = (lepe_n + that) * gate_n, RALAttention's next two steps, in the same pass."""
+    ACC: tl.constexpr = tl.float64 if FP64 else tl.float32
     bh, block = tl.program_id(0), tl.program_id(1)
     b, h = bh // num_heads, bh % num_heads
     offs_n = block * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -204,17 +207,23 @@ def _output_kernel(q_ptr, rotation_ptr, ksum_ptr, kv_ptr, out_ptr, lepe_ptr, gat
 #   dv_n = alpha_n R(K_n) dkv,  dK_n = alpha_n (R^T(dkv v_n) + ds) + scale dl_n g  (pass 2: k, v)
 #   dP_n = z_n R^T(kv dout_n) + dzinv_n s + dg / N                             (pass 3: q, dout)
 #   dq = dP phi'(q), dk = dK phi'(k),  phi'(x) = 1 for x > 0, e^x = phi(x) else: min(phi, 1)
-# R^T needs a tile's partner channels c ^ 1, which registers cannot swap: they come from a
-# second product with the d x d matrix's rows swapped in pairs (read so from memory).
+# R^T needs a tile's partner channels c ^ 1: swapped in registers (split / join).
 # --------------------------------------------------------------------------------------------
 @triton.jit
-def _load_square(ptr, offs_d, HEAD_DIM: tl.constexpr, SWAP_ROWS: tl.constexpr):
-    """A (HEAD_DIM, HEAD_DIM) per-head matrix, zero-padded to BLOCK_D; SWAP_ROWS reads row
-    i ^ 1 into row i."""
+def _load_square(ptr, offs_d, HEAD_DIM: tl.constexpr):
+    """A (HEAD_DIM, HEAD_DIM) per-head matrix, zero-padded to BLOCK_D."""
     d_mask = offs_d < HEAD_DIM
-    rows = offs_d ^ 1 if SWAP_ROWS else offs_d
-    return tl.load(ptr + rows[:, None] * HEAD_DIM + offs_d[None, :],
+    return tl.load(ptr + offs_d[:, None] * HEAD_DIM + offs_d[None, :],
                    mask=d_mask[:, None] & d_mask[None, :], other=0.)
+
+
+@triton.jit
+def _rotate_back(u, cos, sin, sign, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """R^T(u) = u cos - sign u_pair sin of a (BLOCK_N, BLOCK_D) tile, u_pair its channels
+    swapped in pairs (2i <-> 2i + 1) in registers."""
+    even, odd = tl.split(tl.reshape(u, (BLOCK_N, BLOCK_D // 2, 2)))
+    u_pair = tl.reshape(tl.join(odd, even), (BLOCK_N, BLOCK_D))
+    return u * cos - sign[None, :] * u_pair * sin
 
 
 @triton.jit(do_not_specialize=['n_tokens', 'tokens_per_chunk'])
@@ -222,9 +231,10 @@ def _grad_sums_kernel(q_ptr, dout_ptr, rotation_ptr, ksum_ptr, kv_ptr, dzinv_ptr
                       dksum_ptr, n_tokens, tokens_per_chunk, num_heads,
                       sq_b, sq_h, sq_n, sq_d, sd_b, sd_h, sd_n, sd_d,
                       HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                      PRECISION: tl.constexpr, ACC: tl.constexpr):
+                      PRECISION: tl.constexpr, FP64: tl.constexpr):
     """Pass 1 of the backward, one chunk of tokens: its share of dkv and ds, and dzinv_n of
     each token (kept for pass 3)."""
+    ACC: tl.constexpr = tl.float64 if FP64 else tl.float32
     bh, chunk = tl.program_id(0), tl.program_id(1)
     b, h = bh // num_heads, bh % num_heads
     q_base = q_ptr + b * sq_b + h * sq_h
@@ -232,7 +242,7 @@ def _grad_sums_kernel(q_ptr, dout_ptr, rotation_ptr, ksum_ptr, kv_ptr, dzinv_ptr
     offs_d = tl.arange(0, BLOCK_D)
     d_mask = offs_d < HEAD_DIM
     ksum = tl.load(ksum_ptr + bh * HEAD_DIM + offs_d, mask=d_mask, other=0.)
-    kv = _load_square(kv_ptr + bh * HEAD_DIM * HEAD_DIM, offs_d, HEAD_DIM, False)
+    kv = _load_square(kv_ptr + bh * HEAD_DIM * HEAD_DIM, offs_d, HEAD_DIM)
     dkv = tl.zeros((BLOCK_D, BLOCK_D), dtype=ACC)
     dksum = tl.zeros((BLOCK_D, ), dtype=ACC)
     start = chunk * tokens_per_chunk
@@ -263,9 +273,10 @@ def _grad_key_value_kernel(k_ptr, v_ptr, rotation_ptr, q_global_ptr, max_ptr, de
                            sk_b, sk_h, sk_n, sk_d, sv_b, sv_h, sv_n, sv_d,
                            sdk_b, sdk_h, sdk_n, sdk_d, sdv_b, sdv_h, sdv_n, sdv_d,
                            HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
-                           BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr):
+                           BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, FP64: tl.constexpr):
     """Pass 2 of the backward, one chunk of tokens: dk and dv of its tokens and its share of
     sum_n dl_n phi(k_n) (for the global query's gradient)."""
+    ACC: tl.constexpr = tl.float64 if FP64 else tl.float32
     bh, chunk = tl.program_id(0), tl.program_id(1)
     b, h = bh // num_heads, bh % num_heads
     k_base = k_ptr + b * sk_b + h * sk_h
@@ -277,8 +288,7 @@ def _grad_key_value_kernel(k_ptr, v_ptr, rotation_ptr, q_global_ptr, max_ptr, de
     max_logit = tl.load(max_ptr + bh)
     denom = tl.load(denom_ptr + bh)
     c = tl.load(c_ptr + bh)
-    dkv = _load_square(dkv_ptr + bh * HEAD_DIM * HEAD_DIM, offs_d, HEAD_DIM, False)
-    dkv_swapped = _load_square(dkv_ptr + bh * HEAD_DIM * HEAD_DIM, offs_d, HEAD_DIM, True)
+    dkv = _load_square(dkv_ptr + bh * HEAD_DIM * HEAD_DIM, offs_d, HEAD_DIM)
     dq_global = tl.zeros((BLOCK_D, ), dtype=ACC)
     start = chunk * tokens_per_chunk
     end = tl.minimum(start + tokens_per_chunk, n_tokens)
@@ -295,11 +305,9 @@ def _grad_key_value_kernel(k_ptr, v_ptr, rotation_ptr, q_global_ptr, max_ptr, de
         kv_v = tl.dot(rotated, dkv, input_precision=PRECISION)  # R(K_n) dkv
         dalpha = tl.sum(kv_v * v, axis=1) + tl.sum(phi * dksum[None, :], axis=1)
         dlogit = alpha * (dalpha - c)
-        # dkv v_n and its partner channels, rotated back: R^T(u) = u cos - sign u_pair sin
-        u = tl.dot(v, tl.trans(dkv), input_precision=PRECISION)
-        u_pair = tl.dot(v, tl.trans(dkv_swapped), input_precision=PRECISION)
         cos, sin, sign = _cos_sin(rotation_ptr, offs_n, offs_d, mask, HEAD_DIM, ACC)
-        u = u * cos - sign[None, :] * u_pair * sin
+        u = _rotate_back(tl.dot(v, tl.trans(dkv), input_precision=PRECISION), cos, sin, sign,
+                         BLOCK_N, BLOCK_D)  # R^T(dkv v_n)
         dphi = (alpha[:, None] * (u + dksum[None, :])
                 + (scale * dlogit)[:, None] * q_global[None, :])
         dk = dphi * tl.minimum(phi, 1.)
@@ -319,9 +327,10 @@ def _grad_query_kernel(q_ptr, dout_ptr, rotation_ptr, ksum_ptr, kv_ptr, dzinv_pt
                        sq_b, sq_h, sq_n, sq_d, sd_b, sd_h, sd_n, sd_d,
                        sdq_b, sdq_h, sdq_n, sdq_d,
                        HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                       PRECISION: tl.constexpr, ACC: tl.constexpr):
+                       PRECISION: tl.constexpr, FP64: tl.constexpr):
     """Pass 3 of the backward, one block of tokens: dq (dq_global: the global query's gradient
     already divided by the token count)."""
+    ACC: tl.constexpr = tl.float64 if FP64 else tl.float32
     bh, block = tl.program_id(0), tl.program_id(1)
     b, h = bh // num_heads, bh % num_heads
     offs_n = block * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -337,12 +346,10 @@ def _grad_query_kernel(q_ptr, dout_ptr, rotation_ptr, ksum_ptr, kv_ptr, dzinv_pt
     dq_global = tl.load(dq_global_ptr + bh * HEAD_DIM + offs_d, mask=d_mask, other=0.)
     dzinv = tl.load(dzinv_ptr + bh * n_tokens + offs_n, mask=n_mask, other=0.)
     z = 1. / (tl.sum(phi * ksum[None, :], axis=1) + 1e-6)
-    kv = _load_square(kv_ptr + bh * HEAD_DIM * HEAD_DIM, offs_d, HEAD_DIM, False)
-    kv_swapped = _load_square(kv_ptr + bh * HEAD_DIM * HEAD_DIM, offs_d, HEAD_DIM, True)
-    grad = tl.dot(dout, tl.trans(kv), input_precision=PRECISION)  # kv dout_n
-    grad_pair = tl.dot(dout, tl.trans(kv_swapped), input_precision=PRECISION)
+    kv = _load_square(kv_ptr + bh * HEAD_DIM * HEAD_DIM, offs_d, HEAD_DIM)
     cos, sin, sign = _cos_sin(rotation_ptr, offs_n, offs_d, mask, HEAD_DIM, ACC)
-    grad = z[:, None] * (grad * cos - sign[None, :] * grad_pair * sin)
+    grad = z[:, None] * _rotate_back(tl.dot(dout, tl.trans(kv), input_precision=PRECISION),
+                                     cos, sin, sign, BLOCK_N, BLOCK_D)  # z_n R^T(kv dout_n)
     dphi = grad + dzinv[:, None] * ksum[None, :] + dq_global[None, :]
     dq = dphi * tl.minimum(phi, 1.)
     tl.store(dq_ptr + b * sdq_b + h * sdq_h + offs_n[:, None] * sdq_n + offs_d[None, :] * sdq_d,
@@ -419,7 +426,7 @@ def _config(q: torch.Tensor) -> _Config:
 
 def _constexprs(cfg: _Config, block_n: int) -> dict:
     return dict(HEAD_DIM=cfg.head_dim, BLOCK_N=block_n, BLOCK_D=cfg.block_d,
-                ACC=tl.float64 if cfg.acc == torch.float64 else tl.float32,
+                FP64=cfg.acc == torch.float64,
                 num_warps=cfg.num_warps)
 
 

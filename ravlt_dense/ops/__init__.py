@@ -123,18 +123,24 @@ def rala_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rotation: tor
     Raises:
         KernelUnavailable: The kernels cannot run for this configuration (warned once).
     """
-    if torch.compiler.is_compiling():  # no fallback inside a graph
-        from .rala_kernels import check_inputs, rala_forward
-        check_inputs(q, k, v, rotation, lepe, gate)
-        return rala_forward(q, k, v, rotation.to(q.device), scale)[0]
-    kernels = _kernels()
+    compiling = torch.compiler.is_compiling()  # then no fallback: the graph holds the op
+    if compiling:
+        from . import rala_kernels as kernels  # (dynamo does not trace importlib)
+    else:
+        kernels = _kernels()
     kernels.check_inputs(q, k, v, rotation, lepe, gate)
     table = rotation.to(q.device)
     if table.is_complex():
         table = torch.view_as_real(table).flatten(-2)
     if lepe is not None:
+        if compiling:
+            raise ValueError('the fused epilogue writes into lepe, which compiled graphs do not '
+                             'follow: call rala_triton without lepe and gate there and compute '
+                             '(lepe + out) * gate (the compiler fuses it)')
         return _attempt(_key(q, 'forward + epilogue'), kernels.rala_gated_, q, k, v, table,
                         scale, lepe, gate)
+    if compiling:
+        return kernels.rala_forward(q, k, v, table, scale)[0]
     return _attempt(_key(q, 'forward'), kernels.rala_forward, q, k, v, table, scale)[0]
 
 

@@ -77,3 +77,14 @@ def test_onnx_export_keeps_plain_ops(kernel_on_this_device, tmp_path):
                       dynamo=True, external_data=False)
     domains = {node.domain for node in onnx.load(str(path)).graph.node}
     assert domains <= {'', 'ai.onnx'}, domains
+
+
+def test_the_in_place_epilogue_is_refused_inside_a_graph():
+    from unittest import mock
+    from ravlt_dense import ops
+    q = torch.randn(1, 1, 6, 32, device=DEVICE)
+    rotation = RoPE(32).to(DEVICE).cached(2, 3)
+    with mock.patch('torch.compiler.is_compiling', return_value=True), \
+            pytest.raises(ValueError, match=r'the fused epilogue writes into lepe, which compiled '
+                          r'graphs do not follow: call rala_triton without lepe and gate'):
+        ops.rala_triton(q, q, q, rotation, 0.1, lepe=q.clone(), gate=q)

@@ -7,6 +7,7 @@ request the fixtures by name.
 """
 import functools
 import http.server
+import importlib
 import importlib.util
 import os
 import re
@@ -17,14 +18,18 @@ import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Optional, Sequence
+from unittest import mock
 
 import pytest
 import torch
 
-# Without a GPU, Triton kernels (ravlt_dense.ops) run in Triton's interpreter; it must be on
-# before triton.language is first imported. Nothing else here runs Triton on the CPU.
-if not torch.cuda.is_available():
-    os.environ.setdefault('TRITON_INTERPRET', '1')
+# Without a GPU the fused kernels' tests run them in Triton's interpreter, which triton picks
+# when @triton.jit runs: for its own library when triton.language is first imported (torch's
+# dynamo imports it early), for ours when the kernel module is (the ``fused_kernels`` fixture).
+# The variable is set for those imports only: tool subprocesses must not inherit it.
+if not torch.cuda.is_available() and importlib.util.find_spec('triton') is not None:
+    with mock.patch.dict(os.environ, TRITON_INTERPRET='1'):
+        import triton.language  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,6 +86,48 @@ def run_tool(args: Sequence, timeout: float = 300, check: bool = True,
         raise AssertionError(f'{" ".join(cmd)} failed ({proc.returncode}):\n'
                              f'{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}')
     return proc
+
+
+@pytest.fixture(scope='session', autouse=True)
+def kernel_bugs_raise():
+    """A fused kernel's bug fails the test instead of a warning and the PyTorch path
+    (``ravlt_dense.ops.STRICT``; a GPU or triton the kernels do not support still falls back)."""
+    from ravlt_dense import ops
+    strict, ops.STRICT = ops.STRICT, True
+    yield
+    ops.STRICT = strict
+
+
+@pytest.fixture(scope='module')
+def fused_kernels():
+    """The fused kernels (``ravlt_dense.ops.rala_kernels``) as this machine runs them: compiled
+    on a GPU; without one in Triton's interpreter on CPU tensors, with TRITON_INTERPRET=1 set
+    while the module's tests run (triton also reads it while it launches) and only then."""
+    pytest.importorskip('triton')
+    name = 'ravlt_dense.ops.rala_kernels'
+    if torch.cuda.is_available():
+        yield importlib.import_module(name)
+        return
+    module = sys.modules.get(name)
+    if module is not None and not module.INTERPRETED:
+        pytest.fail(f"{name} was imported without Triton's interpreter before the kernel "
+                    f'tests: run them in a process of their own')
+    with mock.patch.dict(os.environ, TRITON_INTERPRET='1'):
+        yield importlib.import_module(name)
+
+
+@pytest.fixture
+def kernel_on_this_device(fused_kernels):
+    """The backbone takes the kernels for CUDA tensors; on the CPU (interpreter) let it. On a
+    GPU, fp32 means fp32 (cuDNN's convolutions would use TF32 in both paths otherwise)."""
+    from ravlt_dense import ops
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    with mock.patch.object(ops, 'KERNEL_DEVICE_TYPES', ('cuda', device)), \
+            mock.patch.dict(ops._failed, clear=True):
+        yield
+    torch.backends.cudnn.allow_tf32 = tf32
 
 
 @pytest.fixture

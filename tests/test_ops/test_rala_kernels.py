@@ -1,10 +1,10 @@
-"""The fused RALA kernels (``ravlt_dense.ops``) against the paper's formulas.
+"""The fused RALA kernels' forward (``ravlt_dense.ops``) against the paper's formulas, and
+where the backbone takes them.
 
-Without a GPU the kernels run in Triton's interpreter (NumPy on the CPU; conftest switches it
-on); on a machine with CUDA the same tests run the compiled kernels on the GPU
-(``python -m pytest tests/test_ops`` there, as ``tools/analysis/gpu_check.sh`` does).
+Without a GPU the kernels run in Triton's interpreter (NumPy on the CPU; the ``fused_kernels``
+fixture of conftest switches it on for this process's kernel module only); on a machine with
+CUDA the same tests run the compiled kernels on the GPU (``python -m pytest tests -m gpu``).
 """
-import os
 from unittest import mock
 
 import pytest
@@ -14,22 +14,9 @@ from conftest import TINY_ARCH as TINY, weighted_sum
 from ravlt_dense import ops
 from ravlt_dense.models.backbones.ravlt import RAVLT, RALAttention, RoPE, rala_reference
 
-pytest.importorskip('triton')
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures('fused_kernels')]
 
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
-
-
-@pytest.fixture
-def kernel_on_this_device():
-    """The backbone takes the kernel for CUDA tensors; on the CPU (interpreter) let it. On a
-    GPU, fp32 means fp32 (cuDNN's convolutions would use TF32 in both paths otherwise)."""
-    assert DEVICE == 'cuda' or os.environ.get('TRITON_INTERPRET') == '1'
-    tf32 = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    with mock.patch('ravlt_dense.models.backbones.ravlt.rala_kernel_applies',
-                    lambda x: x.device.type == DEVICE):
-        yield
-    torch.backends.cudnn.allow_tf32 = tf32
 
 
 def head_views(batch, heads, height, width, head_dim, dtype=torch.float32, gain=1.0):
@@ -131,7 +118,8 @@ def test_kernel_rejects_inputs_that_do_not_fit():
     q, k, v = head_views(1, 1, 6, 7, 32)
     rotation = RoPE(32).cached(7, 7)
     with pytest.raises(ValueError, match=r'rotation must be \(42, 16\) complex64 \(RoPE.cached '
-                       r'of the map\), got \(49, 16\)'):
+                       r'of the map\) or its \(42, 32\) float32 table \(rope_table\), got '
+                       r'\(49, 16\) torch.complex64'):
         ops.rala_triton(q, k, v, rotation, 0.1)
     with pytest.raises(ValueError, match='head dim divisible by 4'):
         ops.rala_triton(q[..., :30], k, v, rotation, 0.1)
@@ -153,13 +141,17 @@ def test_backbone_takes_the_kernel_for_inference_and_matches_reference(kernel_on
         assert (a - b).abs().max() <= 2e-5
 
 
-def test_training_keeps_the_autograd_path(kernel_on_this_device):
-    model = RAVLT(TINY).to(DEVICE).train()
+def test_training_takes_the_kernels_forward_and_backward(kernel_on_this_device, fused_kernels):
+    model = RAVLT(TINY, attn_types=('rala', ) * 4).to(DEVICE).train()
     x = torch.randn(2, 3, 64, 64, device=DEVICE)
-    kernel = mock.Mock(wraps=ops.rala_triton)
-    with mock.patch('ravlt_dense.models.backbones.ravlt.rala_triton', kernel):
+    forward = mock.Mock(wraps=ops.rala_triton)
+    backward = mock.Mock(wraps=fused_kernels.rala_backward)
+    with mock.patch('ravlt_dense.models.backbones.ravlt.rala_triton', forward), \
+            mock.patch.object(fused_kernels, 'rala_backward', backward):
         weighted_sum(model(x)).backward()
-    assert kernel.call_count == 0
+    blocks = sum(TINY['depths'])
+    assert forward.call_count == blocks and backward.call_count == blocks
+    assert all('lepe' not in call.kwargs for call in forward.call_args_list)  # no epilogue
     assert model.layers[0].blocks[0].attn.qkvo.weight.grad.abs().sum() > 0
 
 
@@ -170,24 +162,28 @@ def test_kernel_applies_to_recent_cuda_gpus_with_triton():
         assert ops.rala_kernel_applies(cuda_like)
         with mock.patch.object(ops, 'triton_available', return_value=False):
             assert not ops.rala_kernel_applies(cuda_like)
-        with mock.patch.dict(ops._failed, {torch.device('cuda', 0): 'OutOfResources'}):
+        with mock.patch.dict(ops._failed, {'import': 'ImportError'}):
             assert not ops.rala_kernel_applies(cuda_like)
+        with mock.patch.dict(ops._failed, {(torch.device('cuda', 0), 64, torch.float16,
+                                            'forward'): 'OutOfResources'}):
+            assert ops.rala_kernel_applies(cuda_like)  # one configuration: the others still try
     with mock.patch.object(ops, '_capable', return_value=False):  # pre-Ampere: no TF32
         assert not ops.rala_kernel_applies(cuda_like)
 
 
-def test_a_device_the_kernels_do_not_fit_falls_back_to_pytorch_once(kernel_on_this_device):
+def test_a_device_the_kernels_do_not_fit_falls_back_to_pytorch_once(kernel_on_this_device,
+                                                                    fused_kernels):
     from triton.runtime.errors import OutOfResources
     model = RAVLT(TINY, attn_types=('rala', ) * 4).to(DEVICE).eval()
     x = torch.randn(1, 3, 64, 64, device=DEVICE)
     failing = mock.Mock(side_effect=OutOfResources(99000, 65536, 'shared memory'))
-    with torch.no_grad(), mock.patch.dict(ops._failed, clear=True), \
-            mock.patch('ravlt_dense.ops.rala_kernels.rala_triton', failing):
-        with pytest.warns(UserWarning, match=r"RALA's fused Triton kernel cannot run on "
-                          r'.*OutOfResources.*PyTorch ops on this device from now on'):
+    with torch.no_grad(), mock.patch.object(fused_kernels, 'rala_gated_', failing):
+        with pytest.warns(UserWarning, match=r"RALA's fused Triton kernel cannot run for "
+                          r'.*head dim 8, torch.float32, forward \+ epilogue: OutOfResources.*'
+                          r'PyTorch ops from now on'):
             out = model(x)
         again = model(x)
-        assert failing.call_count == 1  # the device is remembered: no second try
+        assert failing.call_count == 1  # remembered (every block has head dim 8): no second try
         assert DEVICE in str(next(iter(ops._failed)))
         expected = model.set_rala_kernel(False)(x)
     for a, b, c in zip(out, again, expected):
@@ -198,9 +194,9 @@ def test_a_triton_the_kernels_do_not_import_with_falls_back_too(kernel_on_this_d
     model = RAVLT(TINY, attn_types=('rala', ) * 4).to(DEVICE).eval()
     x = torch.randn(1, 3, 64, 64, device=DEVICE)
     # None in sys.modules: importing the kernel module raises ImportError, as an old triton would
-    with torch.no_grad(), mock.patch.dict(ops._failed, clear=True), \
-            mock.patch.dict('sys.modules', {'ravlt_dense.ops.rala_kernels': None}):
-        with pytest.warns(UserWarning, match=r'cannot run on .*(ImportError|ModuleNotFoundError)'):
+    with torch.no_grad(), mock.patch.dict('sys.modules', {'ravlt_dense.ops.rala_kernels': None}):
+        with pytest.warns(UserWarning, match=r'cannot run for every device: '
+                          r'(ImportError|ModuleNotFoundError)'):
             out = model(x)
         expected = model.set_rala_kernel(False)(x)
     for a, b in zip(out, expected):

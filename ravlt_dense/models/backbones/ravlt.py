@@ -20,9 +20,11 @@ follow: RoPE in real arithmetic on tables built from the ``angle`` buffer inside
 complex numbers, which ONNX lacks; no cache keyed on storage; the compiler fuses it), and its
 sums out of place (exporters that trace do not follow writes through views).
 
-On CUDA, when nothing asks for gradients (evaluation, inference, benchmarks) and triton is
-installed, the fast path hands RALA to fused Triton kernels (``ravlt_dense.ops``, same math in
-three passes over the tokens instead of a dozen); ``rala_kernel=False`` keeps the PyTorch ops.
+On CUDA with triton installed the fast path hands RALA to fused Triton kernels
+(``ravlt_dense.ops``, same math in three passes over the tokens instead of a dozen, and three
+for the backward in training; compiled and exported graphs keep them as the operator
+``ravlt::rala_forward``); ``rala_kernel=False`` keeps the PyTorch ops, and so do the ONNX and
+TorchScript exports.
 """
 import math
 from collections import OrderedDict
@@ -37,7 +39,7 @@ from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ravlt_dense.checkpoint import load_backbone_checkpoint
-from ravlt_dense.ops import KernelUnavailable, rala_kernel_applies, rala_triton
+from ravlt_dense.ops import KernelUnavailable, rala_kernel_applies, rala_triton, rope_table
 
 ATTN_TYPES = ('rala', 'softmax')
 ATTN_IMPLS = ('fast', 'reference')
@@ -230,9 +232,9 @@ class RALAttention(nn.Module):
     """One attention layer of RAVLT; ``attn_type`` picks RALA or softmax over the same weights.
 
     qkvo = Conv1x1(C -> 4C) gives q, k, v and the output gate o; a 5x5 depth-wise conv on v
-    (``lepe``) adds a local branch; y = proj((attention + lepe) * o). On CUDA, when no gradient
-    is needed (``use_kernel``: see ``RAVLT``'s ``rala_kernel``), RALA and the two steps after it
-    run in fused Triton kernels (``ravlt_dense.ops``).
+    (``lepe``) adds a local branch; y = proj((attention + lepe) * o). On CUDA (``use_kernel``:
+    see ``RAVLT``'s ``rala_kernel``) RALA runs in fused Triton kernels (``ravlt_dense.ops``),
+    forward and backward; where no gradient is needed, the two steps after it too.
 
     Args:
         dim (int): Channels C of the input map.
@@ -272,16 +274,11 @@ class RALAttention(nn.Module):
             return self.proj((self._merge_heads(out, H, W) + lepe) * o)
         if self.attn_type == 'rala':
             q, k, v = map(self._split_heads, (q, k, v))
-            if self.use_kernel and not is_tracing() and rala_kernel_applies(q) and not (
-                    torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
-                                                 or v.requires_grad)):
-                try:  # one kernel pass ends in (lepe + RALA) * o, written into lepe
-                    rala_triton(q, k, v, rope.cached(H, W), self.scale,
-                                lepe=self._split_heads(lepe), gate=self._split_heads(o))
-                    return self.proj(lepe)
-                except KernelUnavailable:
-                    pass  # warned once (lepe untouched): this device takes the PyTorch path
-            out = rala_fast(q, k, v, rope.rotary(H, W), self.scale)
+            out = self._rala_kernel(q, k, v, lepe, o, rope) if self._takes_kernel(q) else None
+            if out is lepe:  # inference: the kernel's epilogue wrote (lepe + RALA) * o there
+                return self.proj(lepe)
+            if out is None:
+                out = rala_fast(q, k, v, rope.rotary(H, W), self.scale)
         else:
             rotate = rope.rotary(H, W)
             q, k = (rotate(self._split_heads(t)) for t in (q, k))
@@ -291,6 +288,33 @@ class RALAttention(nn.Module):
         # Add into lepe through its token-major view: neither `out` nor a sum gets a new copy.
         self._split_heads(lepe).add_(out)
         return self.proj(lepe.mul_(o))
+
+    def _takes_kernel(self, q: torch.Tensor) -> bool:
+        """Whether RALA goes to the fused kernels: they are on and apply to q's device, and the
+        model is not being exported to ONNX or TorchScript (plain ops there; torch.compile and
+        torch.export keep the kernels as the custom operator ``ravlt::rala_forward``)."""
+        return (self.use_kernel and rala_kernel_applies(q) and not torch.jit.is_tracing()
+                and not torch.onnx.is_in_onnx_export())
+
+    def _rala_kernel(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     lepe: torch.Tensor, o: torch.Tensor, rope: RoPE) -> Optional[torch.Tensor]:
+        """RALA through the fused kernels (``ravlt_dense.ops``): its (B, heads, N, d) output;
+        ``lepe`` itself where no gradient is needed (eager), the kernel's epilogue having
+        written (lepe + RALA) * o into it; None where the kernels cannot run for this case
+        (warned once)."""
+        height, width = lepe.shape[-2:]
+        try:
+            if torch.compiler.is_compiling():  # the rotation from the angle buffer, in the graph
+                return rala_triton(q, k, v, rope_table(*rope(height, width)), self.scale)
+            rotation = rope.cached(height, width)
+            if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
+                                            or v.requires_grad):
+                return rala_triton(q, k, v, rotation, self.scale)  # autograd: backward kernels
+            rala_triton(q, k, v, rotation, self.scale, lepe=self._split_heads(lepe),
+                        gate=self._split_heads(o))
+            return lepe
+        except KernelUnavailable:
+            return None
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, heads, N, d) as a view; contiguous per head for channels-last."""
@@ -516,8 +540,8 @@ class RAVLT(BaseModule):
         norm_eval (bool): Keep BatchNorm layers in eval mode while training. Defaults to True.
         with_cp (bool): Activation checkpointing per block (saves memory, costs a re-forward).
         attn_impl (str): 'fast' (default) or 'reference' (the formulas as written, for checks).
-        rala_kernel (bool): Let the fast path run RALA's forward through the fused Triton kernel
-            on CUDA when no gradient is needed and triton is installed. Defaults to True.
+        rala_kernel (bool): Let the fast path run RALA (forward and, in training, backward)
+            through the fused Triton kernels on CUDA where triton is installed. Defaults to True.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)`` loads the
             authors' ImageNet checkpoints or ours, strictly, reporting any key that does not fit.
     """

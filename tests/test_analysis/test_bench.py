@@ -1,8 +1,9 @@
-"""ravlt_dense.analysis.bench: one case measured in-process, and what the reports make of rows
-(the scaling fit, the ratios to Swin-T and issue 17's targets); structure, never timings."""
+"""ravlt_dense.analysis.bench and .report: one case measured in-process, and what the reports
+make of rows (the scaling fit, the ratios to Swin-T and issue 17's targets); structure, never
+timings."""
 import pytest
 
-from ravlt_dense.analysis import bench
+from ravlt_dense.analysis import bench, models, report
 
 
 def test_scaling_slopes_and_table():
@@ -11,9 +12,9 @@ def test_scaling_slopes_and_table():
                  latency_max_ms=2, images_per_s=1.0, peak_mem_MB=1.0, device='cpu',
                  dtype='float32', task='inference', mode='eager')
             for m, c, k in (('lin', 2.0, 1), ('quad', 1e-3, 2)) for p in (1e4, 4e4, 1.6e5)]
-    slopes = bench.scaling_slopes(rows, 'latency_ms')
+    slopes = report.scaling_slopes(rows, 'latency_ms')
     assert slopes == pytest.approx({'lin, inference eager b1': 1, 'quad, inference eager b1': 2})
-    table = bench.markdown_table(rows)
+    table = report.markdown_table(rows)
     assert table.count('\n') == len(rows) + 1
 
 
@@ -36,7 +37,7 @@ def test_measure_counts_flops_both_ways_and_times_a_training_step():
 
 
 def _row(model, path, task, mode, batch, ms, mb):
-    return dict(model=model, description=bench.description(model, 'backbone'),
+    return dict(model=model, description=models.description(model, 'backbone'),
                 path=path, task=task, mode=mode, batch=batch, input='800x1216',
                 latency_ms=ms, images_per_s=batch / ms * 1e3, peak_mem_MB=mb, device='cuda:X',
                 dtype='float16')
@@ -51,16 +52,16 @@ def test_summary_ratios_point_the_same_way_for_times_and_speeds():
             _row('ravlt_s', 'fast', 'inference', 'eager', 1, 5., 100.),
             _row('ravlt_s', 'fast', 'train', 'eager', 2, 60., 6000.),
             _row('ravlt_s', 'fast-nokernel', 'inference', 'eager', 8, 80., 300.)]
-    summary = {(s['model'], s['path']): s for s in bench.summary_rows(rows)}
+    summary = {(s['model'], s['path']): s for s in report.summary_rows(rows)}
     ours = summary[('ravlt_s', 'fast')]
     assert ours['inference'] == pytest.approx(400.)
     assert (ours['inference_ratio'], ours['latency_ratio'], ours['train_ratio'],
             ours['train_peak_ratio']) == pytest.approx((2., 2., 0.5, 3.))
     assert 'compiled_ratio' not in ours  # nothing compiled was measured
     assert summary[('ravlt_s', 'fast-nokernel')]['inference_ratio'] == pytest.approx(0.5)
-    table = bench.summary_table(rows)
+    table = report.summary_table(rows)
     assert '| RAVLT-S (released mix) | 800x1216 | 400.0 (2.00x) |' in table
-    target, = bench.target_lines(rows)
+    target, = report.target_lines(rows)
     assert 'inference 2.00x (target >= 1.0: met)' in target
     assert 'train 0.50x (target >= 0.8, missed by 38%)' in target
     assert 'train_peak 3.00x (target <= 1.5, missed by 100%)' in target

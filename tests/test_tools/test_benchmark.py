@@ -5,11 +5,11 @@ import importlib.util
 import math
 
 from conftest import load_script
-from ravlt_dense.analysis import bench
+from ravlt_dense.analysis import models, report
 
 benchmark = load_script('tools/analysis/benchmark.py')
 # Swin-T, the baseline of the ratios, where the stack is complete (mmdet with mmcv's ops)
-SWIN = bench.missing_requirement('swin_t', 'backbone') is None
+SWIN = models.missing_requirement('swin_t', 'backbone') is None
 
 
 def read_csv(path):
@@ -19,15 +19,15 @@ def read_csv(path):
 
 def test_benchmark_tool_smoke(tmp_path):
     # each case is a fresh process: keep it short
-    models = ['ravlt_t', 'swin_t' if SWIN else 'ravlt_t_rala']
+    names = ['ravlt_t', 'swin_t' if SWIN else 'ravlt_t_rala']
     absent = 'convnext_t' if importlib.util.find_spec('mmpretrain') is None else None
-    rows = benchmark.main(['--models', *models, *([absent] if absent else []), '--shape', '64',
+    rows = benchmark.main(['--models', *names, *([absent] if absent else []), '--shape', '64',
                            '64', '--shape', '64', '96', '--batch', '1', '2', '--train-batch', '1',
                            '--repeat', '2', '--warmup', '1', '--no-flops',
                            '--work-dir', str(tmp_path)])
     # per model and shape: a training step, then inference at each batch
     assert [(r['model'], r['input'], r['task'], r['batch']) for r in rows] == [
-        (m, s, task, b) for m in models for s in ('64x64', '64x96')
+        (m, s, task, b) for m in names for s in ('64x64', '64x96')
         for task, b in (('train', 1), ('inference', 1), ('inference', 2))]
     csv_rows = read_csv(tmp_path / 'benchmark.csv')
     assert len(csv_rows) == len(rows)
@@ -41,12 +41,12 @@ def test_benchmark_tool_smoke(tmp_path):
         assert float(r['latency_min_ms']) <= float(r['latency_ms']) <= float(r['latency_max_ms'])
         assert math.isfinite(float(r['peak_mem_MB'])) and float(r['peak_mem_MB']) >= 0
     md = (tmp_path / 'benchmark.md').read_text()
-    for m in models:
-        assert bench.description(m, 'backbone') in md
+    for m in names:
+        assert models.description(m, 'backbone') in md
     if absent:
         assert f'skipped `{absent}`' in md
     summary = read_csv(tmp_path / 'summary.csv')
-    assert [(s['model'], s['input']) for s in summary] == [(m, s) for m in models
+    assert [(s['model'], s['input']) for s in summary] == [(m, s) for m in names
                                                            for s in ('64x64', '64x96')]
     if SWIN:  # the ratio table against Swin-T, Swin-T's own ratios 1
         assert '## Against Swin-T (mmdet) (same run)' in md
@@ -58,7 +58,7 @@ def test_benchmark_tool_smoke(tmp_path):
     again = benchmark.main(['--from-csv', str(tmp_path / 'benchmark.csv'),
                             '--work-dir', str(tmp_path / 'again')])
     assert [r['model'] for r in again] == [r['model'] for r in rows]
-    assert bench.markdown_table(again) == bench.markdown_table(rows)
+    assert report.markdown_table(again) == report.markdown_table(rows)
     assert read_csv(tmp_path / 'again' / 'summary.csv') == summary
 
 

@@ -29,7 +29,7 @@ import time
 
 import torch
 
-from ravlt_dense.analysis import PAPER_COUNTING, bench
+from ravlt_dense.analysis import PAPER_COUNTING, bench, models, report
 from ravlt_dense.analysis.timing import cpu_model
 
 DEFAULT_SHAPES = [(224, 224), (512, 512), (800, 1216)]
@@ -65,8 +65,8 @@ def parse_args(argv=None):
                    'given as well override: ' + '; '.join(
                        f'{name} = {as_flags(preset)}' for name, preset in PRESETS.items()))
     p.add_argument('--level', choices=['backbone', 'model'], default='backbone')
-    p.add_argument('--models', nargs='+', help='backbones: ' + ' '.join(bench.BACKBONES)
-                   + '; models: ' + ' '.join(bench.WHOLE_MODELS))
+    p.add_argument('--models', nargs='+', help='backbones: ' + ' '.join(models.BACKBONES)
+                   + '; models: ' + ' '.join(models.WHOLE_MODELS))
     p.add_argument('--shape', type=int, nargs=2, action='append', metavar=('H', 'W'),
                    help='input height and width; repeat for several (default: 224 224, 512 512, '
                    '800 1216 for backbones, each model\'s own for whole models)')
@@ -78,7 +78,7 @@ def parse_args(argv=None):
     p.add_argument('--device', default='cpu')
     p.add_argument('--dtype', choices=['float32', 'float16', 'bfloat16'], default='float32',
                    help='autocast dtype (CUDA; CPU stays float32)')
-    p.add_argument('--paths', nargs='+', choices=bench.PATHS, default=['fast'],
+    p.add_argument('--paths', nargs='+', choices=models.PATHS, default=['fast'],
                    help='RAVLT once per path: fast (with RALA\'s fused kernels where they apply: '
                    'CUDA), fast-nokernel (RAVLT(rala_kernel=False)), reference (the formulas '
                    'written out)')
@@ -114,22 +114,22 @@ def parse_args(argv=None):
 def plan(args):
     """Eager cases first (path by path), then compiled ones; notes on what is skipped."""
     level = args.level
-    names = args.models or list(bench.DEFAULT_BACKBONES if level == 'backbone'
-                                else bench.DEFAULT_WHOLE_MODELS)
+    names = args.models or list(models.DEFAULT_BACKBONES if level == 'backbone'
+                                else models.DEFAULT_WHOLE_MODELS)
     notes, cases = [], []
     for compiled in ([False, True] if args.compile else [False]):
         for path in args.paths:
             for name in names:
-                why = bench.missing_requirement(name, level)
+                why = models.missing_requirement(name, level)
                 if why:
                     if not compiled and path == args.paths[0]:
                         notes.append(f'- skipped `{name}`: {why}')
                     continue
-                rala = bench.has_rala(name, level)
+                rala = models.has_rala(name, level)
                 if not rala and path != args.paths[0]:
                     continue  # nothing to switch: measured once
                 shapes = [tuple(s) for s in args.shape] if args.shape else (
-                    DEFAULT_SHAPES if level == 'backbone' else [bench.WHOLE_MODELS[name][3]])
+                    DEFAULT_SHAPES if level == 'backbone' else [models.WHOLE_MODELS[name][3]])
                 cases += [dict(name=name, level=level, shape=shape, batches=args.batch,
                                train_batch=0 if compiled else args.train_batch,
                                device=args.device, dtype=args.dtype, warmup=args.warmup,
@@ -156,13 +156,13 @@ def run(cases, args):
     return rows
 
 
-def report(rows, notes, args, elapsed):
+def render(rows, notes, args, elapsed):
     measured = [r for r in rows if 'latency_ms' in r]
     for r in rows:
         if r.get('note'):
-            notes.append(f"- {bench.label(r)} {r.get('mode', '')} at {r['input']}: {r['note']}")
+            notes.append(f"- {report.label(r)} {r.get('mode', '')} at {r['input']}: {r['note']}")
         if r.get('compile_s'):
-            notes.append(f"- {bench.label(r)} at {r['input']}: compiled "
+            notes.append(f"- {report.label(r)} at {r['input']}: compiled "
                          f"{r['speedup_vs_eager']:.2f}x the eager model's speed, same process "
                          f"(compilation {r['compile_s']:.0f} s)")
     if torch.cuda.is_available() and args.device.startswith('cuda'):
@@ -174,13 +174,13 @@ def report(rows, notes, args, elapsed):
              f"Command: `python {' '.join(sys.argv)}` ({elapsed:.0f} s)  ",
              f'Machine: {machine}; torch {torch.__version__}, Python '
              f'{platform.python_version()}', '']
-    if any(r['model'] == bench.BASELINE for r in measured):
-        lines += [f'## Against {bench.description(bench.BASELINE, "backbone")} (same run)', '',
-                  bench.summary_table(measured), '',
+    if any(r['model'] == models.BASELINE for r in measured):
+        lines += [f'## Against {models.description(models.BASELINE, "backbone")} (same run)', '',
+                  report.summary_table(measured), '',
                   '(ratio) = ours / Swin-T\'s for img/s and memory, Swin-T\'s / ours for times: '
-                  'above 1 is faster, or more memory.', ''] + bench.target_lines(measured)
+                  'above 1 is faster, or more memory.', ''] + report.target_lines(measured)
         lines.append('')
-    lines += ['## Every measurement', '', bench.markdown_table(rows), '',
+    lines += ['## Every measurement', '', report.markdown_table(rows), '',
               '- Latency: per pass of the whole batch, median of the timed passes after the '
               'warm-up ones, IQR = inter-quartile range, img/s = batch / median. Inference: eval, '
               '`torch.inference_mode`; train: forward + backward (train mode, no optimizer '
@@ -201,7 +201,7 @@ def report(rows, notes, args, elapsed):
     eager = [r for r in measured if r.get('mode', 'eager') == 'eager']
     for key, name in (('latency_ms', 'latency'), ('peak_mem_MB', 'peak memory'),
                       ('flops_full_G', 'FLOPs (full count; exact, unlike the timings)')):
-        slopes = bench.scaling_slopes(eager, key)
+        slopes = report.scaling_slopes(eager, key)
         if slopes:
             lines.append(f'- log-log slope of {name} vs pixels between the two largest shapes '
                          '(1 = linear, 2 = quadratic): ' + ', '.join(
@@ -213,7 +213,7 @@ def main(argv=None):
     args = parse_args(argv)
     start = time.monotonic()
     if args.from_csv:
-        rows = bench.read_csv(args.from_csv)
+        rows = report.read_csv(args.from_csv)
         notes = [f'- rendered from `{args.from_csv}` (an earlier run)']
     else:
         cases, notes = plan(args)
@@ -225,13 +225,13 @@ def main(argv=None):
     paths = {k: osp.join(args.work_dir, k) for k in ('benchmark.md', 'benchmark.csv',
                                                      'summary.csv', 'scaling.png')}
     if osp.abspath(paths['benchmark.csv']) != osp.abspath(args.from_csv or ''):
-        bench.write_csv(rows, paths['benchmark.csv'])
-    lines, eager = report(rows, notes, args, time.monotonic() - start)
+        report.write_csv(rows, paths['benchmark.csv'])
+    lines, eager = render(rows, notes, args, time.monotonic() - start)
     measured = [r for r in rows if 'latency_ms' in r]
-    bench.write_csv(bench.summary_rows(measured), paths['summary.csv'],
-                    bench.summary_columns(measured))
+    report.write_csv(report.summary_rows(measured), paths['summary.csv'],
+                    report.summary_columns(measured))
     written = [paths['benchmark.md'], paths['benchmark.csv'], paths['summary.csv']]
-    plot_note = bench.plot_scaling(eager, paths['scaling.png'])
+    plot_note = report.plot_scaling(eager, paths['scaling.png'])
     if plot_note:
         notes.append(f'- {plot_note}')
     else:

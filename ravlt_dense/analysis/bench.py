@@ -43,15 +43,17 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> Tuple[float, 
     """(MB, how measured) that one call of ``fn`` held at its peak over what was held before."""
     if device.type == 'cuda':
         return cuda_peak_mb(fn, device), 'cuda max_memory_allocated delta'
-    base = _proc_status('VmRSS')
     try:  # reset the kernel's RSS high-water mark (VmHWM) to now (Linux >= 4.0)
         with open('/proc/self/clear_refs', 'w') as f:
             f.write('5')
+        base = _proc_status('VmRSS')  # after the reset: the mark is at least this from now on
     except OSError:
         base = None
     if base is not None:
         fn()
-        return (_proc_status('VmHWM') - base) / 2**20, 'RSS peak delta (VmHWM)'
+        # the kernel's RSS counters lag by a few hundred kB: a call that allocated nothing can
+        # read slightly below zero
+        return max(_proc_status('VmHWM') - base, 0) / 2**20, 'RSS peak delta (VmHWM)'
     import resource  # ru_maxrss never goes down: a lower bound if the build peaked higher
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     fn()

@@ -149,10 +149,10 @@ def run(cases, args):
         got = bench.run_isolated(case, min(args.timeout, left), why)
         rows += got
         status = next((r['note'] for r in got if r.get('note')), 'ok')
-        mode = 'compiled' if case['compile'] else 'eager'
-        print(f"[{time.monotonic() - start:5.0f} s] {i}/{len(cases)} {case['name']} "
-              f"{case['path'] or ''} {mode} {case['shape'][0]}x{case['shape'][1]}: {status}",
-              flush=True)
+        what = ' '.join(filter(None, (case['name'], case['path'],
+                                      'compiled' if case['compile'] else 'eager')))
+        print(f"[{time.monotonic() - start:5.0f} s] {i}/{len(cases)} {what} "
+              f"{case['shape'][0]}x{case['shape'][1]}: {status}", flush=True)
     return rows
 
 

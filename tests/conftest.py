@@ -130,6 +130,37 @@ def kernel_on_this_device(fused_kernels):
     torch.backends.cudnn.allow_tf32 = tf32
 
 
+@pytest.fixture(params=['cpu', pytest.param('cuda', marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason='no CUDA device'))])
+def device(request):
+    """Each device a ``gpu``-marked test runs on: the CPU always, CUDA where there is one.
+
+    On CUDA, fp32 means fp32 while the test runs (no TF32 in cuBLAS or cuDNN) and cuDNN picks
+    deterministic algorithms, so that two computations of the same function are held to the
+    CPU's tolerances.
+    """
+    if request.param == 'cpu':
+        yield torch.device('cpu')
+        return
+    backends = torch.backends
+    saved = (backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32,
+             backends.cudnn.deterministic, backends.cudnn.benchmark)
+    backends.cuda.matmul.allow_tf32 = backends.cudnn.allow_tf32 = False
+    backends.cudnn.deterministic, backends.cudnn.benchmark = True, False
+    try:
+        yield torch.device('cuda')
+    finally:
+        (backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32,
+         backends.cudnn.deterministic, backends.cudnn.benchmark) = saved
+        torch.cuda.empty_cache()
+
+
+def needs_cuda(device):
+    """Skip the calling test on a device other than CUDA (full-size models: minutes on a CPU)."""
+    if device.type != 'cuda':
+        pytest.skip('full-size check: meaningful on CUDA only')
+
+
 @pytest.fixture
 def fresh_dynamo():
     """A fixed seed and an empty dynamo cache: compiled code of an earlier model must not count

@@ -1,29 +1,13 @@
-"""What the benchmark tools share: input sizes on their command lines, the name of the device
-they time on (printed beside every table, as timings mean nothing without it), autocast by
-dtype name, and timing a call to its end on the device."""
+"""What the benchmark tools share: the name of the device they time on (printed beside every
+table, as timings mean nothing without it), autocast by dtype name, peak CUDA memory of a call,
+and timing a call to its end on the device."""
 import platform
 import statistics
 import subprocess
 import time
-from typing import Callable, Tuple, Union
+from typing import Callable, Union
 
 import torch
-
-
-def parse_size(text: str) -> Tuple[int, int]:
-    """An input size of the command line: ``HxW`` (e.g. ``800x1216``) or ``S`` for S x S.
-
-    Args:
-        text (str): The size as typed.
-
-    Raises:
-        ValueError: not one or two positive integers (argparse reports it as a bad value).
-    """
-    h, _, w = text.lower().partition('x')
-    size = int(h), int(w or h)
-    if min(size) <= 0:
-        raise ValueError(f'sizes are positive, got {text!r}')
-    return size
 
 
 def cpu_model() -> str:

@@ -1,28 +1,67 @@
-"""ravlt_dense.analysis.bench: one measurement and the report's scaling fit (structure, never
-timings)."""
+"""ravlt_dense.analysis.bench and .report: one case measured in-process, and what the reports
+make of rows (the scaling fit, the ratios to Swin-T and issue 17's targets); structure, never
+timings."""
 import pytest
 
-from ravlt_dense.analysis import bench
+from ravlt_dense.analysis import bench, models, report
 
 
 def test_scaling_slopes_and_table():
     rows = [dict(model=m, description=m, pixels=p, latency_ms=c * p**k, input=f'{p}', batch=1,
                  params_M=1.0, latency_q1_ms=1, latency_q3_ms=2, latency_min_ms=1,
                  latency_max_ms=2, images_per_s=1.0, peak_mem_MB=1.0, device='cpu',
-                 dtype='float32')
+                 dtype='float32', task='inference', mode='eager')
             for m, c, k in (('lin', 2.0, 1), ('quad', 1e-3, 2)) for p in (1e4, 4e4, 1.6e5)]
-    slopes = bench.scaling_slopes(rows, 'latency_ms')
-    assert slopes['lin'] == pytest.approx(1) and slopes['quad'] == pytest.approx(2)
-    table = bench.markdown_table(rows)
+    slopes = report.scaling_slopes(rows, 'latency_ms')
+    assert slopes == pytest.approx({'lin, inference eager b1': 1, 'quad, inference eager b1': 2})
+    table = report.markdown_table(rows)
     assert table.count('\n') == len(rows) + 1
 
 
-def test_measure_counts_flops_both_ways():
-    row, = bench.measure(dict(name='ravlt_t', level='backbone', size=(64, 96), batch=2,
-                              device='cpu', dtype='float32', warmup=1, repeat=1, flops=True))
-    assert row['params_M'] == pytest.approx(13.347328)
-    assert row['flops_full_G'] > row['flops_modules_G'] > 0
+def test_measure_counts_flops_both_ways_and_times_a_training_step():
+    rows = []
+    bench.measure(dict(name='ravlt_t', level='backbone', shape=(64, 96), batches=[2],
+                       train_batch=1, device='cpu', dtype='float32', warmup=1, repeat=1,
+                       flops=True, path='fast'), rows.append)
+    train, infer = rows
+    assert (train['task'], train['batch'], infer['task'], infer['batch']) == (
+        'train', 1, 'inference', 2)
+    assert infer['path'] == 'fast' and infer['mode'] == 'eager'
+    assert infer['params_M'] == pytest.approx(13.347328)
+    assert infer['flops_full_G'] > infer['flops_modules_G'] > 0
     # the difference is exactly the attention products
-    assert row['flops_full_G'] - row['flops_modules_G'] == pytest.approx(
-        row['flops_attn_products_G'], rel=1e-6)
-    assert row['images_per_s'] == pytest.approx(2 / (row['latency_ms'] / 1e3))
+    assert infer['flops_full_G'] - infer['flops_modules_G'] == pytest.approx(
+        infer['flops_attn_products_G'], rel=1e-6)
+    assert infer['images_per_s'] == pytest.approx(2 / (infer['latency_ms'] / 1e3))
+    assert train['latency_ms'] > 0 and train['peak_mem_MB'] >= 0
+
+
+def _row(model, path, task, mode, batch, ms, mb):
+    return dict(model=model, description=models.description(model, 'backbone'),
+                path=path, task=task, mode=mode, batch=batch, input='800x1216',
+                latency_ms=ms, images_per_s=batch / ms * 1e3, peak_mem_MB=mb, device='cuda:X',
+                dtype='float16')
+
+
+def test_summary_ratios_point_the_same_way_for_times_and_speeds():
+    # RAVLT-S twice as fast as Swin-T at inference, half as fast in training, 3x the memory
+    rows = [_row('swin_t', '', 'inference', 'eager', 8, 40., 300.),
+            _row('swin_t', '', 'inference', 'eager', 1, 10., 100.),
+            _row('swin_t', '', 'train', 'eager', 2, 30., 2000.),
+            _row('ravlt_s', 'fast', 'inference', 'eager', 8, 20., 300.),
+            _row('ravlt_s', 'fast', 'inference', 'eager', 1, 5., 100.),
+            _row('ravlt_s', 'fast', 'train', 'eager', 2, 60., 6000.),
+            _row('ravlt_s', 'fast-nokernel', 'inference', 'eager', 8, 80., 300.)]
+    summary = {(s['model'], s['path']): s for s in report.summary_rows(rows)}
+    ours = summary[('ravlt_s', 'fast')]
+    assert ours['inference'] == pytest.approx(400.)
+    assert (ours['inference_ratio'], ours['latency_ratio'], ours['train_ratio'],
+            ours['train_peak_ratio']) == pytest.approx((2., 2., 0.5, 3.))
+    assert 'compiled_ratio' not in ours  # nothing compiled was measured
+    assert summary[('ravlt_s', 'fast-nokernel')]['inference_ratio'] == pytest.approx(0.5)
+    table = report.summary_table(rows)
+    assert '| RAVLT-S (released mix) | 800x1216 | 400.0 (2.00x) |' in table
+    target, = report.target_lines(rows)
+    assert 'inference 2.00x (target >= 1.0: met)' in target
+    assert 'train 0.50x (target >= 0.8, missed by 38%)' in target
+    assert 'train_peak 3.00x (target <= 1.5, missed by 100%)' in target

@@ -63,14 +63,3 @@ def test_train_tool_with_runner_compile(tmp_path):
     log = proc.stdout + proc.stderr
     assert 'Model has been "compiled"' in log
     assert 'Iter(train) [1/1]' in log and (work / 'iter_1.pth').is_file()
-
-
-def test_benchmark_compile_switch_reports_eager_and_compiled(tmp_path):
-    benchmark = load_script('tools/analysis/benchmark.py')
-    rows = benchmark.main(['--models', 'ravlt_t', '--sizes', '64', '--repeat', '1',
-                           '--no-flops', '--compile', 'eager', '--work-dir', str(tmp_path)])
-    assert [r['model'] for r in rows] == ['ravlt_t', 'ravlt_t_compiled']
-    eager, compiled = rows
-    assert compiled['compile_s'] > 0 and compiled['latency_ms'] > 0
-    assert compiled['speedup_vs_eager'] == eager['latency_ms'] / compiled['latency_ms']
-    assert 'compiled (eager)' in (tmp_path / 'benchmark.md').read_text()

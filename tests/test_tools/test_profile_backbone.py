@@ -5,7 +5,7 @@ from conftest import run_tool
 
 
 def test_profile_reports_every_stage_and_operator_kinds():
-    proc = run_tool(['tools/analysis/profile_backbone.py', '--arch', 't', '--size', '64x96',
+    proc = run_tool(['tools/analysis/profile_backbone.py', '--arch', 't', '--shape', '64', '96',
                      '--batch', '1', '--steps', '1', '--dtype', 'float32', '--device', 'cpu',
                      '--attn', 'mix', '--by-shape', '4'])
     out = proc.stdout

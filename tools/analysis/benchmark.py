@@ -1,164 +1,249 @@
-"""Cost of RAVLT against Swin, ResNet-50, PVTv2 (and ConvNeXt), backbones or whole models.
+"""Speed, memory and FLOPs of RAVLT against Swin, ResNet-50, PVTv2 and ConvNeXt, on CPU or CUDA.
 
-    python tools/analysis/benchmark.py [--level backbone|model] [--models ravlt_s swin_t ...]
-        [--sizes 224 512 800x1216] [--batch 1] [--repeat 3] [--warmup 1]
-        [--device cpu|cuda] [--dtype float32|float16|bfloat16] [--work-dir work_dirs/benchmark]
-        [--compile [BACKEND]]
+    python tools/analysis/benchmark.py [--preset gpu-session] [--level backbone|model]
+        [--models ravlt_s swin_t ...] [--shape H W [--shape H W ...]] [--batch 1 8]
+        [--train-batch 2] [--device cpu|cuda] [--dtype float32|float16|bfloat16]
+        [--paths fast fast-nokernel reference] [--compile [BACKEND]] [--repeat 3] [--warmup 1]
+        [--no-flops]
+        [--budget SECONDS] [--timeout SECONDS] [--work-dir work_dirs/benchmark]
+        [--from-csv benchmark.csv]
 
-Per model and input size: parameters, FLOPs counted two ways (full: traced, attention products
-included; modules-only: what the paper's counter sees), median latency after warm-up with its
-IQR and min-max, peak memory of a forward pass (RSS on CPU, max allocated on CUDA) and images/s.
-Each (model, size) runs in a fresh process. Writes benchmark.md, benchmark.csv and scaling.png
-(log-log latency and memory against pixels) to the work dir.
+Per model (RAVLT: per path) and input shape: parameters, FLOPs counted two ways (full: traced,
+attention products included; modules-only: what the paper's counter sees), and per inference
+batch the median latency after warm-up (IQR, min-max), images/s and the peak memory of a
+forward pass (RSS on CPU, max allocated on CUDA); with ``--train-batch`` a forward + backward
+step and its peak memory; with ``--compile`` the compiled model's inference at the largest
+batch, timed in turn with the eager one. RAVLT runs once per ``--paths`` entry: the fast path
+(RALA's fused kernels where they apply, CUDA), the same without the kernels, the reference path.
+Each case is a fresh process; eager cases come first, compiled ones after, so a run cut by
+``--budget`` still has the eager table. Writes benchmark.md (the summary with ratios to Swin-T,
+then every row), benchmark.csv, summary.csv and scaling.png to the work dir.
 """
 import argparse
 import datetime
-import importlib.util
 import os
 import os.path as osp
 import platform
 import sys
+import time
 
 import torch
 
-from ravlt_dense.analysis import PAPER_COUNTING
-from ravlt_dense.analysis import bench
-from ravlt_dense.analysis.timing import cpu_model, parse_size
+from ravlt_dense.analysis import PAPER_COUNTING, bench, models, report
+from ravlt_dense.analysis.timing import cpu_model
 
-DEFAULT_SIZES = {'backbone': ['224', '512', '800x1216']}
+DEFAULT_SHAPES = [(224, 224), (512, 512), (800, 1216)]
+# The GPU session's measurement (issue 17 item 4): RAVLT-T/S in both mixes with the kernels on
+# and off against Swin-T and ConvNeXt-T at the detection input, fp16, in well under 10 minutes.
+PRESETS = {
+    'gpu-session': dict(
+        models=['ravlt_s', 'swin_t', 'ravlt_s_rala', 'convnext_t', 'ravlt_t', 'ravlt_t_rala'],
+        shape=[(800, 1216)], batch=[1, 8], train_batch=2, device='cuda', dtype='float16',
+        paths=['fast', 'fast-nokernel'], compile='inductor', repeat=10, warmup=3, no_flops=True,
+        budget=330, timeout=150),
+}
+
+
+def as_flags(preset: dict) -> str:
+    """A preset as the command line it stands for."""
+    flags = []
+    for key, value in preset.items():
+        flag = '--' + key.replace('_', '-')
+        if value is True:
+            flags.append(flag)
+        elif key == 'shape':
+            flags += [f'{flag} {h} {w}' for h, w in value]
+        else:
+            value = ' '.join(map(str, value)) if isinstance(value, list) else value
+            flags.append(f'{flag} {value}')
+    return ' '.join(flags)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--preset', choices=sorted(PRESETS), help='a set of defaults that flags '
+                   'given as well override: ' + '; '.join(
+                       f'{name} = {as_flags(preset)}' for name, preset in PRESETS.items()))
     p.add_argument('--level', choices=['backbone', 'model'], default='backbone')
-    p.add_argument('--models', nargs='+', help='backbones: ' + ' '.join(bench.BACKBONES)
-                   + '; models: ' + ' '.join(bench.WHOLE_MODELS))
-    p.add_argument('--sizes', nargs='+', help='HxW or S (square); default: 224 512 800x1216 '
-                   'for backbones, each model\'s own size (800x1344 / 512x512) for models')
-    p.add_argument('--batch', type=int, default=1)
-    p.add_argument('--repeat', type=int, default=3, help='timed forward passes')
-    p.add_argument('--warmup', type=int, default=1, help='untimed forward passes first')
+    p.add_argument('--models', nargs='+', help='backbones: ' + ' '.join(models.BACKBONES)
+                   + '; models: ' + ' '.join(models.WHOLE_MODELS))
+    p.add_argument('--shape', type=int, nargs=2, action='append', metavar=('H', 'W'),
+                   help='input height and width; repeat for several (default: 224 224, 512 512, '
+                   '800 1216 for backbones, each model\'s own for whole models)')
+    p.add_argument('--batch', type=int, nargs='+', default=[1], help='inference batch sizes')
+    p.add_argument('--train-batch', type=int, default=0,
+                   help='also time a forward + backward step at this batch (backbones)')
+    p.add_argument('--repeat', type=int, default=3, help='timed passes per measurement')
+    p.add_argument('--warmup', type=int, default=1, help='untimed passes first')
     p.add_argument('--device', default='cpu')
     p.add_argument('--dtype', choices=['float32', 'float16', 'bfloat16'], default='float32',
                    help='autocast dtype (CUDA; CPU stays float32)')
+    p.add_argument('--paths', nargs='+', choices=models.PATHS, default=['fast'],
+                   help='RAVLT once per path: fast (with RALA\'s fused kernels where they apply: '
+                   'CUDA), fast-nokernel (RAVLT(rala_kernel=False)), reference (the formulas '
+                   'written out)')
     p.add_argument('--no-flops', action='store_true', help='skip the two FLOP counts')
     p.add_argument('--compile', nargs='?', const='inductor', metavar='BACKEND',
-                   help='also time torch.compile(model, backend=BACKEND) (default inductor), '
-                   'in turn with the eager model: a second row per model and size')
-    p.add_argument('--timeout', type=float, default=1800, help='seconds per (model, size)')
+                   help='also time torch.compile(model, backend=BACKEND) (default inductor) at '
+                   'the largest --batch, in turn with the eager model')
+    p.add_argument('--budget', type=float, help='seconds for the whole run: what is left then '
+                   'is listed as not run, what was measured is kept')
+    p.add_argument('--timeout', type=float, default=1800, help='seconds per case')
     p.add_argument('--work-dir', default='work_dirs/benchmark')
-    p.add_argument('--from-csv', help='measure nothing: re-render the table and plot from a '
+    p.add_argument('--from-csv', help='measure nothing: re-render the tables and plot from a '
                    'benchmark.csv of an earlier run')
+    preset = PRESETS.get(p.parse_known_args(argv)[0].preset, {})
+    # --shape appends to its default: the preset's shapes apply only when none is given
+    p.set_defaults(**{k: v for k, v in preset.items() if k != 'shape'})
     args = p.parse_args(argv)
+    args.shape = args.shape or preset.get('shape')
     if args.device.startswith('cpu') and args.dtype != 'float32':
-        p.error('--dtype float16/bfloat16 is for CUDA; the CPU benchmark is float32')
+        p.error('--dtype float16/bfloat16 is for CUDA; the CPU benchmark is float32 '
+                '(add --dtype float32)')
     if args.device.startswith('cuda') and not torch.cuda.is_available():
-        p.error('--device cuda but torch.cuda.is_available() is False')
-    if args.repeat < 1 or args.warmup < 1 or args.batch < 1:
-        p.error('--repeat, --warmup and --batch must be >= 1')
+        p.error('--device cuda but torch.cuda.is_available() is False (use --device cpu)')
+    if args.repeat < 1 or args.warmup < 1 or min(args.batch) < 1 or args.train_batch < 0:
+        p.error('--repeat, --warmup and --batch must be >= 1, --train-batch >= 0')
+    if args.shape and min(min(s) for s in args.shape) < 1:
+        p.error(f'--shape takes positive H W, got {args.shape}')
+    if args.level == 'model' and args.train_batch:
+        p.error('--train-batch times backbones; drop it with --level model')
     return args
 
 
-def progress(total: int):
-    """tqdm when installed, else mmengine's ProgressBar; both get .update() per step."""
-    if importlib.util.find_spec('tqdm') is not None:
-        from tqdm import tqdm
-        return tqdm(total=total, desc='benchmark')
-    from mmengine.utils import ProgressBar
-    return ProgressBar(total)
+def plan(args):
+    """Eager cases first (path by path), then compiled ones; notes on what is skipped."""
+    level = args.level
+    names = args.models or list(models.DEFAULT_BACKBONES if level == 'backbone'
+                                else models.DEFAULT_WHOLE_MODELS)
+    notes, cases = [], []
+    for compiled in ([False, True] if args.compile else [False]):
+        for path in args.paths:
+            for name in names:
+                why = models.missing_requirement(name, level)
+                if why:
+                    if not compiled and path == args.paths[0]:
+                        notes.append(f'- skipped `{name}`: {why}')
+                    continue
+                rala = models.has_rala(name, level)
+                if not rala and path != args.paths[0]:
+                    continue  # nothing to switch: measured once
+                shapes = [tuple(s) for s in args.shape] if args.shape else (
+                    DEFAULT_SHAPES if level == 'backbone' else [models.WHOLE_MODELS[name][3]])
+                cases += [dict(name=name, level=level, shape=shape, batches=args.batch,
+                               train_batch=0 if compiled else args.train_batch,
+                               device=args.device, dtype=args.dtype, warmup=args.warmup,
+                               repeat=args.repeat, flops=not (args.no_flops or compiled),
+                               compile=args.compile if compiled else None,
+                               path=path if rala else None) for shape in shapes]
+    return cases, notes
+
+
+def run(cases, args):
+    """Each case in its own process, within its time limit and what is left of the budget."""
+    rows, start = [], time.monotonic()
+    for i, case in enumerate(cases, 1):
+        left = float('inf') if args.budget is None else args.budget - (time.monotonic() - start)
+        budget_cut = left < args.timeout
+        why = f'the {args.budget:.0f} s budget was spent' if budget_cut else ''
+        got = bench.run_isolated(case, min(args.timeout, left), why)
+        rows += got
+        status = next((r['note'] for r in got if r.get('note')), 'ok')
+        what = ' '.join(filter(None, (case['name'], case['path'],
+                                      'compiled' if case['compile'] else 'eager')))
+        print(f"[{time.monotonic() - start:5.0f} s] {i}/{len(cases)} {what} "
+              f"{case['shape'][0]}x{case['shape'][1]}: {status}", flush=True)
+    return rows
+
+
+def render(rows, notes, args, elapsed):
+    measured = [r for r in rows if 'latency_ms' in r]
+    for r in rows:
+        if r.get('note'):
+            notes.append(f"- {report.label(r)} {r.get('mode', '')} at {r['input']}: {r['note']}")
+        if r.get('compile_s'):
+            notes.append(f"- {report.label(r)} at {r['input']}: compiled "
+                         f"{r['speedup_vs_eager']:.2f}x the eager model's speed, same process "
+                         f"(compilation {r['compile_s']:.0f} s)")
+    if torch.cuda.is_available() and args.device.startswith('cuda'):
+        machine = (f'{torch.cuda.get_device_name(args.device)}, CUDA {torch.version.cuda}, '
+                   f'{cpu_model()}')
+    else:
+        machine = f'{cpu_model()}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} threads'
+    lines = [f'# Benchmark ({args.level}), {datetime.datetime.now():%Y-%m-%d %H:%M}', '',
+             f"Command: `python {' '.join(sys.argv)}` ({elapsed:.0f} s)  ",
+             f'Machine: {machine}; torch {torch.__version__}, Python '
+             f'{platform.python_version()}', '']
+    if any(r['model'] == models.BASELINE for r in measured):
+        lines += [f'## Against {models.description(models.BASELINE, "backbone")} (same run)', '',
+                  report.summary_table(measured), '',
+                  '(ratio) = ours / Swin-T\'s for img/s and memory, Swin-T\'s / ours for times: '
+                  'above 1 is faster, or more memory.', ''] + report.target_lines(measured)
+        lines.append('')
+    lines += ['## Every measurement', '', report.markdown_table(rows), '',
+              '- Latency: per pass of the whole batch, median of the timed passes after the '
+              'warm-up ones, IQR = inter-quartile range, img/s = batch / median. Inference: eval, '
+              '`torch.inference_mode`; train: forward + backward (train mode, no optimizer '
+              'step). dtype = autocast dtype (float32: none).',
+              '- Peak memory: extra memory of the first pass over what model and input held '
+              'before, one process per case (CPU: resident set size high-water mark; CUDA: '
+              '`max_memory_allocated`).',
+              '- Compiled: `torch.compile(model)`; its first call (the compilation) is not timed.',
+              '- FLOPs: one image, 1 multiply-accumulate = 1 FLOP (fvcore/mmengine convention). '
+              '**full** = traced count including the attention matrix products '
+              '(`@`, bmm, scaled_dot_product_attention); **modules-only** = a hook counter on '
+              'conv/linear/norm/pool/upsample modules, blind to functional products.',
+              f'- How the paper counts: {PAPER_COUNTING}']
+    if args.level == 'model':
+        lines.append('- Whole models run in "tensor" mode (network forward without '
+                     'post-processing, as mmdet/mmseg get_flops): Mask R-CNN = backbone, FPN, RPN '
+                     'with proposal NMS, box head on all proposals, mask head on the first 100.')
+    eager = [r for r in measured if r.get('mode', 'eager') == 'eager']
+    for key, name in (('latency_ms', 'latency'), ('peak_mem_MB', 'peak memory'),
+                      ('flops_full_G', 'FLOPs (full count; exact, unlike the timings)')):
+        slopes = report.scaling_slopes(eager, key)
+        if slopes:
+            lines.append(f'- log-log slope of {name} vs pixels between the two largest shapes '
+                         '(1 = linear, 2 = quadratic): ' + ', '.join(
+                             f'{k} {v:.2f}' for k, v in slopes.items()))
+    return lines, eager
 
 
 def main(argv=None):
     args = parse_args(argv)
-    level = args.level
-    names = args.models or list(bench.DEFAULT_BACKBONES if level == 'backbone'
-                                else bench.DEFAULT_WHOLE_MODELS)
-    notes, jobs = [], []
+    start = time.monotonic()
     if args.from_csv:
-        names = []
-        notes.append(f'- rendered from `{args.from_csv}` (an earlier run; repeat/warm-up as '
-                     'recorded there)')
-    for name in names:
-        why = bench.missing_requirement(name, level)
-        if why:
-            notes.append(f'- skipped `{name}`: {why}')
-            continue
-        sizes = [parse_size(s) for s in args.sizes] if args.sizes else (
-            [parse_size(s) for s in DEFAULT_SIZES['backbone']] if level == 'backbone'
-            else [bench.WHOLE_MODELS[name][3]])
-        jobs += [(name, size) for size in sizes]
-
-    rows, bar = (bench.read_csv(args.from_csv) if args.from_csv else []), progress(len(jobs))
-    for name, size in jobs:
-        spec = dict(name=name, level=level, size=size, batch=args.batch, device=args.device,
-                    dtype=args.dtype, warmup=args.warmup, repeat=args.repeat,
-                    flops=not args.no_flops, compile=args.compile)
-        for row in bench.run_isolated(spec, args.timeout):
-            if row.get('note'):
-                notes.append(f"- `{name}` at {row['input']}: {row['note']}")
-            if row.get('compile_s'):
-                notes.append(f"- {row['description']} at {row['input']}: "
-                             f"{row['speedup_vs_eager']:.2f}x the eager model's speed "
-                             f"(compilation took {row['compile_s']:.0f} s)")
-            rows.append(row)
-        bar.update()
-    print()
+        rows = report.read_csv(args.from_csv)
+        notes = [f'- rendered from `{args.from_csv}` (an earlier run)']
+    else:
+        cases, notes = plan(args)
+        print(f'{len(cases)} cases' + (f', budget {args.budget:.0f} s' if args.budget else ''),
+              flush=True)
+        rows = run(cases, args)
 
     os.makedirs(args.work_dir, exist_ok=True)
-    csv_path = osp.join(args.work_dir, 'benchmark.csv')
-    md_path = osp.join(args.work_dir, 'benchmark.md')
-    png_path = osp.join(args.work_dir, 'scaling.png')
-    if osp.abspath(csv_path) != osp.abspath(args.from_csv or ''):
-        bench.write_csv(rows, csv_path)
+    paths = {k: osp.join(args.work_dir, k) for k in ('benchmark.md', 'benchmark.csv',
+                                                     'summary.csv', 'scaling.png')}
+    if osp.abspath(paths['benchmark.csv']) != osp.abspath(args.from_csv or ''):
+        report.write_csv(rows, paths['benchmark.csv'])
+    lines, eager = render(rows, notes, args, time.monotonic() - start)
     measured = [r for r in rows if 'latency_ms' in r]
-    plot_note = None
-    sizes_per_model = {}
-    for r in measured:
-        sizes_per_model.setdefault(r['model'], set()).add(r['pixels'])
-    if any(len(v) > 1 for v in sizes_per_model.values()):
-        plot_note = bench.plot_scaling(measured, png_path)
-    else:  # one size per model: nothing scales, no plot
-        png_path = None
-
-    lines = [f'# Benchmark ({level}), {datetime.datetime.now():%Y-%m-%d %H:%M}', '',
-             f"Command: `python {' '.join(sys.argv)}`  ",
-             f'Machine: {cpu_model()}, {os.cpu_count()} logical CPUs, '
-             f'torch {torch.__version__}, {torch.get_num_threads()} threads, '
-             f'Python {platform.python_version()}', '',
-             bench.markdown_table(rows), '',
-             '- Latency: per forward pass of the whole batch (eval, `torch.inference_mode`), '
-             f'median of {args.repeat} after {args.warmup} warm-up pass(es); IQR = inter-quartile '
-             'range. img/s = batch / median latency.',
-             '- Peak memory: extra memory of the first forward pass over model + input, '
-             'measured in a fresh process per row (CPU: resident set size high-water mark; '
-             'CUDA: max_memory_allocated).',
-             '- FLOPs: one image, 1 multiply-accumulate = 1 FLOP (fvcore/mmengine convention). '
-             '**full** = traced count including the attention matrix products '
-             '(`@`, bmm, scaled_dot_product_attention); **modules-only** = a hook counter on '
-             'conv/linear/norm/pool/upsample modules, blind to functional products.',
-             f'- How the paper counts: {PAPER_COUNTING}']
-    if level == 'model':
-        lines.append('- Whole models run in "tensor" mode (network forward without '
-                     'post-processing, as mmdet/mmseg get_flops): Mask R-CNN = backbone, FPN, RPN '
-                     'with proposal NMS, box head on all proposals, mask head on the first 100.')
-    for key, label in (('latency_ms', 'latency'), ('peak_mem_MB', 'peak memory'),
-                       ('flops_full_G', 'FLOPs (full count; exact, unlike the timings)')):
-        slopes = bench.scaling_slopes(measured, key)
-        if slopes:
-            lines.append(f'- log-log slope of {label} vs pixels between the two largest sizes '
-                         '(1 = linear, 2 = quadratic): ' + ', '.join(
-                             f'{bench.description(k, level)} {v:.2f}' for k, v in slopes.items()))
-    if png_path and not plot_note:
-        lines.append(f'- Plot: `{png_path}`')
+    report.write_csv(report.summary_rows(measured), paths['summary.csv'],
+                    report.summary_columns(measured))
+    written = [paths['benchmark.md'], paths['benchmark.csv'], paths['summary.csv']]
+    plot_note = report.plot_scaling(eager, paths['scaling.png'])
     if plot_note:
         notes.append(f'- {plot_note}')
+    else:
+        lines.append(f"- Plot: `{paths['scaling.png']}`")
+        written.append(paths['scaling.png'])
     if notes:
         lines += ['', 'Notes:'] + notes
     text = '\n'.join(lines) + '\n'
-    with open(md_path, 'w') as f:
+    with open(paths['benchmark.md'], 'w') as f:
         f.write(text)
     print(text)
-    print(f'wrote {md_path}, {csv_path}' + (f', {png_path}' if png_path and not plot_note else ''))
+    print('wrote ' + ', '.join(written))
     return rows
 
 

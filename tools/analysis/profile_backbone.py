@@ -1,6 +1,6 @@
 """Where the time of a RAVLT forward goes: per stage and per operator kind, one device.
 
-    python tools/analysis/profile_backbone.py [--arch s] [--attn mix rala] [--size 800x1216]
+    python tools/analysis/profile_backbone.py [--arch s] [--attn mix rala] [--shape 800 1216]
         [--batch 8] [--dtype float16] [--device cuda] [--steps 5] [--no-rala-kernel]
         [--by-shape N]
 
@@ -17,7 +17,7 @@ from collections import defaultdict
 
 import torch
 
-from ravlt_dense.analysis.timing import autocast, parse_size, synchronize
+from ravlt_dense.analysis.timing import autocast, synchronize
 from ravlt_dense.models.backbones.ravlt import RAVLT
 
 ATTN = dict(mix=('rala', 'rala', 'softmax', 'softmax'), rala=('rala', ) * 4)
@@ -39,7 +39,8 @@ def kind_of(op_name):
 
 def stage_times(model, x, device, dtype, steps):
     """Mean seconds of the stem and of each stage over ``steps`` forwards."""
-    parts = [('stem', model.patch_embed)] + [(f'stage {i + 1}', s) for i, s in enumerate(model.layers)]
+    parts = [('stem', model.patch_embed)] + [(f'stage {i + 1}', s)
+                                             for i, s in enumerate(model.layers)]
     totals = defaultdict(float)
     starts = {}
 
@@ -87,8 +88,8 @@ def operator_times(model, x, device, dtype, steps):
     # the same device time again. On CPU the ops' self time is the time.
     if on_device:
         events = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
-    rows = [(e.key, (e.self_device_time_total if on_device else e.self_cpu_time_total) / 1e6 / steps)
-            for e in events]
+    rows = [(e.key, (e.self_device_time_total if on_device else e.self_cpu_time_total)
+             / 1e6 / steps) for e in events]
     rows = [r for r in rows if r[1] > 0]
     by_kind = defaultdict(float)
     for name, t in rows:
@@ -113,7 +114,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--arch', default='s')
     p.add_argument('--attn', nargs='+', choices=sorted(ATTN), default=['mix', 'rala'])
-    p.add_argument('--size', type=parse_size, default=(800, 1216))
+    p.add_argument('--shape', type=int, nargs=2, default=[800, 1216], metavar=('H', 'W'),
+                   help='input height and width')
     p.add_argument('--batch', type=int, default=8)
     p.add_argument('--dtype', choices=['float16', 'bfloat16', 'float32'], default='float16')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
@@ -125,13 +127,13 @@ def main(argv=None):
     args = p.parse_args(argv)
     dtype = args.dtype
     name = torch.cuda.get_device_name(args.device) if args.device.startswith('cuda') else 'CPU'
-    print(f'# RAVLT-{args.arch.upper()} forward, {args.batch}x3x{args.size[0]}x{args.size[1]}, '
+    print(f'# RAVLT-{args.arch.upper()} forward, {args.batch}x3x{args.shape[0]}x{args.shape[1]}, '
           f'{args.dtype}, eval, {name}, torch {torch.__version__}, RALA kernel '
           f'{"off" if args.no_rala_kernel else "on where it applies"}\n')
     for attn in args.attn:
         model = RAVLT(args.arch, attn_types=ATTN[attn],
                       rala_kernel=not args.no_rala_kernel).to(args.device).eval()
-        x = torch.randn(args.batch, 3, *args.size, device=args.device)
+        x = torch.randn(args.batch, 3, *args.shape, device=args.device)
         with torch.inference_mode(), autocast(args.device, dtype):
             for _ in range(2):
                 model(x)

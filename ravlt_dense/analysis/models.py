@@ -1,0 +1,181 @@
+"""What the benchmark compares: the one registry of backbones every table takes its models from
+(RAVLT's variants and mixes, and the competitors), the whole detectors / segmentors beside the
+same config with Swin-T, and how each is built."""
+import importlib.util
+import os
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
+
+import torch.nn as nn
+
+from ravlt_dense.analysis.flops import TensorForward
+from ravlt_dense.zoo import REPO_ROOT
+
+RALA_ONLY = ('rala', ) * 4
+
+
+class Backbone(NamedTuple):
+    description: str
+    build: Callable[[], nn.Module]
+    needs: Tuple[str, ...] = ()  # Python packages it imports
+    ravlt: bool = False  # has RALA, so a fused-kernel setting
+
+
+def _ravlt(arch: str, all_rala: bool) -> Callable[[], nn.Module]:
+    def build():
+        from ravlt_dense.models.backbones.ravlt import RAVLT
+        kwargs = dict(attn_types=RALA_ONLY) if all_rala else {}
+        return RAVLT(arch, **kwargs)
+    return build
+
+
+def _mmdet(cfg: dict) -> Callable[[], nn.Module]:
+    def build():
+        from mmdet.registry import MODELS
+        from mmdet.utils import register_all_modules
+        register_all_modules(init_default_scope=False)
+        return MODELS.build(dict(cfg))
+    return build
+
+
+def _convnext_t() -> nn.Module:
+    # mmpretrain's, as mmdet's own ConvNeXt configs use it (type='mmpretrain.ConvNeXt')
+    from mmpretrain.models import ConvNeXt
+    return ConvNeXt(arch='tiny', out_indices=(0, 1, 2, 3), gap_before_final_norm=False)
+
+
+# The competitors are OpenMMLab's implementations, the ones a user of this backbone swaps in
+# mmdet / mmseg configs (and the whole-model rows below swap in), and the only ones that import
+# beside the CPU torch here (timm needs a torchvision built for it). On a bare GPU machine they
+# need mmcv with its CUDA ops built (docs/gpu.md).
+SWIN_T = dict(type='SwinTransformer', embed_dims=96, depths=[2, 2, 6, 2],
+              num_heads=[3, 6, 12, 24], window_size=7, out_indices=(0, 1, 2, 3))
+SWIN_S = dict(SWIN_T, depths=[2, 2, 18, 2])
+SWIN_T_CHANNELS = [96, 192, 384, 768]
+BASELINE = 'swin_t'  # the ratios of the summary table are against this one
+
+BACKBONES: Dict[str, Backbone] = {
+    'ravlt_t': Backbone('RAVLT-T (released mix)', _ravlt('t', False), ravlt=True),
+    'ravlt_s': Backbone('RAVLT-S (released mix)', _ravlt('s', False), ravlt=True),
+    'ravlt_b': Backbone('RAVLT-B (released mix)', _ravlt('b', False), ravlt=True),
+    'ravlt_l': Backbone('RAVLT-L (released mix)', _ravlt('l', False), ravlt=True),
+    'ravlt_t_rala': Backbone('RAVLT-T all-RALA', _ravlt('t', True), ravlt=True),
+    'ravlt_s_rala': Backbone('RAVLT-S all-RALA', _ravlt('s', True), ravlt=True),
+    'ravlt_b_rala': Backbone('RAVLT-B all-RALA', _ravlt('b', True), ravlt=True),
+    'ravlt_l_rala': Backbone('RAVLT-L all-RALA', _ravlt('l', True), ravlt=True),
+    'swin_t': Backbone('Swin-T (mmdet)', _mmdet(SWIN_T), ('mmdet', )),
+    'swin_s': Backbone('Swin-S (mmdet)', _mmdet(SWIN_S), ('mmdet', )),
+    'r50': Backbone('ResNet-50 (mmdet)', _mmdet(dict(type='ResNet', depth=50,
+                                                     out_indices=(0, 1, 2, 3))), ('mmdet', )),
+    'pvtv2_b2': Backbone('PVTv2-b2 (mmdet)', _mmdet(dict(type='PyramidVisionTransformerV2',
+                                                         embed_dims=64, num_layers=[3, 4, 6, 3])),
+                         ('mmdet', )),
+    'convnext_t': Backbone('ConvNeXt-T (mmpretrain)', _convnext_t, ('mmpretrain', )),
+}
+DEFAULT_BACKBONES = ('ravlt_t', 'ravlt_s', 'ravlt_b', 'ravlt_t_rala', 'ravlt_s_rala',
+                     'ravlt_b_rala', 'swin_t', 'swin_s', 'r50', 'pvtv2_b2', 'convnext_t')
+
+# Whole models: name -> (description, config, replace the backbone by Swin-T?, default shape).
+# 1333 is padded to 1344 (a multiple of 32) as mmdet's data preprocessor does.
+WHOLE_MODELS = {
+    'maskrcnn_ravlt_s': ('Mask R-CNN RAVLT-S', 'configs/maskrcnn_ravlt_s_coco.py', False,
+                         (800, 1344)),
+    'maskrcnn_swin_t': ('Mask R-CNN Swin-T', 'configs/maskrcnn_ravlt_s_coco.py', True,
+                        (800, 1344)),
+    'maskrcnn_ravlt_t': ('Mask R-CNN RAVLT-T', 'configs/maskrcnn_ravlt_t_coco.py', False,
+                         (800, 1344)),
+    'upernet_ravlt_s': ('UperNet RAVLT-S', 'configs/upernet_ravlt_s_ade20k.py', False,
+                        (512, 512)),
+    'upernet_swin_t': ('UperNet Swin-T', 'configs/upernet_ravlt_s_ade20k.py', True, (512, 512)),
+}
+DEFAULT_WHOLE_MODELS = ('maskrcnn_ravlt_s', 'maskrcnn_swin_t', 'upernet_ravlt_s',
+                        'upernet_swin_t')
+
+
+def missing_requirement(name: str, level: str) -> Optional[str]:
+    """Why ``name`` cannot be measured here (a note for the report), or None."""
+    if level == 'backbone':
+        if name not in BACKBONES:
+            return f'unknown backbone (choose from {sorted(BACKBONES)})'
+        needs = BACKBONES[name].needs
+    else:
+        if name not in WHOLE_MODELS:
+            return f'unknown model (choose from {sorted(WHOLE_MODELS)})'
+        needs = ('mmdet', ) if 'maskrcnn' in name else ('mmseg', 'mmdet')
+    for pkg in needs:
+        if importlib.util.find_spec(pkg) is None:
+            return f'{pkg} is not installed'
+    if needs and importlib.util.find_spec('mmcv') is None:
+        return 'mmcv is not installed'
+    return None
+
+
+# RAVLT's paths: the fast one (RALA's fused kernels where they apply: CUDA), the fast one with
+# the kernels switched off (RAVLT(rala_kernel=False)), and the formulas written out.
+PATHS = ('fast', 'fast-nokernel', 'reference')
+
+
+def has_rala(name: str, level: str) -> bool:
+    """Whether the model is or holds RAVLT, i.e. has PATHS to measure."""
+    if level == 'backbone':
+        return name in BACKBONES and BACKBONES[name].ravlt
+    return name in WHOLE_MODELS and not WHOLE_MODELS[name][2]
+
+
+def _swap_to_swin(model_cfg) -> None:
+    """Swin-T in place of the backbone; the first consumer's in_channels follow (neck or head)."""
+    model_cfg.backbone = dict(SWIN_T, type='mmdet.SwinTransformer')
+    neck = model_cfg.get('neck')
+    if neck is not None and 'in_channels' in neck:
+        neck.in_channels = list(SWIN_T_CHANNELS)
+        return
+    for key in ('decode_head', 'auxiliary_head'):
+        head = model_cfg.get(key)
+        if head is None:
+            continue
+        if isinstance(head.in_channels, (list, tuple)):
+            head.in_channels = [SWIN_T_CHANNELS[i] for i in head.in_index]
+        else:
+            head.in_channels = SWIN_T_CHANNELS[head.in_index]
+
+
+def build_whole_model(name: str, batch: int, shape: Tuple[int, int]) -> TensorForward:
+    from mmengine.config import Config
+    _, cfg_file, swin, _ = WHOLE_MODELS[name]
+    cfg = Config.fromfile(os.path.join(REPO_ROOT, cfg_file))
+    model_cfg = cfg.model
+    model_cfg.backbone.pop('init_cfg', None)  # random weights: timing needs no checkpoint
+    model_cfg.pop('pretrained', None)
+    if swin:
+        _swap_to_swin(model_cfg)
+    h, w = shape
+    meta = dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w),
+                scale_factor=(1.0, 1.0))
+    import ravlt_dense  # noqa: F401  (registers RAVLT)
+    if 'maskrcnn' in name:
+        from mmdet.registry import MODELS
+        from mmdet.structures import DetDataSample as Sample
+        from mmdet.utils import register_all_modules
+    else:
+        import mmdet.models  # noqa: F401  (mmdet.SwinTransformer)
+        from mmseg.registry import MODELS
+        from mmseg.structures import SegDataSample as Sample
+        from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=True)
+    return TensorForward(MODELS.build(model_cfg), [Sample(metainfo=meta) for _ in range(batch)])
+
+
+def build(name: str, level: str, batch: int = 1, shape=(224, 224)) -> nn.Module:
+    if level == 'backbone':
+        model = BACKBONES[name].build()
+    else:
+        model = build_whole_model(name, batch, shape)
+    # No init_weights(): timing and FLOPs do not depend on the values, and mmengine would log
+    # every parameter of models without an init_cfg.
+    model.eval()  # not chained: several mm backbones' train() return None
+    return model
+
+
+def description(name: str, level: str) -> str:
+    if level == 'backbone':
+        return BACKBONES[name].description if name in BACKBONES else name
+    return WHOLE_MODELS[name][0] if name in WHOLE_MODELS else name

@@ -1,0 +1,240 @@
+"""The benchmark's reports: CSV in and out, the table of every row, the summary against Swin-T
+with issue 17's targets, and the log-log scaling plot."""
+import csv
+import importlib.util
+import math
+from typing import Dict, List, Optional
+
+from ravlt_dense.analysis.models import BASELINE, description
+
+COLUMNS = ['model', 'description', 'level', 'path', 'task', 'mode', 'input', 'pixels',
+           'batch', 'device', 'dtype', 'params_M', 'flops_full_G', 'flops_modules_G',
+           'flops_attn_products_G', 'latency_ms', 'latency_q1_ms', 'latency_q3_ms',
+           'latency_min_ms', 'latency_max_ms', 'images_per_s', 'peak_mem_MB', 'mem_kind',
+           'repeat', 'compile_s', 'speedup_vs_eager', 'uncounted_ops', 'note']
+INTS = ('pixels', 'batch', 'repeat')
+
+
+def write_csv(rows: List[dict], path: str, columns: List[str] = COLUMNS) -> None:
+    with open(path, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction='ignore')
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k, '') for k in columns})
+
+
+def read_csv(path: str) -> List[dict]:
+    """Rows written by ``write_csv``, numbers parsed back (empty cells dropped)."""
+    rows = []
+    with open(path, newline='') as f:
+        for raw in csv.DictReader(f):
+            row = {}
+            for key, value in raw.items():
+                if value == '':
+                    continue
+                try:
+                    row[key] = int(value) if key in INTS else float(value)
+                except ValueError:
+                    row[key] = value
+            rows.append(row)
+    return rows
+
+
+def _fmt(value, digits=1) -> str:
+    if not isinstance(value, (int, float)) or math.isnan(value):
+        return '–'
+    return f'{value:,.{digits}f}'
+
+
+def label(row: dict) -> str:
+    """The model as the tables name it: its description and, for RAVLT, a path other than fast."""
+    path = {'fast-nokernel': ', no RALA kernel', 'reference': ', reference path'}
+    return row['description'] + path.get(row.get('path'), '')
+
+
+def series(row: dict) -> str:
+    """Rows that differ only in their input shape: one line of the scaling plot."""
+    return (f"{label(row)}, {row.get('task', 'inference')} {row.get('mode', 'eager')} "
+            f"b{row.get('batch', 1)}")
+
+
+def scaling_slopes(rows: List[dict], key: str) -> Dict[str, float]:
+    """log-log slope of ``key`` against pixels between each series' two largest shapes:
+    1 = linear in pixels, 2 = quadratic."""
+    slopes = {}
+    for name in dict.fromkeys(map(series, rows)):
+        pts = sorted((r['pixels'], r[key]) for r in rows
+                     if series(r) == name and isinstance(r.get(key), (int, float))
+                     and r[key] > 0)
+        if len(pts) >= 2 and pts[-1][0] > pts[-2][0]:
+            (p0, v0), (p1, v1) = pts[-2], pts[-1]
+            slopes[name] = math.log(v1 / v0) / math.log(p1 / p0)
+    return slopes
+
+
+def markdown_table(rows: List[dict]) -> str:
+    """Every row measured (or the note saying why not)."""
+    head = ('| model | task | mode | input | batch | params (M) | FLOPs full (G) | '
+            'FLOPs modules-only (G) | latency median (ms) | IQR (ms) | min–max (ms) | img/s | '
+            'peak mem (MB) | device |')
+    lines = [head, '|' + '---|' * head.count(' | ') + '---|']
+    for r in rows:
+        start = (f"| {label(r)} | {r.get('task', '–')} | {r.get('mode', '–')} | {r['input']} | "
+                 f"{r.get('batch', '–')} |")
+        if 'latency_ms' not in r:
+            lines.append(start + ' – |' * 8 + f" {r['device']} ({r.get('note', '')}) |")
+            continue
+        lines.append(
+            f"{start} {_fmt(r.get('params_M'), 2)} | "
+            f"{_fmt(r.get('flops_full_G'), 2)} | {_fmt(r.get('flops_modules_G'), 2)} | "
+            f"{_fmt(r['latency_ms'], 1)} | {_fmt(r['latency_q1_ms'], 1)}–"
+            f"{_fmt(r['latency_q3_ms'], 1)} | {_fmt(r['latency_min_ms'], 1)}–"
+            f"{_fmt(r['latency_max_ms'], 1)} | {_fmt(r['images_per_s'], 2)} | "
+            f"{_fmt(r['peak_mem_MB'], 0)} | {r['device']} {r['dtype']} |")
+    return '\n'.join(lines)
+
+
+# The summary's metrics: (key, header, pick the row, value of the row, higher is better)
+def _metrics(rows: List[dict]):
+    infer = [r for r in rows if r.get('task') == 'inference' and 'latency_ms' in r]
+    big = max((r['batch'] for r in infer), default=1)
+    small = min((r['batch'] for r in infer), default=1)
+    train = [r['batch'] for r in rows if r.get('task') == 'train' and 'latency_ms' in r]
+    tb = train[0] if train else 2
+    return [
+        ('inference', f'inference b{big} (img/s)',
+         lambda r: r.get('task') == 'inference' and r.get('mode') == 'eager'
+         and r.get('batch') == big, 'images_per_s', True),
+        ('latency', f'latency b{small} (ms)',
+         lambda r: r.get('task') == 'inference' and r.get('mode') == 'eager'
+         and r.get('batch') == small, 'latency_ms', False),
+        ('train', f'train step b{tb} (ms)', lambda r: r.get('task') == 'train', 'latency_ms',
+         False),
+        ('compiled', f'compiled b{big} (img/s)',
+         lambda r: r.get('mode') == 'compiled', 'images_per_s', True),
+        ('train_peak', f'train peak b{tb} (MB)', lambda r: r.get('task') == 'train',
+         'peak_mem_MB', False),
+    ]
+
+
+# Issue 17's targets for RAVLT-S (released mix, fast path) against Swin-T in the same run:
+# ratio >= target for speed (Swin-T's time / ours, our img/s / Swin-T's), <= for memory.
+TARGETS = {'inference': 1.0, 'latency': 0.6, 'train': 0.8, 'compiled': 0.6, 'train_peak': 1.5}
+TARGET_MODEL = ('ravlt_s', 'fast')
+
+
+def summary_rows(rows: List[dict], baseline: str = BASELINE) -> List[dict]:
+    """One row per (model, path, input): the metrics of issue 17 item 4 and each one's
+    ratio to the baseline's in the same run (>1 = better for speed; memory: ours / theirs)."""
+    metrics = _metrics(rows)
+    out = []
+    keys = dict.fromkeys((r['model'], r.get('path', ''), r['input']) for r in rows)
+    for model, path, shape in keys:
+        mine = [r for r in rows if (r['model'], r.get('path', ''), r['input'])
+                == (model, path, shape) and 'latency_ms' in r]
+        theirs = [r for r in rows if r['model'] == baseline and r['input'] == shape
+                  and 'latency_ms' in r]
+        first = next((r for r in rows if (r['model'], r.get('path', ''), r['input'])
+                      == (model, path, shape)), {})
+        row = dict(model=model, label=label(first), path=path, input=shape,
+                   device=first.get('device', ''), dtype=first.get('dtype', ''))
+        for key, _, pick, value, higher in metrics:
+            own = next((r[value] for r in mine if pick(r)), None)
+            ref = next((r[value] for r in theirs if pick(r)), None)
+            row[key] = own
+            if own and ref:
+                row[key + '_ratio'] = own / ref if (higher or key == 'train_peak') else ref / own
+        out.append(row)
+    return out
+
+
+def summary_columns(rows: List[dict]) -> List[str]:
+    cols = ['model', 'label', 'path', 'input', 'device', 'dtype']
+    for key, *_ in _metrics(rows):
+        cols += [key, key + '_ratio']
+    return cols
+
+
+def summary_table(rows: List[dict], baseline: str = BASELINE) -> str:
+    """The summary as Markdown: value (ratio to the baseline) per metric measured."""
+    summary = summary_rows(rows, baseline)
+    metrics = [m for m in _metrics(rows) if any(s.get(m[0]) is not None for s in summary)]
+    head = '| model | input | ' + ' | '.join(m[1] for m in metrics) + ' |'
+    lines = [head, '|' + '---|' * (len(metrics) + 2)]
+    for s in summary:
+        cells = []
+        for key, *_ in metrics:
+            value, ratio = s.get(key), s.get(key + '_ratio')
+            digits = 0 if key == 'train_peak' else 1
+            cells.append(_fmt(value, digits) + (f' ({ratio:.2f}x)' if ratio else ''))
+        lines.append(f"| {s['label']} | {s['input']} | " + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def target_lines(rows: List[dict], baseline: str = BASELINE) -> List[str]:
+    """Issue 17's targets for the target model against the baseline: met, or missed by how much."""
+    lines = []
+    for s in summary_rows(rows, baseline):
+        if (s['model'], s['path']) != TARGET_MODEL:
+            continue
+        parts = []
+        for key, target in TARGETS.items():
+            ratio = s.get(key + '_ratio')
+            if ratio is None:
+                continue
+            met = ratio <= target if key == 'train_peak' else ratio >= target
+            sign = '<=' if key == 'train_peak' else '>='
+            gap = '' if met else f', missed by {abs(ratio / target - 1) * 100:.0f}%'
+            parts.append(f"{key} {ratio:.2f}x (target {sign} {target}{gap or ': met'})")
+        if parts:
+            lines.append(f"- {s['label']} vs {description(baseline, 'backbone')} at "
+                         f"{s['input']}: " + '; '.join(parts))
+    return lines
+
+
+def plot_scaling(rows: List[dict], path: str) -> Optional[str]:
+    """Log-log latency, memory and full FLOPs against pixel count, one line per series, with
+    slope-1 and slope-2 guides. Returns None on success or why no plot was made."""
+    if importlib.util.find_spec('matplotlib') is None:
+        return 'matplotlib is not installed: no plot (add matplotlib to requirements/stack.txt)'
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    panels = [(key, name) for key, name in (('latency_ms', 'median latency (ms)'),
+                                            ('peak_mem_MB', 'peak memory (MB)'),
+                                            ('flops_full_G', 'FLOPs, full count (G)'))
+              if scaling_slopes(rows, key)]  # only quantities some series has at two shapes
+    if not panels:
+        return 'no model was measured at two shapes: no scaling plot'
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 6), squeeze=False)
+    colors = plt.get_cmap('tab20').colors
+    for ax, (key, name) in zip(axes[0], panels):
+        slopes = scaling_slopes(rows, key)
+        for idx, line in enumerate(dict.fromkeys(map(series, rows))):
+            pts = sorted((r['pixels'], r[key]) for r in rows if series(r) == line
+                         and isinstance(r.get(key), (int, float)) and r[key] > 0)
+            if not pts:
+                continue
+            style = '--' if 'all-RALA' in line else '-'
+            slope = f' (slope {slopes[line]:.2f})' if line in slopes else ''
+            ax.plot(*zip(*pts), style, marker='o', color=colors[idx % len(colors)],
+                    label=line + slope)
+        values = [(r['pixels'], r[key]) for r in rows
+                  if isinstance(r.get(key), (int, float)) and r[key] > 0]
+        if len({p for p, _ in values}) > 1:
+            lo, hi = min(p for p, _ in values), max(p for p, _ in values)
+            ref = min(v for p, v in values if p == lo)
+            for power, ls in ((1, ':'), (2, '-.')):
+                ax.plot([lo, hi], [ref, ref * (hi / lo)**power], ls, color='grey',
+                        label=f'slope {power} ({"linear" if power == 1 else "quadratic"})')
+        ax.set_xscale('log')
+        ax.set_yscale('log')
+        ax.set_xlabel('pixels per image (H x W)')
+        ax.set_ylabel(name)
+        ax.grid(True, which='both', alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Scaling with input size ({rows[0].get('device', '')})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return None

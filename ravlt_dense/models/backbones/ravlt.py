@@ -20,6 +20,10 @@ follow: RoPE in real arithmetic on tables built from the ``angle`` buffer inside
 complex numbers, which ONNX lacks; no cache keyed on storage; the compiler fuses it), and its
 sums out of place (exporters that trace do not follow writes through views).
 
+On CUDA the fast path also writes a few layers another way where PyTorch's CUDA kernels would
+spend extra passes on the portable spelling (``cuda_forms``: 1x1 convs as matrix products with
+the bias inside).
+
 On CUDA, when nothing asks for gradients (evaluation, inference, benchmarks) and triton is
 installed, the fast path hands RALA to fused Triton kernels (``ravlt_dense.ops``, same math in
 three passes over the tokens instead of a dozen); ``rala_kernel=False`` keeps the PyTorch ops.
@@ -49,6 +53,44 @@ def is_tracing() -> bool:
     (dynamo), ``torch.jit.trace`` or either ONNX exporter."""
     return (torch.compiler.is_compiling() or torch.jit.is_tracing()
             or torch.onnx.is_in_onnx_export())
+
+
+def cuda_forms(x: torch.Tensor) -> bool:
+    """Whether the fast path takes its CUDA forms for ``x``: on a CUDA device, not traced.
+
+    Where cuDNN or PyTorch's CUDA kernels make the portable spelling cost extra passes over the
+    map (a conv's bias added in a pass of its own, LayerNorm's fp32 round trip under autocast),
+    the fast path writes the same math another way on CUDA. The tests run these forms on the
+    CPU too (by patching this function).
+    """
+    return x.is_cuda and not is_tracing()
+
+
+class PointwiseConv(nn.Conv2d):
+    """A 1x1 conv (an ``nn.Conv2d``: the release's keys and shapes) that runs on CUDA as one
+    matrix product with its bias in the product's epilogue.
+
+    PyTorch's cuDNN convolution returns the product without the bias and adds the bias in a
+    second pass over the output, a broadcast add that does not vectorise: by the bytes it moves,
+    these adds after all the block's convs are the 11.7 ms ``elementwise_kernel<128, 4,
+    gpu_kernel_impl_nocast>`` of a batch-8 RAVLT-S forward on the H200 (docs/gpu.md).
+    ``F.linear`` on the (B*H*W, C) view of a channels-last map is the same product, and
+    cuBLASLt adds the bias while it writes the result. Elsewhere (the CPU already runs a 1x1
+    conv as this product, bit for bit), for other layouts and in traced graphs: the plain conv.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``bias`` replaces the layer's own (``ConvFFN`` folds the depth-wise conv's into it)."""
+        bias = self.bias if bias is None else bias
+        if not (cuda_forms(x) and x.is_contiguous(memory_format=torch.channels_last)):
+            return self._conv_forward(x, self.weight, bias)
+        B, C, H, W = x.shape
+        # 2-D input: F.linear of a 4-D one adds the bias in a separate broadcast pass again
+        out = F.linear(x.permute(0, 2, 3, 1).reshape(B * H * W, C), self.weight.flatten(1), bias)
+        return out.view(B, H, W, -1).permute(0, 3, 1, 2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,9 +297,9 @@ class RALAttention(nn.Module):
         self.scale = self.head_dim**-0.5
         self.attn_type, self.attn_impl = attn_type, attn_impl
         self.use_kernel = True  # RALA's fused kernel where it applies (RAVLT's rala_kernel)
-        self.qkvo = nn.Conv2d(dim, 4 * dim, 1)
+        self.qkvo = PointwiseConv(dim, 4 * dim)
         self.lepe = nn.Conv2d(dim, dim, 5, padding=2, groups=dim)
-        self.proj = nn.Conv2d(dim, dim, 1)
+        self.proj = PointwiseConv(dim, dim)
 
     def forward(self, x: torch.Tensor, rope: RoPE) -> torch.Tensor:
         B, C, H, W = x.shape
@@ -367,16 +409,28 @@ class ConvFFN(nn.Module):
 
     def __init__(self, dim: int, hidden_dim: int):
         super().__init__()
-        self.fc1 = nn.Conv2d(dim, hidden_dim, 1)
+        self.fc1 = PointwiseConv(dim, hidden_dim)
         self.act = nn.GELU()
         self.dwconv = nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1, groups=hidden_dim)
-        self.fc2 = nn.Conv2d(hidden_dim, dim, 1)
+        self.fc2 = PointwiseConv(hidden_dim, dim)
 
     def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         x = self.act(self.fc1(x))
+        if inplace and cuda_forms(x):
+            # cuDNN would add the depth-wise conv's bias in a pass of its own (PointwiseConv);
+            # fc2 is linear, so it goes into fc2's bias instead (a matrix-vector product):
+            # fc2(x + dw(x) + b) = fc2(x + dw(x)) + W2 b.
+            dw = self.dwconv
+            hidden = F.conv2d(x, dw.weight, None, dw.stride, dw.padding, dw.dilation, dw.groups)
+            return self.fc2(hidden.add_(x), bias=self._fc2_bias_with_dwconv_bias())
         if inplace:  # the sum lands in the conv's fresh output (conv backward never reads it)
             return self.fc2(self.dwconv(x).add_(x))
         return self.fc2(x + self.dwconv(x))
+
+    def _fc2_bias_with_dwconv_bias(self) -> torch.Tensor:
+        """b2 + W2 b_dw, in fp32 (autocast would take the product to half precision)."""
+        with torch.autocast(self.fc2.weight.device.type, enabled=False):
+            return torch.addmv(self.fc2.bias, self.fc2.weight.flatten(1), self.dwconv.bias)
 
 
 class RAVLTBlock(nn.Module):

@@ -7,14 +7,25 @@ import torch
 
 from conftest import TINY_ARCH as TINY, weighted_sum
 from ravlt_dense import zoo
-from ravlt_dense.models.backbones.ravlt import (RAVLT, RALAttention, RoPE, apply_rope,
-                                                apply_rope_complex, rala_fast, rala_reference,
-                                                rope_tables)
+from ravlt_dense.models.backbones import ravlt
+from ravlt_dense.models.backbones.ravlt import (RAVLT, PointwiseConv, RALAttention, RoPE,
+                                                apply_rope, apply_rope_complex, rala_fast,
+                                                rala_reference, rope_tables)
 
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(params=['portable', 'cuda'])
+def forms(request, monkeypatch):
+    """Runs a test twice: as the CPU runs the fast path, and with the forms it takes on CUDA
+    (1x1 convs as matrix products, the depth-wise bias folded into fc2, half-precision
+    LayerNorm under autocast), here on the CPU."""
+    if request.param == 'cuda':
+        monkeypatch.setattr(ravlt, 'cuda_forms', lambda x: not ravlt.is_tracing())
+    return request.param
 
 
 def count(model):
@@ -164,7 +175,7 @@ def test_complex_rope_equals_the_written_out_rotation(layout):
 # ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize('attn_type', ['rala', 'softmax'])
 @pytest.mark.parametrize('channels_last', [False, True])
-def test_fast_attention_matches_reference(attn_type, channels_last):
+def test_fast_attention_matches_reference(attn_type, channels_last, forms):
     attn = RALAttention(64, num_heads=2, attn_type=attn_type)
     rope = RoPE(32)
     x = torch.randn(2, 64, 13, 17)
@@ -188,7 +199,7 @@ def test_rala_fast_matches_reference_formula_directly():
 
 
 @pytest.mark.parametrize('attn_types', [('rala', 'rala', 'softmax', 'softmax'), ('rala', ) * 4])
-def test_fast_backbone_matches_reference(attn_types):
+def test_fast_backbone_matches_reference(attn_types, forms):
     model = RAVLT(TINY, attn_types=attn_types).eval()
     x = torch.randn(1, 3, 96, 80)
     with torch.no_grad():
@@ -200,7 +211,7 @@ def test_fast_backbone_matches_reference(attn_types):
 
 
 @pytest.mark.parametrize('attn_types', [('rala', 'rala', 'softmax', 'softmax'), ('rala', ) * 4])
-def test_fast_backbone_gradients_match_reference(attn_types):
+def test_fast_backbone_gradients_match_reference(attn_types, forms):
     # the fast path adds in place into fresh tensors; autograd must see the same function
     model = RAVLT(TINY, attn_types=attn_types, drop_path_rate=0.).train()
     x = torch.randn(2, 3, 64, 72, requires_grad=True)
@@ -235,7 +246,7 @@ def test_rala_fast_survives_half_precision_where_the_formula_overflows():
     assert torch.allclose(fast.float(), ref, atol=1e-2, rtol=1e-2)
 
 
-def test_autocast_bf16_stays_finite_and_close_to_fp32():
+def test_autocast_bf16_stays_finite_and_close_to_fp32(forms):
     model = RAVLT(TINY).eval()
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
@@ -287,7 +298,7 @@ def test_norm_eval_keeps_batchnorm_statistics_fixed():
                if isinstance(m, torch.nn.BatchNorm2d))
 
 
-def test_with_cp_gives_equal_outputs_and_gradients():
+def test_with_cp_gives_equal_outputs_and_gradients(forms):
     plain = RAVLT(TINY, drop_path_rate=0.)
     ckpt = RAVLT(TINY, drop_path_rate=0., with_cp=True)
     ckpt.load_state_dict(plain.state_dict())
@@ -301,3 +312,22 @@ def test_with_cp_gives_equal_outputs_and_gradients():
     for name in grads[0]:
         assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6), name
     assert grads[0]['layers.2.blocks.1.attn.qkvo.weight'].abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------------------
+# The fast path's CUDA forms (checked here on the CPU)
+# ------------------------------------------------------------------------------------------
+def test_pointwise_conv_is_a_conv_and_its_matrix_product_form_equals_it(monkeypatch):
+    conv = PointwiseConv(16, 24)
+    assert isinstance(conv, torch.nn.Conv2d) and conv.weight.shape == (24, 16, 1, 1)
+    x = torch.randn(2, 16, 5, 7).contiguous(memory_format=torch.channels_last)
+    other_bias = torch.randn(24)
+    with torch.no_grad():
+        plain = torch.nn.functional.conv2d(x, conv.weight, conv.bias)
+        plain_other = torch.nn.functional.conv2d(x, conv.weight, other_bias)
+        monkeypatch.setattr(ravlt, 'cuda_forms', lambda x: True)
+        gemm, gemm_other = conv(x), conv(x, bias=other_bias)
+        nchw = conv(x.contiguous())  # not channels-last: the conv itself
+    assert gemm.is_contiguous(memory_format=torch.channels_last)
+    assert (gemm - plain).abs().max() <= 1e-6 and (gemm_other - plain_other).abs().max() <= 1e-6
+    assert nchw.is_contiguous() and (nchw - plain).abs().max() <= 1e-6

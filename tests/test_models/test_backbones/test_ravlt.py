@@ -331,3 +331,18 @@ def test_pointwise_conv_is_a_conv_and_its_matrix_product_form_equals_it(monkeypa
     assert gemm.is_contiguous(memory_format=torch.channels_last)
     assert (gemm - plain).abs().max() <= 1e-6 and (gemm_other - plain_other).abs().max() <= 1e-6
     assert nchw.is_contiguous() and (nchw - plain).abs().max() <= 1e-6
+
+
+def test_block_layer_norms_keep_half_precision_under_autocast_and_fp32_otherwise(monkeypatch):
+    norm = ravlt.LayerNorm2d(16, keep_half=True)
+    torch.nn.init.normal_(norm.norm.weight)
+    torch.nn.init.normal_(norm.norm.bias)
+    x = torch.randn(2, 16, 5, 7).contiguous(memory_format=torch.channels_last)
+    monkeypatch.setattr(ravlt, 'cuda_forms', lambda x: True)
+    with torch.no_grad():
+        ref = norm(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            half = norm(x.bfloat16())
+    assert ref.dtype == torch.float32 and half.dtype == torch.bfloat16
+    assert half.is_contiguous(memory_format=torch.channels_last)
+    assert (half.float() - ref).abs().max() <= 0.05 * ref.abs().max()

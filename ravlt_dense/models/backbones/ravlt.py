@@ -482,8 +482,18 @@ class RAVLTBlock(nn.Module):
         # The same sums, each added into a tensor made just before (whose creator's backward
         # does not read it): a fresh large tensor costs page faults on CPU.
         x = self.pos(x).add_(x)
-        x = self.drop_path(self.gamma_1 * self.attn(self.norm1(x), rope)).add_(x)
-        return self.drop_path(self.gamma_2 * self.ffn(self.norm2(x), inplace=True)).add_(x)
+        x = self._add_scaled(x, self.gamma_1, self.attn(self.norm1(x), rope))
+        return self._add_scaled(x, self.gamma_2, self.ffn(self.norm2(x), inplace=True))
+
+    def _add_scaled(self, x: torch.Tensor, gamma: torch.Tensor,
+                    branch: torch.Tensor) -> torch.Tensor:
+        """x + drop_path(gamma * branch), the layer scale in the branch's dtype: an fp32 gamma
+        times a half-precision branch would turn the residual stream fp32 under autocast (and
+        back at the next block's depth-wise conv). One pass where no path is dropped."""
+        gamma = gamma.to(branch.dtype)
+        if self.training and self.drop_path.drop_prob > 0:
+            return self.drop_path(gamma * branch).add_(x)
+        return torch.addcmul(x, gamma, branch)
 
 
 class Downsample(nn.Module):

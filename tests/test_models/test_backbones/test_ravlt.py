@@ -8,8 +8,8 @@ import torch
 from conftest import TINY_ARCH as TINY, weighted_sum
 from ravlt_dense import zoo
 from ravlt_dense.models.backbones import ravlt
-from ravlt_dense.models.backbones.ravlt import (RAVLT, PointwiseConv, RALAttention, RoPE,
-                                                apply_rope, apply_rope_complex, rala_fast,
+from ravlt_dense.models.backbones.ravlt import (RAVLT, PointwiseConv, RALAttention, RAVLTBlock,
+                                                RoPE, apply_rope, apply_rope_complex, rala_fast,
                                                 rala_reference, rope_tables)
 
 
@@ -331,6 +331,18 @@ def test_pointwise_conv_is_a_conv_and_its_matrix_product_form_equals_it(monkeypa
     assert gemm.is_contiguous(memory_format=torch.channels_last)
     assert (gemm - plain).abs().max() <= 1e-6 and (gemm_other - plain_other).abs().max() <= 1e-6
     assert nchw.is_contiguous() and (nchw - plain).abs().max() <= 1e-6
+
+
+def test_block_keeps_a_half_precision_residual_stream_under_autocast(forms):
+    # the fp32 layer scale used to promote the stream to fp32 after each branch
+    block = RAVLTBlock(32, 4, 3.5, 'softmax').eval()
+    x = torch.randn(1, 32, 8, 10).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = block(x, RoPE(8))
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            amp = block(x.bfloat16(), RoPE(8))
+    assert amp.dtype == torch.bfloat16
+    assert (amp.float() - ref).norm() / ref.norm() < 0.02
 
 
 def test_block_layer_norms_keep_half_precision_under_autocast_and_fp32_otherwise(monkeypatch):

@@ -303,7 +303,8 @@ class RALAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: RoPE) -> torch.Tensor:
         B, C, H, W = x.shape
-        q, k, v, o = self.qkvo(x).chunk(4, dim=1)
+        qkvo = self.qkvo(x)
+        q, k, v, o = qkvo.chunk(4, dim=1)
         lepe = self.lepe(v)
         # (B, C, H, W) -> (B, heads, N, d); channels are head-major (c = head * d + i)
         if self.attn_impl == 'reference':
@@ -325,8 +326,10 @@ class RALAttention(nn.Module):
                     pass  # warned once (lepe untouched): this device takes the PyTorch path
             out = rala_fast(q, k, v, rope.rotary(H, W), self.scale)
         else:
-            rotate = rope.rotary(H, W)
-            q, k = (rotate(self._split_heads(t)) for t in (q, k))
+            # q and k are adjacent channels of the qkvo map: one rotation (one cast to fp32 and
+            # back) for both, as 2 x heads heads
+            qk = rope.rotary(H, W)(self._split_heads(qkvo[:, :2 * C], 2 * self.num_heads))
+            q, k = qk.chunk(2, dim=1)
             out = F.scaled_dot_product_attention(q, k, self._split_heads(v))
         if is_tracing():
             return self.proj((lepe + self._merge_heads(out, H, W)) * o)
@@ -334,9 +337,10 @@ class RALAttention(nn.Module):
         self._split_heads(lepe).add_(out)
         return self.proj(lepe.mul_(o))
 
-    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+    def _split_heads(self, x: torch.Tensor, num_heads: Optional[int] = None) -> torch.Tensor:
         """(B, C, H, W) -> (B, heads, N, d) as a view; contiguous per head for channels-last."""
-        return x.flatten(2).transpose(1, 2).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+        return x.flatten(2).transpose(1, 2).unflatten(
+            -1, (num_heads or self.num_heads, -1)).transpose(1, 2)
 
     @staticmethod
     def _merge_heads(x: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -20,6 +20,10 @@ follow: RoPE in real arithmetic on tables built from the ``angle`` buffer inside
 complex numbers, which ONNX lacks; no cache keyed on storage; the compiler fuses it), and its
 sums out of place (exporters that trace do not follow writes through views).
 
+On CUDA the fast path also writes a few layers another way where PyTorch's CUDA kernels would
+spend extra passes on the portable spelling (``cuda_forms``: 1x1 convs as matrix products with
+the bias inside, the norms of the blocks in half precision under autocast).
+
 On CUDA with triton installed the fast path hands RALA to fused Triton kernels
 (``ravlt_dense.ops``, same math in three passes over the tokens instead of a dozen, and three
 for the backward in training; compiled and exported graphs keep them as the operator
@@ -51,6 +55,44 @@ def is_tracing() -> bool:
     (dynamo), ``torch.jit.trace`` or either ONNX exporter."""
     return (torch.compiler.is_compiling() or torch.jit.is_tracing()
             or torch.onnx.is_in_onnx_export())
+
+
+def cuda_forms(x: torch.Tensor) -> bool:
+    """Whether the fast path takes its CUDA forms for ``x``: on a CUDA device, not traced.
+
+    Where cuDNN or PyTorch's CUDA kernels make the portable spelling cost extra passes over the
+    map (a conv's bias added in a pass of its own, LayerNorm's fp32 round trip under autocast),
+    the fast path writes the same math another way on CUDA. The tests run these forms on the
+    CPU too (by patching this function).
+    """
+    return x.is_cuda and not is_tracing()
+
+
+class PointwiseConv(nn.Conv2d):
+    """A 1x1 conv (an ``nn.Conv2d``: the release's keys and shapes) that runs on CUDA as one
+    matrix product with its bias in the product's epilogue.
+
+    PyTorch's cuDNN convolution returns the product without the bias and adds the bias in a
+    second pass over the output, a broadcast add that does not vectorise: by the bytes it moves,
+    these adds after all the block's convs are the 11.7 ms ``elementwise_kernel<128, 4,
+    gpu_kernel_impl_nocast>`` of a batch-8 RAVLT-S forward on the H200 (docs/gpu.md).
+    ``F.linear`` on the (B*H*W, C) view of a channels-last map is the same product, and
+    cuBLASLt adds the bias while it writes the result. Elsewhere (the CPU already runs a 1x1
+    conv as this product, bit for bit), for other layouts and in traced graphs: the plain conv.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``bias`` replaces the layer's own (``ConvFFN`` folds the depth-wise conv's into it)."""
+        bias = self.bias if bias is None else bias
+        if not (cuda_forms(x) and x.is_contiguous(memory_format=torch.channels_last)):
+            return self._conv_forward(x, self.weight, bias)
+        B, C, H, W = x.shape
+        # 2-D input: F.linear of a 4-D one adds the bias in a separate broadcast pass again
+        out = F.linear(x.permute(0, 2, 3, 1).reshape(B * H * W, C), self.weight.flatten(1), bias)
+        return out.view(B, H, W, -1).permute(0, 3, 1, 2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,13 +299,14 @@ class RALAttention(nn.Module):
         self.scale = self.head_dim**-0.5
         self.attn_type, self.attn_impl = attn_type, attn_impl
         self.use_kernel = True  # RALA's fused kernel where it applies (RAVLT's rala_kernel)
-        self.qkvo = nn.Conv2d(dim, 4 * dim, 1)
+        self.qkvo = PointwiseConv(dim, 4 * dim)
         self.lepe = nn.Conv2d(dim, dim, 5, padding=2, groups=dim)
-        self.proj = nn.Conv2d(dim, dim, 1)
+        self.proj = PointwiseConv(dim, dim)
 
     def forward(self, x: torch.Tensor, rope: RoPE) -> torch.Tensor:
         B, C, H, W = x.shape
-        q, k, v, o = self.qkvo(x).chunk(4, dim=1)
+        qkvo = self.qkvo(x)
+        q, k, v, o = qkvo.chunk(4, dim=1)
         lepe = self.lepe(v)
         # (B, C, H, W) -> (B, heads, N, d); channels are head-major (c = head * d + i)
         if self.attn_impl == 'reference':
@@ -280,8 +323,10 @@ class RALAttention(nn.Module):
             if out is None:
                 out = rala_fast(q, k, v, rope.rotary(H, W), self.scale)
         else:
-            rotate = rope.rotary(H, W)
-            q, k = (rotate(self._split_heads(t)) for t in (q, k))
+            # q and k are adjacent channels of the qkvo map: one rotation (one cast to fp32 and
+            # back) for both, as 2 x heads heads
+            qk = rope.rotary(H, W)(self._split_heads(qkvo[:, :2 * C], 2 * self.num_heads))
+            q, k = qk.chunk(2, dim=1)
             out = F.scaled_dot_product_attention(q, k, self._split_heads(v))
         if is_tracing():
             return self.proj((lepe + self._merge_heads(out, H, W)) * o)
@@ -316,9 +361,10 @@ class RALAttention(nn.Module):
         except KernelUnavailable:
             return None
 
-    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+    def _split_heads(self, x: torch.Tensor, num_heads: Optional[int] = None) -> torch.Tensor:
         """(B, C, H, W) -> (B, heads, N, d) as a view; contiguous per head for channels-last."""
-        return x.flatten(2).transpose(1, 2).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+        return x.flatten(2).transpose(1, 2).unflatten(
+            -1, (num_heads or self.num_heads, -1)).transpose(1, 2)
 
     @staticmethod
     def _merge_heads(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -362,11 +408,17 @@ class LayerNorm2d(nn.Module):
     Args:
         dim (int): Channels.
         eps (float): The release's 1e-6.
+        keep_half (bool): Under CUDA autocast, normalise a half-precision map in its own dtype
+            (the kernel keeps its statistics in fp32) instead of autocast's fp32 round trip
+            (cast in, fp32 norm, cast out: 16 instead of 4 bytes moved per element). For the
+            norms inside the blocks, whose output feeds a half-precision conv anyway; the
+            backbone's output norms keep their fp32 outputs.
     """
 
-    def __init__(self, dim: int, eps: float = 1e-6):
+    def __init__(self, dim: int, eps: float = 1e-6, keep_half: bool = False):
         super().__init__()
         self.norm = nn.LayerNorm(dim, eps=eps)
+        self.keep_half = keep_half
 
     def forward(self, x):
         if torch.compiler.is_compiling():
@@ -378,7 +430,15 @@ class LayerNorm2d(nn.Module):
             var = centred.square().mean(dim=1, keepdim=True)
             return torch.addcmul(self.norm.bias[:, None, None], centred * torch.rsqrt(
                 var + self.norm.eps), self.norm.weight[:, None, None])
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        x = x.permute(0, 2, 3, 1)
+        norm = self.norm
+        if (self.keep_half and x.dtype in (torch.float16, torch.bfloat16) and cuda_forms(x)
+                and torch.is_autocast_enabled(x.device.type)):
+            # CUDA's layer_norm wants its weights in the input's dtype
+            with torch.autocast(x.device.type, enabled=False):
+                return F.layer_norm(x, norm.normalized_shape, norm.weight.to(x.dtype),
+                                    norm.bias.to(x.dtype), norm.eps).permute(0, 3, 1, 2)
+        return norm(x).permute(0, 3, 1, 2)
 
 
 class ConvFFN(nn.Module):
@@ -391,16 +451,28 @@ class ConvFFN(nn.Module):
 
     def __init__(self, dim: int, hidden_dim: int):
         super().__init__()
-        self.fc1 = nn.Conv2d(dim, hidden_dim, 1)
+        self.fc1 = PointwiseConv(dim, hidden_dim)
         self.act = nn.GELU()
         self.dwconv = nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1, groups=hidden_dim)
-        self.fc2 = nn.Conv2d(hidden_dim, dim, 1)
+        self.fc2 = PointwiseConv(hidden_dim, dim)
 
     def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         x = self.act(self.fc1(x))
+        if inplace and cuda_forms(x):
+            # cuDNN would add the depth-wise conv's bias in a pass of its own (PointwiseConv);
+            # fc2 is linear, so it goes into fc2's bias instead (a matrix-vector product):
+            # fc2(x + dw(x) + b) = fc2(x + dw(x)) + W2 b.
+            dw = self.dwconv
+            hidden = F.conv2d(x, dw.weight, None, dw.stride, dw.padding, dw.dilation, dw.groups)
+            return self.fc2(hidden.add_(x), bias=self._fc2_bias_with_dwconv_bias())
         if inplace:  # the sum lands in the conv's fresh output (conv backward never reads it)
             return self.fc2(self.dwconv(x).add_(x))
         return self.fc2(x + self.dwconv(x))
+
+    def _fc2_bias_with_dwconv_bias(self) -> torch.Tensor:
+        """b2 + W2 b_dw, in fp32 (autocast would take the product to half precision)."""
+        with torch.autocast(self.fc2.weight.device.type, enabled=False):
+            return torch.addmv(self.fc2.bias, self.fc2.weight.flatten(1), self.dwconv.bias)
 
 
 class RAVLTBlock(nn.Module):
@@ -421,9 +493,9 @@ class RAVLTBlock(nn.Module):
                  attn_impl: str = 'fast'):
         super().__init__()
         self.pos = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
-        self.norm1 = LayerNorm2d(dim)
+        self.norm1 = LayerNorm2d(dim, keep_half=True)
         self.attn = RALAttention(dim, num_heads, attn_type, attn_impl)
-        self.norm2 = LayerNorm2d(dim)
+        self.norm2 = LayerNorm2d(dim, keep_half=True)
         self.ffn = ConvFFN(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path_rate)
         self.gamma_1 = nn.Parameter(layer_scale_init * torch.ones(1, dim, 1, 1))
@@ -438,8 +510,18 @@ class RAVLTBlock(nn.Module):
         # The same sums, each added into a tensor made just before (whose creator's backward
         # does not read it): a fresh large tensor costs page faults on CPU.
         x = self.pos(x).add_(x)
-        x = self.drop_path(self.gamma_1 * self.attn(self.norm1(x), rope)).add_(x)
-        return self.drop_path(self.gamma_2 * self.ffn(self.norm2(x), inplace=True)).add_(x)
+        x = self._add_scaled(x, self.gamma_1, self.attn(self.norm1(x), rope))
+        return self._add_scaled(x, self.gamma_2, self.ffn(self.norm2(x), inplace=True))
+
+    def _add_scaled(self, x: torch.Tensor, gamma: torch.Tensor,
+                    branch: torch.Tensor) -> torch.Tensor:
+        """x + drop_path(gamma * branch), the layer scale in the branch's dtype: an fp32 gamma
+        times a half-precision branch would turn the residual stream fp32 under autocast (and
+        back at the next block's depth-wise conv). One pass where no path is dropped."""
+        gamma = gamma.to(branch.dtype)
+        if self.training and self.drop_path.drop_prob > 0:
+            return self.drop_path(gamma * branch).add_(x)
+        return torch.addcmul(x, gamma, branch)
 
 
 class Downsample(nn.Module):

@@ -7,14 +7,27 @@ import torch
 
 from conftest import TINY_ARCH as TINY, needs_cuda, weighted_sum
 from ravlt_dense import zoo
-from ravlt_dense.models.backbones.ravlt import (RAVLT, RALAttention, RoPE, apply_rope,
-                                                apply_rope_complex, rala_fast, rala_reference,
-                                                rope_tables)
+from ravlt_dense.models.backbones import ravlt
+from ravlt_dense.models.backbones.ravlt import (RAVLT, PointwiseConv, RALAttention, RAVLTBlock,
+                                                RoPE, apply_rope, apply_rope_complex, rala_fast,
+                                                rala_reference, rope_tables)
 
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(params=['portable', 'cuda'])
+def forms(request, monkeypatch):
+    """Runs a test twice: as the CPU runs the fast path, and with the forms it takes on CUDA
+    (1x1 convs as matrix products, the depth-wise bias folded into fc2, half-precision
+    LayerNorm under autocast), here on the CPU."""
+    if request.param == 'cuda':
+        monkeypatch.setattr(ravlt, 'cuda_forms', lambda x: not ravlt.is_tracing())
+    else:
+        monkeypatch.setattr(ravlt, 'cuda_forms', lambda x: False)
+    return request.param
 
 
 def count(model):
@@ -219,7 +232,7 @@ def autocast_dtypes(device):
 @pytest.mark.gpu
 @pytest.mark.parametrize('attn_type', ['rala', 'softmax'])
 @pytest.mark.parametrize('channels_last', [False, True])
-def test_fast_attention_matches_reference(attn_type, channels_last, device):
+def test_fast_attention_matches_reference(attn_type, channels_last, device, forms):
     attn = RALAttention(64, num_heads=2, attn_type=attn_type).to(device)
     rope = RoPE(32).to(device)
     x = torch.randn(2, 64, 13, 17, device=device)
@@ -244,7 +257,7 @@ def test_rala_fast_matches_reference_formula_directly():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize('attn_types', MIXES)
-def test_fast_backbone_matches_reference(attn_types, device):
+def test_fast_backbone_matches_reference(attn_types, device, forms):
     model = RAVLT(TINY, attn_types=attn_types).to(device)
     # errors of 1e-7 per op accumulate over the blocks; outputs are layer-normalised
     assert_fast_matches_reference(model, torch.randn(1, 3, 96, 80, device=device), 2e-5)
@@ -252,7 +265,7 @@ def test_fast_backbone_matches_reference(attn_types, device):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize('attn_types', MIXES)
-def test_fast_backbone_gradients_match_reference(attn_types, device):
+def test_fast_backbone_gradients_match_reference(attn_types, device, forms):
     # the fast path adds in place into fresh tensors; autograd must see the same function
     model = RAVLT(TINY, attn_types=attn_types, drop_path_rate=0.).to(device)
     assert_gradients_match_reference(model, torch.randn(2, 3, 64, 72, device=device))
@@ -291,7 +304,7 @@ def test_rala_fast_survives_half_precision_where_the_formula_overflows():
 
 
 @pytest.mark.gpu
-def test_autocast_stays_finite_and_close_to_fp32(device):
+def test_autocast_stays_finite_and_close_to_fp32(device, forms):
     model = RAVLT(TINY).to(device)
     assert_autocast_close_to_fp32(model, torch.randn(1, 3, 64, 96, device=device),
                                   autocast_dtypes(device))
@@ -383,7 +396,7 @@ def test_norm_eval_keeps_batchnorm_statistics_fixed():
                if isinstance(m, torch.nn.BatchNorm2d))
 
 
-def test_with_cp_gives_equal_outputs_and_gradients():
+def test_with_cp_gives_equal_outputs_and_gradients(forms):
     plain = RAVLT(TINY, drop_path_rate=0.)
     ckpt = RAVLT(TINY, drop_path_rate=0., with_cp=True)
     ckpt.load_state_dict(plain.state_dict())
@@ -397,3 +410,49 @@ def test_with_cp_gives_equal_outputs_and_gradients():
     for name in grads[0]:
         assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6), name
     assert grads[0]['layers.2.blocks.1.attn.qkvo.weight'].abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------------------
+# The fast path's CUDA forms (checked here on the CPU)
+# ------------------------------------------------------------------------------------------
+def test_pointwise_conv_is_a_conv_and_its_matrix_product_form_equals_it(monkeypatch):
+    conv = PointwiseConv(16, 24)
+    assert isinstance(conv, torch.nn.Conv2d) and conv.weight.shape == (24, 16, 1, 1)
+    x = torch.randn(2, 16, 5, 7).contiguous(memory_format=torch.channels_last)
+    other_bias = torch.randn(24)
+    with torch.no_grad():
+        plain = torch.nn.functional.conv2d(x, conv.weight, conv.bias)
+        plain_other = torch.nn.functional.conv2d(x, conv.weight, other_bias)
+        monkeypatch.setattr(ravlt, 'cuda_forms', lambda x: True)
+        gemm, gemm_other = conv(x), conv(x, bias=other_bias)
+        nchw = conv(x.contiguous())  # not channels-last: the conv itself
+    assert gemm.is_contiguous(memory_format=torch.channels_last)
+    assert (gemm - plain).abs().max() <= 1e-6 and (gemm_other - plain_other).abs().max() <= 1e-6
+    assert nchw.is_contiguous() and (nchw - plain).abs().max() <= 1e-6
+
+
+def test_block_keeps_a_half_precision_residual_stream_under_autocast(forms):
+    # the fp32 layer scale used to promote the stream to fp32 after each branch
+    block = RAVLTBlock(32, 4, 3.5, 'softmax').eval()
+    x = torch.randn(1, 32, 8, 10).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = block(x, RoPE(8))
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            amp = block(x.bfloat16(), RoPE(8))
+    assert amp.dtype == torch.bfloat16
+    assert (amp.float() - ref).norm() / ref.norm() < 0.02
+
+
+def test_block_layer_norms_keep_half_precision_under_autocast_and_fp32_otherwise(monkeypatch):
+    norm = ravlt.LayerNorm2d(16, keep_half=True)
+    torch.nn.init.normal_(norm.norm.weight)
+    torch.nn.init.normal_(norm.norm.bias)
+    x = torch.randn(2, 16, 5, 7).contiguous(memory_format=torch.channels_last)
+    monkeypatch.setattr(ravlt, 'cuda_forms', lambda x: True)
+    with torch.no_grad():
+        ref = norm(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            half = norm(x.bfloat16())
+    assert ref.dtype == torch.float32 and half.dtype == torch.bfloat16
+    assert half.is_contiguous(memory_format=torch.channels_last)
+    assert (half.float() - ref).abs().max() <= 0.05 * ref.abs().max()

@@ -389,3 +389,22 @@ def convert_release_checkpoint(checkpoint: dict) -> Dict[str, torch.Tensor]:
         checkpoint (dict): A loaded checkpoint file (``state_dict``/``model`` inside).
     """
     return strip_module_prefix(unwrap_state_dict(checkpoint))
+
+
+def load_checkpoint_strictly(runner, checkpoint: str, config: str) -> None:
+    """Load a checkpoint (file or URL; ours or the authors' mmdet 2.x / mmseg 0.x, converted on
+    load) for evaluation, refusing one that does not fit the model.
+
+    mmengine's runner loads ``load_from`` non-strictly: a checkpoint of another variant or model
+    only logs warnings and the metrics of a half-initialised model follow. Here any missing,
+    unexpected or mis-shaped key is an error that names the keys.
+    """
+    from mmengine.model import is_model_wrapper
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    try:
+        load_model_checkpoint(model, checkpoint, what=f'the model of {config}',
+                              hint='give the path of a local copy instead')
+    except ValueError as err:
+        raise ValueError(
+            f'{err}\nEvaluate it with the config it was trained with; --non-strict evaluates '
+            'anyway, loading what fits (mmengine\'s default).') from None

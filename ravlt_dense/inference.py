@@ -15,7 +15,7 @@ import numpy as np
 from ravlt_dense import zoo
 from ravlt_dense.checkpoint import (convert_release_checkpoint, fit_state_dict,
                                     load_checkpoint_file, release_dataset_meta)
-from ravlt_dense.runner import dataset_metainfo
+from ravlt_dense.datasets.checks import dataset_metainfo
 
 
 def default_device() -> str:

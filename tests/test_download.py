@@ -12,9 +12,9 @@ from mmengine.config import Config
 
 from conftest import QUICKSTART, TINY_ARCH, pretrained, randomised, release_imagenet_checkpoint
 from ravlt_dense.checkpoint import (CheckpointDownloadError, CorruptCheckpointError,
-                                    load_checkpoint_file)
+                                    load_checkpoint_file, load_checkpoint_strictly)
+from ravlt_dense.models import build_model
 from ravlt_dense.models.backbones.ravlt import RAVLT
-from ravlt_dense.runner import build_model, load_checkpoint_strictly
 
 
 def equal_backbones(a, b):

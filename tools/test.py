@@ -15,10 +15,10 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import ravlt_dense  # noqa: F401  registers RAVLT
-from ravlt_dense.checkpoint import is_url
-from ravlt_dense.runner import (check_datasets, explain_dataset_errors,
-                                load_checkpoint_strictly, load_config, parse_tool_args,
-                                finish_distributed, setup_cpu_distributed)
+from ravlt_dense.checkpoint import is_url, load_checkpoint_strictly
+from ravlt_dense.cli import load_config, parse_tool_args
+from ravlt_dense.datasets.checks import check_datasets, explain_dataset_errors
+from ravlt_dense.dist import finish_distributed, setup_cpu_distributed
 
 
 def parse_args():

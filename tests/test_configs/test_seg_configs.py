@@ -6,7 +6,7 @@ from mmengine.config import Config
 
 from conftest import REPO
 from ravlt_dense import zoo
-from ravlt_dense.runner import build_model
+from ravlt_dense.models import build_model
 
 CONFIGS = REPO / 'configs'
 FPN_QUICK = CONFIGS / 'quickstart' / 'fpn_ravlt_t_shapes.py'

@@ -9,7 +9,7 @@ from mmengine.registry import init_default_scope
 
 import ravlt_dense.datasets  # noqa: F401  registers CheckSegLabels
 from conftest import REPO
-from ravlt_dense.runner import build_model
+from ravlt_dense.models import build_model
 
 FPN_QUICK = REPO / 'configs' / 'quickstart' / 'fpn_ravlt_t_shapes.py'
 

@@ -25,7 +25,7 @@ from mmengine.config import Config
 from conftest import (QUICKSTART, REPO, load_script, metric_values, run_tool, shapes_options,
                       tool_env)
 from ravlt_dense.models.backbones.ravlt import RAVLT
-from ravlt_dense.runner import build_model
+from ravlt_dense.models import build_model
 
 image_demo = load_script('demo/image_demo.py')
 

@@ -34,7 +34,7 @@ from mmengine.config import Config, DictAction
 from ravlt_dense import zoo
 from ravlt_dense.analysis.flops import (PAPER_COUNTING, TensorForward, module_flops,
                                         traced_flops)
-from ravlt_dense.runner import build_model
+from ravlt_dense.models import build_model
 
 # Data sample type that each scope's models expect next to the image tensor.
 DATA_SAMPLES = {'mmdet': 'mmdet.structures.DetDataSample',

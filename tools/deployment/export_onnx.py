@@ -27,7 +27,7 @@ from mmengine.config import Config, DictAction
 from torch.utils._pytree import tree_flatten
 
 from ravlt_dense.analysis.timing import median_seconds
-from ravlt_dense.runner import build_model
+from ravlt_dense.models import build_model
 
 EXPORT_PACKAGES = ('onnx', 'onnxruntime', 'onnxscript')
 

@@ -18,7 +18,7 @@ import torch
 import ravlt_dense  # noqa: F401  registers RAVLT and the safe checkpoint types
 from ravlt_dense.checkpoint import (convert_release_checkpoint, fit_state_dict, infer_arch,
                                     release_dataset_meta, to_backbone_state_dict)
-from ravlt_dense.runner import build_model
+from ravlt_dense.models import build_model
 
 
 def parse_args(argv=None):

@@ -1,14 +1,13 @@
-"""ravlt_dense.runner: what a missing dataset says, and the explanation given when a dataset's
-categories miss the config's classes."""
+"""ravlt_dense.datasets.checks: what a missing dataset says, and the explanation given when a
+dataset's categories miss the config's classes."""
 import json
 
 import mmdet  # noqa: F401
 import pytest
-import torch.distributed as dist
 from mmengine.config import Config
 
 from conftest import QUICKSTART, REPO, run_tool
-from ravlt_dense.runner import check_datasets, find_class_mismatch, finish_distributed
+from ravlt_dense.datasets.checks import check_datasets, find_class_mismatch
 
 
 def test_missing_data_root_is_named_with_the_layout_to_provide(tmp_path):
@@ -72,12 +71,3 @@ def test_train_tool_reports_the_mismatch(tmp_path):
     assert last.startswith('ValueError: train_dataloader: the categories of'), proc.stderr[-2000:]
     assert "('circle', 'square', 'triangle', 'star')" not in last  # config shown, not as a fix
     assert "'circle', 'square', 'triangle', 'star'" in last and "'cat', 'dog'" in last
-
-
-def test_finish_distributed_closes_the_process_group(tmp_path):
-    finish_distributed()  # no group: nothing to do
-    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/rendezvous', rank=0,
-                            world_size=1)
-    assert dist.is_initialized()
-    finish_distributed()
-    assert not dist.is_initialized()

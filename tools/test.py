@@ -17,7 +17,7 @@ from mmengine.runner import Runner
 import ravlt_dense  # noqa: F401  registers RAVLT
 from ravlt_dense.checkpoint import is_url, load_checkpoint_strictly
 from ravlt_dense.cli import load_config, parse_tool_args
-from ravlt_dense.datasets.checks import check_datasets, explain_dataset_errors
+from ravlt_dense.datasets.checks import build_datasets, check_datasets
 from ravlt_dense.dist import finish_distributed, setup_cpu_distributed
 
 
@@ -71,13 +71,13 @@ def main():
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if not args.non_strict:
         load_checkpoint_strictly(runner, args.checkpoint, args.config)
+    build_datasets(runner, cfg, ('test_loop', ))
     if args.out and cfg.get('default_scope') != 'mmseg':
         from mmdet.evaluation import DumpDetResults
         if not args.out.endswith(('.pkl', '.pickle')):
             raise ValueError(f'--out must be a .pkl file for detection, got {args.out}')
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    with explain_dataset_errors(cfg):  # the runner builds the test set here, not above
-        runner.test()
+    runner.test()
     finish_distributed()
 
 

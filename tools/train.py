@@ -11,7 +11,7 @@ from mmengine.runner import Runner
 import ravlt_dense  # noqa: F401  registers RAVLT and the checkpoint types that resuming needs
 import ravlt_dense.engine  # noqa: F401  registers PlainParamGroupsHook
 from ravlt_dense.cli import load_config, parse_tool_args
-from ravlt_dense.datasets.checks import check_datasets, explain_dataset_errors
+from ravlt_dense.datasets.checks import build_datasets, check_datasets
 from ravlt_dense.dist import finish_distributed, setup_cpu_distributed
 
 
@@ -55,9 +55,9 @@ def main():
 
     check_datasets(cfg, loaders=('train_dataloader', 'val_dataloader'))
     setup_cpu_distributed(cfg, args.launcher)
-    with explain_dataset_errors(cfg):
-        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-        runner.train()
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    build_datasets(runner, cfg, ('train_loop', 'val_loop'))
+    runner.train()
     finish_distributed()
 
 

@@ -1,9 +1,11 @@
 """Checks of the datasets a config names, with messages that say what to put where.
 
 * ``check_datasets``: every annotation file and image folder exists, before the runner starts;
-* ``explain_dataset_errors``: when building a dataset fails because a COCO-format annotation
-  file names none of the config's classes (mmdet then drops every image and mmengine only says
-  "need at least one array to concatenate"), the failure is re-raised with that reason.
+* ``build_datasets``: the runner's loops, and with them its datasets, built before the run,
+  under ``explain_dataset_errors``: when building a dataset fails because a COCO-format
+  annotation file names none of the config's classes (mmdet then drops every image and mmengine
+  only says "need at least one array to concatenate"), the failure is re-raised with that
+  reason. A failure of the run itself is left as it is.
 """
 import contextlib
 import json
@@ -129,3 +131,20 @@ def explain_dataset_errors(cfg: Config):
         if reason is None:
             raise
         raise ValueError(reason) from err
+
+
+def build_datasets(runner, cfg: Config, loops: Sequence[str]) -> None:
+    """Build the ``loops`` of an mmengine runner ('train_loop', 'val_loop', 'test_loop') and so
+    their datasets, which the runner would build first thing in ``train()`` / ``test()``,
+    explaining a class mismatch there and only there: an error later in the run (an OOM hours
+    in) is raised as it is, without re-reading every annotation file on every rank.
+
+    Args:
+        runner (Runner): A runner built from ``cfg`` (its loops are properties that build the
+            loop, dataloader and dataset on first access).
+        cfg (Config): Its config.
+        loops (Sequence[str]): The loops the run will use.
+    """
+    with explain_dataset_errors(cfg):
+        for loop in loops:
+            getattr(runner, loop)

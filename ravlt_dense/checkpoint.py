@@ -15,6 +15,7 @@ download is removed from the cache rather than loaded.
 import argparse
 import collections
 import http.client
+import logging
 import os
 import os.path as osp
 import pickle
@@ -361,50 +362,86 @@ def fit_state_dict(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor],
         raise ValueError(f'{name} does not fit {what}:\n{problems}')
 
 
-def load_model_checkpoint(model: torch.nn.Module, filename: str, what: str = 'the model',
-                          hint: str = '') -> dict:
-    """Load a whole detector's or segmentor's checkpoint into ``model``, strictly.
+def convert_release_checkpoint(checkpoint: dict) -> dict:
+    """A whole-model checkpoint of the release (mmdet 2.x / mmseg 0.x) or ours, in our format:
+    ``dict(state_dict=..., meta=dict(dataset_meta=...))``.
 
-    ``filename`` is a file or an http(s) URL of ours (mmdet 3.x / mmseg 1.x) or the authors'
-    (mmdet 2.x / mmseg 0.x, converted on load as by tools/model_converters). Returns the
-    checkpoint dict; raises ValueError naming the keys if it does not fit.
-    """
-    checkpoint = load_checkpoint_file(filename, hint)
-    state_dict = convert_release_checkpoint(checkpoint)
-    fit_state_dict(model, state_dict, f'Checkpoint {filename}', what)
-    model.load_state_dict(state_dict)
-    return checkpoint
-
-
-def convert_release_checkpoint(checkpoint: dict) -> Dict[str, torch.Tensor]:
-    """State dict of an mmdet 2.x / mmseg 0.x release checkpoint, or of ours, for mmdet 3.x /
-    mmseg 1.x models.
-
-    No key is renamed: the heads the release uses (FPN, RPN, Shared2FC bbox head, FCN mask head,
-    RetinaHead, Cascade RoI heads, UPerHead, FPNHead, FCN auxiliary head) kept their parameter
-    names across the version change. The strict check against a built model
-    (``fit_state_dict``) is what guarantees that nothing is skipped.
+    What differs between the formats is converted: the weights may sit under ``state_dict`` or
+    ``model`` and carry the ``module.`` prefix of (Distributed)DataParallel; the release names
+    its classes ``meta['CLASSES']`` / ``meta['PALETTE']`` where mmdet 3.x / mmseg 1.x read
+    ``meta['dataset_meta']`` (``classes``, ``palette``). No parameter is renamed: the heads the
+    release uses (FPN, RPN, Shared2FC bbox head, FCN mask head, RetinaHead, Cascade RoI heads,
+    UPerHead, FPNHead, FCN auxiliary head) kept their names across the version change; the
+    strict check against the built model (:func:`load_model_checkpoint`) is what guarantees
+    that nothing is skipped.
 
     Args:
-        checkpoint (dict): A loaded checkpoint file (``state_dict``/``model`` inside).
+        checkpoint (dict): A loaded checkpoint file.
     """
-    return strip_module_prefix(unwrap_state_dict(checkpoint))
+    dataset_meta = release_dataset_meta(checkpoint)
+    return dict(state_dict=strip_module_prefix(unwrap_state_dict(checkpoint)),
+                meta=dict(dataset_meta=dataset_meta) if dataset_meta else {})
 
 
-def load_checkpoint_strictly(runner, checkpoint: str, config: str) -> None:
-    """Load a checkpoint (file or URL; ours or the authors' mmdet 2.x / mmseg 0.x, converted on
-    load) for evaluation, refusing one that does not fit the model.
+def find_checkpoint(checkpoint: str) -> Optional[str]:
+    """The file or http(s) URL of a checkpoint given as a path, a URL or a name of the model
+    zoo (configs/metafile.yml: its weights URL); None when it is none of these."""
+    if is_url(checkpoint) or osp.isfile(checkpoint):
+        return checkpoint
+    from ravlt_dense import zoo
+    try:
+        names = zoo.models()
+    except FileNotFoundError:  # installed without the repository's configs/
+        return None
+    return zoo.weights_url(checkpoint) if checkpoint in names else None
 
-    mmengine's runner loads ``load_from`` non-strictly: a checkpoint of another variant or model
-    only logs warnings and the metrics of a half-initialised model follow. Here any missing,
-    unexpected or mis-shaped key is an error that names the keys.
+
+def resolve_checkpoint(checkpoint: str) -> str:
+    """:func:`find_checkpoint`, with a FileNotFoundError when ``checkpoint`` is none of these."""
+    found = find_checkpoint(checkpoint)
+    if found is None:
+        raise FileNotFoundError(f'Checkpoint not found: {checkpoint} (neither a file, an http(s) '
+                                f'URL nor a model of the zoo in configs/metafile.yml)')
+    return found
+
+
+def load_model_checkpoint(model: torch.nn.Module, checkpoint: str, strict: bool = True,
+                          what: str = 'the model',
+                          hint: str = 'give the path of a local copy instead') -> dict:
+    """Load a whole detector's or segmentor's checkpoint into ``model``: the one loader of
+    tools/test.py, the demos and tools/deployment/export_onnx.py.
+
+    Args:
+        model (nn.Module): The built model (or its DDP wrapper).
+        checkpoint (str): A file, an http(s) URL (downloaded once into the torch hub cache and
+            checked, see :func:`load_checkpoint_file`) or a name of the model zoo; ours or the
+            authors' (mmdet 2.x / mmseg 0.x), converted on load (:func:`convert_release_
+            checkpoint`).
+        strict (bool): Refuse a checkpoint with missing, unexpected or mis-shaped keys, with
+            a ValueError naming them (default). False loads the keys that fit and logs the
+            same report as a warning (what mmengine's ``load_from`` does).
+        what (str): The model, as the messages name it (e.g. 'the model of CONFIG').
+        hint (str): How else to give the file, appended to a download error.
+
+    Returns:
+        dict: The converted checkpoint, ``dict(state_dict=..., meta=dict(dataset_meta=...))``.
     """
     from mmengine.model import is_model_wrapper
-    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-    try:
-        load_model_checkpoint(model, checkpoint, what=f'the model of {config}',
-                              hint='give the path of a local copy instead')
-    except ValueError as err:
-        raise ValueError(
-            f'{err}\nEvaluate it with the config it was trained with; --non-strict evaluates '
-            'anyway, loading what fits (mmengine\'s default).') from None
+    converted = convert_release_checkpoint(
+        load_checkpoint_file(resolve_checkpoint(checkpoint), hint))
+    model = model.module if is_model_wrapper(model) else model
+    state_dict = converted['state_dict']
+    if strict:
+        fit_state_dict(model, state_dict, f'Checkpoint {checkpoint}', what)
+    else:
+        problems = format_report(check_state_dict(model, state_dict))
+        if problems:
+            print_log(f'Checkpoint {checkpoint} does not fit {what}; loading the keys that fit '
+                      f'(strict=False):\n{problems}', logger='current', level=logging.WARNING)
+            own = model.state_dict()
+            state_dict = {k: v for k, v in state_dict.items()
+                          if k in own and v.shape == own[k].shape}
+    model.load_state_dict(state_dict, strict=False)  # every key checked above
+    print_log(f'Loaded {len(state_dict)} tensors from {checkpoint} into {what}',
+              logger='current')
+    return converted

@@ -115,3 +115,58 @@ def test_mmengine_message_hub_unpickles_with_weights_only(tmp_path):
                 'shape': np.zeros(2)}, tmp_path / 'meta.pth')
     loaded = torch.load(tmp_path / 'meta.pth', weights_only=True)
     assert loaded['message_hub']['log_scalars']['loss'].current() == 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# The whole-model loader of tools/test.py, the demos and the export tool
+# --------------------------------------------------------------------------------------------
+class TwoLayers(torch.nn.Module):
+    def __init__(self, width=3):
+        super().__init__()
+        self.backbone, self.head = torch.nn.Linear(2, width), torch.nn.Linear(width, 1)
+
+
+def test_release_formats_are_converted_on_load(tmp_path):
+    from ravlt_dense.checkpoint import load_model_checkpoint
+    source = TwoLayers()
+    # mmdet 2.x / mmseg 0.x: DDP prefix, classes and palette under their 0.x/2.x names
+    release = dict(state_dict={f'module.{k}': v for k, v in source.state_dict().items()},
+                   meta=dict(CLASSES=('a', 'b'), PALETTE=[(1, 2, 3), (4, 5, 6)], epoch=12))
+    torch.save(release, tmp_path / 'release.pth')
+    model = TwoLayers()
+    loaded = load_model_checkpoint(model, str(tmp_path / 'release.pth'))
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in model.state_dict().items())
+    assert loaded['meta'] == dict(dataset_meta=dict(classes=('a', 'b'),
+                                                    palette=[[1, 2, 3], [4, 5, 6]]))
+    assert sorted(loaded['state_dict']) == sorted(source.state_dict())
+
+
+def test_non_strict_loads_what_fits_and_reports_the_rest(tmp_path):
+    from mmengine.logging import MMLogger
+    from ravlt_dense.checkpoint import load_model_checkpoint
+    source = TwoLayers(width=4)  # backbone and head of another width: only head.bias fits
+    torch.save(dict(state_dict=source.state_dict()), tmp_path / 'other.pth')
+    model = TwoLayers()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r'(?s)other\.pth does not fit the net:\n3 mismatched '
+                       r'key\(s\): backbone\.weight: checkpoint \(4, 2\) vs model \(3, 2\)'):
+        load_model_checkpoint(model, str(tmp_path / 'other.pth'), what='the net')
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # untouched
+    MMLogger.get_instance(f'nonstrict-{tmp_path.name}', log_file=str(tmp_path / 'log.txt'))
+    load_model_checkpoint(model, str(tmp_path / 'other.pth'), strict=False, what='the net')
+    assert torch.equal(model.head.bias, source.head.bias)
+    assert torch.equal(model.backbone.weight, before['backbone.weight'])
+    log = (tmp_path / 'log.txt').read_text()
+    assert 'does not fit the net; loading the keys that fit' in log
+    assert 'head.weight: checkpoint (1, 4) vs model (1, 3)' in log
+
+
+def test_zoo_names_resolve_to_their_weights_and_unknown_names_are_named():
+    from ravlt_dense import zoo
+    from ravlt_dense.checkpoint import find_checkpoint, load_model_checkpoint
+    assert find_checkpoint('maskrcnn_ravlt_s_coco') == zoo.weights_url('maskrcnn_ravlt_s_coco')
+    assert find_checkpoint('https://host/x.pth') == 'https://host/x.pth'
+    assert find_checkpoint('maskrcnn_ravlt_z_coco') is None
+    with pytest.raises(FileNotFoundError, match=r'Checkpoint not found: nope\.pth \(neither a '
+                       r'file, an http\(s\) URL nor a model of the zoo'):
+        load_model_checkpoint(TwoLayers(), 'nope.pth')

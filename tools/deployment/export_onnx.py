@@ -27,6 +27,7 @@ from mmengine.config import Config, DictAction
 from torch.utils._pytree import tree_flatten
 
 from ravlt_dense.analysis.timing import median_seconds
+from ravlt_dense.checkpoint import load_model_checkpoint
 from ravlt_dense.models import build_model
 
 EXPORT_PACKAGES = ('onnx', 'onnxruntime', 'onnxscript')
@@ -51,7 +52,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='detection or segmentation config')
     parser.add_argument('checkpoint', nargs='?',
-                        help='weights (loaded strictly); without it random weights are exported, '
+                        help='weights: file, URL or zoo name, ours or the release\'s (loaded '
+                        'strictly, as by tools/test.py); without it random weights are exported, '
                         'which checks the export but is no model to deploy')
     parser.add_argument('--shape', type=int, nargs=2, required=True, metavar=('H', 'W'),
                         help='input height and width (after the data preprocessor\'s padding)')
@@ -88,9 +90,8 @@ def build(args) -> nn.Module:
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     model = build_model(cfg)  # no init_weights(): the checkpoint, if any, gives every weight
-    if args.checkpoint:
-        from mmengine.runner import load_checkpoint
-        load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
+    if args.checkpoint:  # file, URL or zoo name, converted and checked as by tools/test.py
+        load_model_checkpoint(model, args.checkpoint, what=f'the model of {args.config}')
     else:
         print('No checkpoint given: exporting random weights (enough to check the export).')
     model.eval()  # not chained: some mm modules' train() returns None

@@ -37,13 +37,21 @@ def register_safe_globals() -> None:
     torch >= 2.6 unpickles checkpoints with ``weights_only=True``; mmengine 0.10.7 files hold
     its message hub (HistoryBuffer with numpy arrays) and the release's hold argparse
     namespaces, so resuming or loading them would fail. These types carry data, not code.
+
+    Each is registered as an (object, 'dotted.name') pair, the name being the one a pickle
+    refers to it by: the fork's mmengine (onedl-mmengine 0.10.12) loads inside
+    ``torch.serialization.safe_globals([HistoryBuffer, np.ndarray, ...])``, whose exit removes
+    those very objects from torch's registered set (a set difference); a pair is another
+    element of that set and survives.
     """
     import numpy as np
     from mmengine.logging.history_buffer import HistoryBuffer
 
-    safe = [HistoryBuffer, argparse.Namespace, collections.OrderedDict, collections.defaultdict,
-            np.ndarray, np.dtype, type(np.dtype('float64')), type(np.dtype('float32')),
-            type(np.dtype('int64')), type(np.dtype('int32')), type(np.dtype('bool'))]
+    types = [HistoryBuffer, argparse.Namespace, collections.OrderedDict, collections.defaultdict,
+             slice, np.ndarray, np.dtype, type(np.dtype('float64')), type(np.dtype('float32')),
+             type(np.dtype('int64')), type(np.dtype('int32')), type(np.dtype('uint32')),
+             type(np.dtype('bool'))]
+    safe = [(t, f'{t.__module__}.{t.__qualname__}') for t in types]
     for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
         try:
             multiarray = __import__(module, fromlist=['_reconstruct', 'scalar'])

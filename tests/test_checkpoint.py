@@ -170,3 +170,32 @@ def test_zoo_names_resolve_to_their_weights_and_unknown_names_are_named():
     with pytest.raises(FileNotFoundError, match=r'Checkpoint not found: nope\.pth \(neither a '
                        r'file, an http\(s\) URL nor a model of the zoo'):
         load_model_checkpoint(TwoLayers(), 'nope.pth')
+
+
+# --------------------------------------------------------------------------------------------
+# Both stacks: the fork's mmengine (onedl-mmengine 0.10.12) loads inside torch's safe_globals
+# context, and retries a refused weights-only load with weights_only=False
+# --------------------------------------------------------------------------------------------
+def mmengine_fork_allowlist():
+    """What onedl-mmengine 0.10.12's loader puts in ``torch.serialization.safe_globals``."""
+    from mmengine.logging import HistoryBuffer
+    core = np._core if hasattr(np, '_core') else np.core
+    return [slice, getattr, core.multiarray._reconstruct, np.ndarray, np.dtype,
+            core.multiarray.scalar, type(np.dtype(np.uint32)), type(np.dtype(np.float64)),
+            type(np.dtype(np.int64)), HistoryBuffer]
+
+
+def test_registrations_survive_the_fork_safe_globals_context(tmp_path):
+    from mmengine.logging import HistoryBuffer
+    from ravlt_dense.checkpoint import register_safe_globals
+    buffer = HistoryBuffer()
+    buffer.update(np.float64(0.5))
+    torch.save({'message_hub': {'log_scalars': {'loss': buffer}}, 'shape': np.zeros(2)},
+               tmp_path / 'meta.pth')
+    try:
+        with torch.serialization.safe_globals(mmengine_fork_allowlist()):
+            pass  # a load by the fork's mmengine; its exit removes these objects
+        loaded = torch.load(tmp_path / 'meta.pth', weights_only=True)  # resume, a later load
+        assert loaded['message_hub']['log_scalars']['loss'].current() == 0.5
+    finally:
+        register_safe_globals()  # whatever happened, the next tests get the registrations

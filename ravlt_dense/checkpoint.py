@@ -42,7 +42,9 @@ def register_safe_globals() -> None:
     refers to it by: the fork's mmengine (onedl-mmengine 0.10.12) loads inside
     ``torch.serialization.safe_globals([HistoryBuffer, np.ndarray, ...])``, whose exit removes
     those very objects from torch's registered set (a set difference); a pair is another
-    element of that set and survives.
+    element of that set and survives. Last, mmengine's loader of local files is replaced by a
+    weights-only one that never falls back to unpickling code (:func:`register_checkpoint_
+    loaders`): ``import ravlt_dense`` calls this once.
     """
     import numpy as np
     from mmengine.logging.history_buffer import HistoryBuffer
@@ -66,6 +68,7 @@ def register_safe_globals() -> None:
     for name in ('builtins.getattr', '__builtin__.getattr'):
         safe.append((_history_buffer_method, name))
     torch.serialization.add_safe_globals(safe)
+    register_checkpoint_loaders()
 
 
 def _history_buffer_method(owner, name: str):
@@ -251,28 +254,74 @@ def _download_once(url: str, hint: str) -> str:
     return cached
 
 
-def load_checkpoint_file(filename: str, hint: str = '', logger: str = 'current') -> dict:
-    """The checkpoint dict of a file or an http(s) URL (downloaded once, see above).
+def _is_weights_only_refusal(err: Exception) -> bool:
+    """Whether torch's error is the weights-only unpickler refusing a global (not damage)."""
+    return isinstance(err, pickle.UnpicklingError) and \
+        'weights only' in str(err).lower().replace('_', ' ')
 
-    Raises FileNotFoundError for a missing file, CheckpointDownloadError for a failed download
-    and CorruptCheckpointError for a file that cannot be read back whole, never a partial dict.
+
+def _refusal(filename: str, path: str, err: Exception) -> pickle.UnpicklingError:
+    return pickle.UnpicklingError(
+        f'{filename} holds Python objects that torch will not unpickle safely '
+        f'(weights_only=True): {err}\nIf you trust the file, convert it once with '
+        f'tools/model_converters/ravlt_release_to_mm.py {path} OUT.pth --unsafe-load '
+        f'and use OUT.pth.')
+
+
+def load_from_local_checked(filename: str, map_location=None) -> dict:
+    """mmengine's loader of local files (``CheckpointLoader`` scheme ''), with torch's
+    weights-only unpickler and no way around it: a file that carries code is refused with an
+    UnpicklingError that says what to do.
+
+    mmengine 0.10.7's own loader relies on torch's default (weights_only=True since torch
+    2.6); the fork's (onedl-mmengine 0.10.12) retries a refused load with weights_only=False
+    after a warning, which runs the code. Registered in its place by
+    :func:`register_checkpoint_loaders`, it is what resume and ``load_from`` use on both stacks.
     """
-    # imported here: mmengine.runner imports OpenCV (its hooks), which the backbone alone does
-    # not need (e.g. tools/analysis/gpu_check.py on a machine with torch + mmengine only)
-    from mmengine.runner.checkpoint import CheckpointLoader
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    try:
+        return torch.load(filename, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if _is_weights_only_refusal(err):
+            raise _refusal(filename, filename, err) from err
+        raise
+
+
+def register_checkpoint_loaders() -> None:
+    """Make :func:`load_from_local_checked` mmengine's loader of local files, through
+    ``CheckpointLoader.register_scheme`` (mmengine's public way to add or replace the loader
+    of a path prefix; every load of the runner -- resume, ``load_from`` -- goes through it).
+
+    URLs keep mmengine's loader: it calls torch.load with torch's default (weights-only) and
+    no retry on both stacks.
+    """
+    try:  # mmengine.runner imports OpenCV; without it there is no runner to load for either
+        from mmengine.runner.checkpoint import CheckpointLoader
+    except ImportError:
+        return
+    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local_checked, force=True)
+
+
+def load_checkpoint_file(filename: str, hint: str = '', logger: str = 'current') -> dict:
+    """The checkpoint dict of a file or an http(s) URL (downloaded once, see above), unpickled
+    by torch's weights-only unpickler only (on either stack, see load_from_local_checked).
+
+    Raises FileNotFoundError for a missing file, CheckpointDownloadError for a failed download,
+    pickle.UnpicklingError (with the way out) for a file that carries code, and
+    CorruptCheckpointError for a file that cannot be read back whole, never a partial dict.
+    """
     register_safe_globals()
     path = download_checkpoint(filename, hint) if is_url(filename) else filename
     if not osp.isfile(path):
         raise FileNotFoundError(f'Checkpoint not found: {path}' + (f'; {hint}' if hint else ''))
+    print_log(f'Loading checkpoint {path}', logger=logger)
     try:
-        return CheckpointLoader.load_checkpoint(path, map_location='cpu', logger=logger)
+        return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as err:
-        if 'weights only' in str(err).lower().replace('_', ' '):  # a refusal, not damage
-            raise pickle.UnpicklingError(
-                f'{filename} holds Python objects that torch will not unpickle safely '
-                f'(weights_only=True): {err}\nIf you trust the file, convert it once with '
-                f'tools/model_converters/ravlt_release_to_mm.py {path} OUT.pth --unsafe-load '
-                f'and use OUT.pth.') from err
+        if _is_weights_only_refusal(err):  # a refusal, not damage
+            raise _refusal(filename, path, err) from err
         failure = err
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
         failure = err

@@ -1,4 +1,6 @@
 """Checkpoints in the release's formats load strictly, round-trip exactly, and fail clearly."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -199,3 +201,61 @@ def test_registrations_survive_the_fork_safe_globals_context(tmp_path):
         assert loaded['message_hub']['log_scalars']['loss'].current() == 0.5
     finally:
         register_safe_globals()  # whatever happened, the next tests get the registrations
+
+
+CODE_RAN = []
+
+
+def record_run(what):
+    CODE_RAN.append(what)
+
+
+class CarriesCode:
+    """Unpickling this runs code (here: a function that records that it ran)."""
+
+    def __reduce__(self):
+        return record_run, ('code ran', )
+
+
+@pytest.fixture
+def fork_local_loader():
+    """mmengine's loader of local files as the fork's (onedl-mmengine 0.10.12) behaves: a
+    refused weights-only load is retried with weights_only=False; restored afterwards."""
+    import pickle
+    from mmengine.runner.checkpoint import CheckpointLoader
+    before = CheckpointLoader._get_checkpoint_loader('any.pth')
+
+    def load_from_local(filename, map_location=None):
+        try:
+            return torch.load(filename, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError:  # the fork warns, then:
+            return torch.load(filename, map_location=map_location, weights_only=False)
+
+    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
+    CODE_RAN.clear()
+    yield
+    CheckpointLoader.register_scheme(prefixes='', loader=before, force=True)
+
+
+def test_code_carrying_files_are_refused_by_mmengine_on_either_stack(tmp_path,
+                                                                     fork_local_loader):
+    """What resume and load_from use (mmengine's CheckpointLoader) refuses a file carrying code
+    once ravlt_dense is imported, even where mmengine itself would unpickle it."""
+    import pickle
+    from mmengine.runner.checkpoint import CheckpointLoader
+    from ravlt_dense.checkpoint import register_safe_globals
+    path = tmp_path / 'code.pth'
+    torch.save(dict(state_dict={}, meta=dict(hook=CarriesCode())), path)
+    CheckpointLoader.load_checkpoint(str(path))  # the fork's behaviour, as simulated
+    assert CODE_RAN == ['code ran']
+    CODE_RAN.clear()
+    register_safe_globals()  # what `import ravlt_dense` does, after mmengine registered its own
+    with pytest.raises(pickle.UnpicklingError, match=rf'(?s){re.escape(str(path))} holds Python '
+                       r'objects that torch will not unpickle safely.*--unsafe-load'):
+        CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+    assert CODE_RAN == []
+    # and files of plain data load as before, through the same loader
+    torch.save(dict(state_dict=dict(w=torch.ones(2)), meta=dict(epoch=np.int64(3))),
+               tmp_path / 'data.pth')
+    loaded = CheckpointLoader.load_checkpoint(str(tmp_path / 'data.pth'), map_location='cpu')
+    assert torch.equal(loaded['state_dict']['w'], torch.ones(2)) and loaded['meta']['epoch'] == 3

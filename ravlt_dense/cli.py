@@ -1,8 +1,10 @@
 """The command lines of the tools: the options that tools/train.py and tools/test.py share
-with mmdet's and mmseg's tools, and the config they load from them."""
+with mmdet's and mmseg's tools, the config they load from them, and the one spelling of an
+image size, ``--shape H W`` (mmdet's get_flops style), of the tools that take one."""
 import argparse
 import os
 import os.path as osp
+from typing import Optional, Sequence
 
 from mmengine.config import Config, DictAction
 
@@ -38,3 +40,23 @@ def load_config(args) -> Config:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     return cfg
 
+
+def add_shape_argument(parser: argparse.ArgumentParser, help: str = 'input height and width',
+                       default: Optional[str] = None) -> None:
+    """``--shape H W`` (or ``--shape S``: a square), required unless ``default`` (its help
+    text) says where a missing value comes from; read with :func:`parsed_shape`."""
+    parser.add_argument('--shape', type=int, nargs='+', metavar=('H', 'W'),
+                        required=default is None,
+                        help=f'{help}: H W, or one size for a square image'
+                        + (f' (default: {default})' if default else ''))
+
+
+def parsed_shape(parser: argparse.ArgumentParser, shape: Sequence[int],
+                 minimum: int = 1) -> list:
+    """``[H, W]`` of a ``--shape`` value, or a parser error (exit 2) that names the problem."""
+    shape = list(shape) * 2 if len(shape) == 1 else list(shape)
+    if len(shape) != 2:
+        parser.error(f'--shape takes H W (or one size for a square), got {len(shape)} values')
+    if min(shape) < minimum:
+        parser.error(f'--shape must be at least {minimum} {minimum}, got {shape[0]} {shape[1]}')
+    return shape

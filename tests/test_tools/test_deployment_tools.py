@@ -94,3 +94,12 @@ def test_benchmark_compile_switch_reports_eager_and_compiled(tmp_path):
     assert compiled['compile_s'] > 0 and compiled['latency_ms'] > 0
     assert compiled['speedup_vs_eager'] == eager['latency_ms'] / compiled['latency_ms']
     assert 'compiled (eager)' in (tmp_path / 'benchmark.md').read_text()
+
+
+def test_export_tool_takes_the_shape_as_every_tool_does(capsys):
+    config = 'configs/quickstart/fpn_ravlt_t_shapes.py'
+    assert export_onnx.parse_args([config, '--shape', '64', '96']).shape == [64, 96]  # H W
+    assert export_onnx.parse_args([config, '--shape', '64']).shape == [64, 64]  # a square
+    with pytest.raises(SystemExit):
+        export_onnx.parse_args([config, '--shape', '64', '96', '128'])
+    assert '--shape takes H W (or one size for a square), got 3 values' in capsys.readouterr().err

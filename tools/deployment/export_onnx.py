@@ -28,6 +28,7 @@ from torch.utils._pytree import tree_flatten
 
 from ravlt_dense.analysis.timing import median_seconds
 from ravlt_dense.checkpoint import load_model_checkpoint
+from ravlt_dense.cli import add_shape_argument, parsed_shape
 from ravlt_dense.models import build_model
 
 EXPORT_PACKAGES = ('onnx', 'onnxruntime', 'onnxscript')
@@ -55,8 +56,8 @@ def parse_args(argv=None):
                         help='weights: file, URL or zoo name, ours or the release\'s (loaded '
                         'strictly, as by tools/test.py); without it random weights are exported, '
                         'which checks the export but is no model to deploy')
-    parser.add_argument('--shape', type=int, nargs=2, required=True, metavar=('H', 'W'),
-                        help='input height and width (after the data preprocessor\'s padding)')
+    add_shape_argument(parser, help='input height and width (after the data preprocessor\'s '
+                       'padding)')
     parser.add_argument('--dynamic', action='store_true',
                         help='height and width dynamic in the exported graph')
     parser.add_argument('--out', help='ONNX file to write (default: work_dirs/onnx/CONFIG.onnx)')
@@ -70,8 +71,7 @@ def parse_args(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of the config, e.g. model.backbone.arch=t')
     args = parser.parse_args(argv)
-    if min(args.shape) < 32:
-        parser.error(f'--shape must be at least 32 32, got {args.shape[0]} {args.shape[1]}')
+    args.shape = parsed_shape(parser, args.shape, minimum=32)
     if args.repeat < 1:
         parser.error('--repeat must be >= 1')
     return args

@@ -12,8 +12,6 @@ import socket
 import subprocess
 import sys
 
-import pytest
-
 from conftest import QUICKSTART, REPO, metric_values, shapes_options, tool_env
 
 # srun's stand-in: parses the options tools/slurm_*.sh pass, starts --ntasks copies of the

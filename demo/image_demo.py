@@ -4,9 +4,9 @@
         [--out-dir outputs] [--pred-score-thr 0.3] [--device cpu|cuda:0]
     python demo/image_demo.py ZOO_NAME IMAGE_OR_DIR [...]     # e.g. maskrcnn_ravlt_s_coco
 
-CHECKPOINT is a file or URL, ours or the authors' mmdet 2.x release (converted on load); a name
-of the model zoo (configs/metafile.yml) brings its config and the authors' weights (downloaded
-once into the torch hub cache). Class names come from the checkpoint, else the config's dataset.
+CHECKPOINT is a file, URL or zoo name, ours or the authors' mmdet 2.x release (converted on load,
+by the loader of tools/test.py); a name of the model zoo (configs/metafile.yml) as MODEL brings
+its config and the authors' weights (downloaded once into the torch hub cache). Class names come from the checkpoint, else the config's dataset.
 
 For every image NAME.EXT it writes OUT_DIR/vis/NAME.png (predictions drawn by mmdet's visualizer)
 and OUT_DIR/preds/NAME.json (one entry per instance with score >= --pred-score-thr: class, score,
@@ -22,7 +22,7 @@ import sys
 import cv2
 
 # importing ravlt_dense registers RAVLT and the types found in our checkpoints
-from ravlt_dense.checkpoint import is_url
+from ravlt_dense.checkpoint import find_checkpoint
 from ravlt_dense.inference import (ReleaseWeightsMixin, add_model_arguments, default_device,
                                    resolve_demo_model)
 from ravlt_dense.inputs import collect_images, read_image, unique_stem
@@ -42,7 +42,7 @@ def parse_args(argv=None):
             args.model, args.inputs, args.weights)
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))
-    if not is_url(args.checkpoint) and not osp.isfile(args.checkpoint):
+    if find_checkpoint(args.checkpoint) is None:
         parser.error(f'checkpoint not found: {args.checkpoint}')
     args.device = args.device or default_device()
     if not 0 <= args.pred_score_thr <= 1:

@@ -4,9 +4,9 @@
         [--device cpu] [--opacity 0.5] [--slide --crop-size 512 512 --stride 341 341]
     python demo/seg_demo.py ZOO_NAME IMAGE_OR_FOLDER [...]    # e.g. upernet_ravlt_s_ade20k
 
-CHECKPOINT is a file or URL, ours or the authors' mmseg 0.x release (converted on load); a name
-of the model zoo (configs/metafile.yml) brings its config and the authors' weights (downloaded
-once into the torch hub cache).
+CHECKPOINT is a file, URL or zoo name, ours or the authors' mmseg 0.x release (converted on load,
+by the loader of tools/test.py); a name of the model zoo (configs/metafile.yml) as MODEL brings
+its config and the authors' weights (downloaded once into the torch hub cache).
 
 For every input image ``NAME.ext`` it writes
     OUT/vis/NAME.png    the image with the predicted classes painted over it (and their names)
@@ -27,7 +27,7 @@ import numpy as np
 from mmengine.config import Config
 from mmengine.utils import import_modules_from_strings
 
-from ravlt_dense.checkpoint import is_url
+from ravlt_dense.checkpoint import find_checkpoint
 from ravlt_dense.inference import (ReleaseWeightsMixin, add_model_arguments, default_device,
                                    full_palette, resolve_demo_model)
 from ravlt_dense.inputs import collect_images, read_image, unique_stem
@@ -103,7 +103,7 @@ def run(config: str, checkpoint: str, inputs: Sequence[str], out_dir: str,
         device: Optional[str] = None, opacity: float = 0.5, with_labels: bool = True,
         slide: bool = False, crop_size=(512, 512), stride=(341, 341)) -> List[dict]:
     """Segment ``inputs``; return per image its input and the two files written."""
-    if not is_url(checkpoint) and not osp.isfile(checkpoint):
+    if find_checkpoint(checkpoint) is None:
         raise FileNotFoundError(f'Checkpoint not found: {checkpoint} (train one with '
                                 'tools/train.py, or give the path or URL of a released one)')
     images = collect_images(inputs)

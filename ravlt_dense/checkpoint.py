@@ -15,6 +15,7 @@ download is removed from the cache rather than loaded.
 import argparse
 import collections
 import http.client
+import logging
 import os
 import os.path as osp
 import pickle
@@ -36,13 +37,23 @@ def register_safe_globals() -> None:
     torch >= 2.6 unpickles checkpoints with ``weights_only=True``; mmengine 0.10.7 files hold
     its message hub (HistoryBuffer with numpy arrays) and the release's hold argparse
     namespaces, so resuming or loading them would fail. These types carry data, not code.
+
+    Each is registered as an (object, 'dotted.name') pair, the name being the one a pickle
+    refers to it by: the fork's mmengine (onedl-mmengine 0.10.12) loads inside
+    ``torch.serialization.safe_globals([HistoryBuffer, np.ndarray, ...])``, whose exit removes
+    those very objects from torch's registered set (a set difference); a pair is another
+    element of that set and survives. Last, mmengine's loader of local files is replaced by a
+    weights-only one that never falls back to unpickling code (:func:`register_checkpoint_
+    loaders`): ``import ravlt_dense`` calls this once.
     """
     import numpy as np
     from mmengine.logging.history_buffer import HistoryBuffer
 
-    safe = [HistoryBuffer, argparse.Namespace, collections.OrderedDict, collections.defaultdict,
-            np.ndarray, np.dtype, type(np.dtype('float64')), type(np.dtype('float32')),
-            type(np.dtype('int64')), type(np.dtype('int32')), type(np.dtype('bool'))]
+    types = [HistoryBuffer, argparse.Namespace, collections.OrderedDict, collections.defaultdict,
+             slice, np.ndarray, np.dtype, type(np.dtype('float64')), type(np.dtype('float32')),
+             type(np.dtype('int64')), type(np.dtype('int32')), type(np.dtype('uint32')),
+             type(np.dtype('bool'))]
+    safe = [(t, f'{t.__module__}.{t.__qualname__}') for t in types]
     for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
         try:
             multiarray = __import__(module, fromlist=['_reconstruct', 'scalar'])
@@ -57,6 +68,7 @@ def register_safe_globals() -> None:
     for name in ('builtins.getattr', '__builtin__.getattr'):
         safe.append((_history_buffer_method, name))
     torch.serialization.add_safe_globals(safe)
+    register_checkpoint_loaders()
 
 
 def _history_buffer_method(owner, name: str):
@@ -242,28 +254,74 @@ def _download_once(url: str, hint: str) -> str:
     return cached
 
 
-def load_checkpoint_file(filename: str, hint: str = '', logger: str = 'current') -> dict:
-    """The checkpoint dict of a file or an http(s) URL (downloaded once, see above).
+def _is_weights_only_refusal(err: Exception) -> bool:
+    """Whether torch's error is the weights-only unpickler refusing a global (not damage)."""
+    return isinstance(err, pickle.UnpicklingError) and \
+        'weights only' in str(err).lower().replace('_', ' ')
 
-    Raises FileNotFoundError for a missing file, CheckpointDownloadError for a failed download
-    and CorruptCheckpointError for a file that cannot be read back whole, never a partial dict.
+
+def _refusal(filename: str, path: str, err: Exception) -> pickle.UnpicklingError:
+    return pickle.UnpicklingError(
+        f'{filename} holds Python objects that torch will not unpickle safely '
+        f'(weights_only=True): {err}\nIf you trust the file, convert it once with '
+        f'tools/model_converters/ravlt_release_to_mm.py {path} OUT.pth --unsafe-load '
+        f'and use OUT.pth.')
+
+
+def load_from_local_checked(filename: str, map_location=None) -> dict:
+    """mmengine's loader of local files (``CheckpointLoader`` scheme ''), with torch's
+    weights-only unpickler and no way around it: a file that carries code is refused with an
+    UnpicklingError that says what to do.
+
+    mmengine 0.10.7's own loader relies on torch's default (weights_only=True since torch
+    2.6); the fork's (onedl-mmengine 0.10.12) retries a refused load with weights_only=False
+    after a warning, which runs the code. Registered in its place by
+    :func:`register_checkpoint_loaders`, it is what resume and ``load_from`` use on both stacks.
     """
-    # imported here: mmengine.runner imports OpenCV (its hooks), which the backbone alone does
-    # not need (e.g. tools/analysis/gpu_check.py on a machine with torch + mmengine only)
-    from mmengine.runner.checkpoint import CheckpointLoader
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    try:
+        return torch.load(filename, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if _is_weights_only_refusal(err):
+            raise _refusal(filename, filename, err) from err
+        raise
+
+
+def register_checkpoint_loaders() -> None:
+    """Make :func:`load_from_local_checked` mmengine's loader of local files, through
+    ``CheckpointLoader.register_scheme`` (mmengine's public way to add or replace the loader
+    of a path prefix; every load of the runner -- resume, ``load_from`` -- goes through it).
+
+    URLs keep mmengine's loader: it calls torch.load with torch's default (weights-only) and
+    no retry on both stacks.
+    """
+    try:  # mmengine.runner imports OpenCV; without it there is no runner to load for either
+        from mmengine.runner.checkpoint import CheckpointLoader
+    except ImportError:
+        return
+    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local_checked, force=True)
+
+
+def load_checkpoint_file(filename: str, hint: str = '', logger: str = 'current') -> dict:
+    """The checkpoint dict of a file or an http(s) URL (downloaded once, see above), unpickled
+    by torch's weights-only unpickler only (on either stack, see load_from_local_checked).
+
+    Raises FileNotFoundError for a missing file, CheckpointDownloadError for a failed download,
+    pickle.UnpicklingError (with the way out) for a file that carries code, and
+    CorruptCheckpointError for a file that cannot be read back whole, never a partial dict.
+    """
     register_safe_globals()
     path = download_checkpoint(filename, hint) if is_url(filename) else filename
     if not osp.isfile(path):
         raise FileNotFoundError(f'Checkpoint not found: {path}' + (f'; {hint}' if hint else ''))
+    print_log(f'Loading checkpoint {path}', logger=logger)
     try:
-        return CheckpointLoader.load_checkpoint(path, map_location='cpu', logger=logger)
+        return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as err:
-        if 'weights only' in str(err).lower().replace('_', ' '):  # a refusal, not damage
-            raise pickle.UnpicklingError(
-                f'{filename} holds Python objects that torch will not unpickle safely '
-                f'(weights_only=True): {err}\nIf you trust the file, convert it once with '
-                f'tools/model_converters/ravlt_release_to_mm.py {path} OUT.pth --unsafe-load '
-                f'and use OUT.pth.') from err
+        if _is_weights_only_refusal(err):  # a refusal, not damage
+            raise _refusal(filename, path, err) from err
         failure = err
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
         failure = err
@@ -361,31 +419,86 @@ def fit_state_dict(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor],
         raise ValueError(f'{name} does not fit {what}:\n{problems}')
 
 
-def load_model_checkpoint(model: torch.nn.Module, filename: str, what: str = 'the model',
-                          hint: str = '') -> dict:
-    """Load a whole detector's or segmentor's checkpoint into ``model``, strictly.
+def convert_release_checkpoint(checkpoint: dict) -> dict:
+    """A whole-model checkpoint of the release (mmdet 2.x / mmseg 0.x) or ours, in our format:
+    ``dict(state_dict=..., meta=dict(dataset_meta=...))``.
 
-    ``filename`` is a file or an http(s) URL of ours (mmdet 3.x / mmseg 1.x) or the authors'
-    (mmdet 2.x / mmseg 0.x, converted on load as by tools/model_converters). Returns the
-    checkpoint dict; raises ValueError naming the keys if it does not fit.
-    """
-    checkpoint = load_checkpoint_file(filename, hint)
-    state_dict = convert_release_checkpoint(checkpoint)
-    fit_state_dict(model, state_dict, f'Checkpoint {filename}', what)
-    model.load_state_dict(state_dict)
-    return checkpoint
-
-
-def convert_release_checkpoint(checkpoint: dict) -> Dict[str, torch.Tensor]:
-    """State dict of an mmdet 2.x / mmseg 0.x release checkpoint, or of ours, for mmdet 3.x /
-    mmseg 1.x models.
-
-    No key is renamed: the heads the release uses (FPN, RPN, Shared2FC bbox head, FCN mask head,
-    RetinaHead, Cascade RoI heads, UPerHead, FPNHead, FCN auxiliary head) kept their parameter
-    names across the version change. The strict check against a built model
-    (``fit_state_dict``) is what guarantees that nothing is skipped.
+    What differs between the formats is converted: the weights may sit under ``state_dict`` or
+    ``model`` and carry the ``module.`` prefix of (Distributed)DataParallel; the release names
+    its classes ``meta['CLASSES']`` / ``meta['PALETTE']`` where mmdet 3.x / mmseg 1.x read
+    ``meta['dataset_meta']`` (``classes``, ``palette``). No parameter is renamed: the heads the
+    release uses (FPN, RPN, Shared2FC bbox head, FCN mask head, RetinaHead, Cascade RoI heads,
+    UPerHead, FPNHead, FCN auxiliary head) kept their names across the version change; the
+    strict check against the built model (:func:`load_model_checkpoint`) is what guarantees
+    that nothing is skipped.
 
     Args:
-        checkpoint (dict): A loaded checkpoint file (``state_dict``/``model`` inside).
+        checkpoint (dict): A loaded checkpoint file.
     """
-    return strip_module_prefix(unwrap_state_dict(checkpoint))
+    dataset_meta = release_dataset_meta(checkpoint)
+    return dict(state_dict=strip_module_prefix(unwrap_state_dict(checkpoint)),
+                meta=dict(dataset_meta=dataset_meta) if dataset_meta else {})
+
+
+def find_checkpoint(checkpoint: str) -> Optional[str]:
+    """The file or http(s) URL of a checkpoint given as a path, a URL or a name of the model
+    zoo (configs/metafile.yml: its weights URL); None when it is none of these."""
+    if is_url(checkpoint) or osp.isfile(checkpoint):
+        return checkpoint
+    from ravlt_dense import zoo
+    try:
+        names = zoo.models()
+    except FileNotFoundError:  # installed without the repository's configs/
+        return None
+    return zoo.weights_url(checkpoint) if checkpoint in names else None
+
+
+def resolve_checkpoint(checkpoint: str) -> str:
+    """:func:`find_checkpoint`, with a FileNotFoundError when ``checkpoint`` is none of these."""
+    found = find_checkpoint(checkpoint)
+    if found is None:
+        raise FileNotFoundError(f'Checkpoint not found: {checkpoint} (neither a file, an http(s) '
+                                f'URL nor a model of the zoo in configs/metafile.yml)')
+    return found
+
+
+def load_model_checkpoint(model: torch.nn.Module, checkpoint: str, strict: bool = True,
+                          what: str = 'the model',
+                          hint: str = 'give the path of a local copy instead') -> dict:
+    """Load a whole detector's or segmentor's checkpoint into ``model``: the one loader of
+    tools/test.py, the demos and tools/deployment/export_onnx.py.
+
+    Args:
+        model (nn.Module): The built model (or its DDP wrapper).
+        checkpoint (str): A file, an http(s) URL (downloaded once into the torch hub cache and
+            checked, see :func:`load_checkpoint_file`) or a name of the model zoo; ours or the
+            authors' (mmdet 2.x / mmseg 0.x), converted on load (:func:`convert_release_
+            checkpoint`).
+        strict (bool): Refuse a checkpoint with missing, unexpected or mis-shaped keys, with
+            a ValueError naming them (default). False loads the keys that fit and logs the
+            same report as a warning (what mmengine's ``load_from`` does).
+        what (str): The model, as the messages name it (e.g. 'the model of CONFIG').
+        hint (str): How else to give the file, appended to a download error.
+
+    Returns:
+        dict: The converted checkpoint, ``dict(state_dict=..., meta=dict(dataset_meta=...))``.
+    """
+    from mmengine.model import is_model_wrapper
+    converted = convert_release_checkpoint(
+        load_checkpoint_file(resolve_checkpoint(checkpoint), hint))
+    model = model.module if is_model_wrapper(model) else model
+    state_dict = converted['state_dict']
+    if strict:
+        fit_state_dict(model, state_dict, f'Checkpoint {checkpoint}', what)
+    else:
+        problems = format_report(check_state_dict(model, state_dict))
+        if problems:
+            print_log(f'Checkpoint {checkpoint} does not fit {what}; loading the keys that fit '
+                      f'(strict=False):\n{problems}', logger='current', level=logging.WARNING)
+            own = model.state_dict()
+            state_dict = {k: v for k, v in state_dict.items()
+                          if k in own and v.shape == own[k].shape}
+    model.load_state_dict(state_dict, strict=False)  # every key checked above
+    print_log(f'Loaded {len(state_dict)} tensors from {checkpoint} into {what}',
+              logger='current')
+    return converted

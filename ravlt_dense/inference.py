@@ -2,8 +2,9 @@
 
 * A model given by config + checkpoint, or by a zoo name (configs/metafile.yml) whose config and
   weights URL stand in for both, as mmdet's inferencers take their own model names.
-* Weights of ours or the authors' (mmdet 2.x / mmseg 0.x), by file or URL, converted on load and
-  checked key by key like ``tools/model_converters/ravlt_release_to_mm.py``.
+* Weights of ours or the authors' (mmdet 2.x / mmseg 0.x), by file, URL or zoo name, loaded by
+  the loader of tools/test.py (``ravlt_dense.checkpoint.load_model_checkpoint``): converted on
+  load and checked key by key.
 * Class names from the checkpoint, else from the config's dataset (COCO's 80, ADE20K's 150, or a
   custom ``metainfo``), never a default of another dataset.
 """
@@ -13,9 +14,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ravlt_dense import zoo
-from ravlt_dense.checkpoint import (convert_release_checkpoint, fit_state_dict,
-                                    load_checkpoint_file, release_dataset_meta)
-from ravlt_dense.runner import dataset_metainfo
+from ravlt_dense.checkpoint import load_model_checkpoint
+from ravlt_dense.datasets.checks import dataset_metainfo
 
 
 def default_device() -> str:
@@ -90,29 +90,25 @@ def full_palette(classes: Sequence[str], palette: Optional[Sequence] = None) -> 
 class ReleaseWeightsMixin:
     """Mixin for an mmengine inferencer (``class X(ReleaseWeightsMixin, DetInferencer)``).
 
-    ``weights`` may be a file or an http(s) URL, ours or the authors' mmdet 2.x / mmseg 0.x
-    checkpoint: it is loaded with :func:`load_checkpoint_file` (download, cache and clear
-    errors), converted, and refused with the names of the keys unless every key fits.
+    ``weights`` (a keyword argument) may be a file, an http(s) URL or a zoo name, ours or the
+    authors' mmdet 2.x / mmseg 0.x checkpoint: it is loaded by :func:`load_model_checkpoint`
+    (download, cache, conversion, clear errors) and refused with the names of the keys unless
+    every key fits. mmengine's inferencer gets ``weights=None``, so that its own loader (which
+    knows none of this) does not read the file; ``_load_weights_to_model``, the method mmengine
+    lets subclasses override to load weights and meta, loads it instead.
     """
 
-    def _init_model(self, cfg, weights, device):
-        # Load here rather than in mmengine's _init_model, which knows no conversion or
-        # download errors; _load_weights_to_model below takes the loaded file.
-        self._weights = weights
-        self._checkpoint = load_checkpoint_file(
-            weights, hint='give the path of a local copy instead') if weights else None
-        try:
-            return super()._init_model(cfg, None, device)
-        finally:
-            self._checkpoint = None
+    def __init__(self, *args, weights: Optional[str] = None, **kwargs):
+        self._release_weights = weights
+        super().__init__(*args, weights=None, **kwargs)
 
     def _load_weights_to_model(self, model, checkpoint, cfg):
-        checkpoint = self._checkpoint
-        if checkpoint is not None:
-            state_dict = convert_release_checkpoint(checkpoint)
-            fit_state_dict(model, state_dict, f'Checkpoint {self._weights}',
-                           'the model of its config')
-            dataset_meta = release_dataset_meta(checkpoint) or config_dataset_meta(cfg)
-            checkpoint = dict(state_dict=state_dict,
+        if self._release_weights is not None:
+            loaded = load_model_checkpoint(model, self._release_weights,
+                                           what='the model of its config')
+            dataset_meta = loaded['meta'].get('dataset_meta') or config_dataset_meta(cfg)
+            # the inferencer's own part: classes and palette into model.dataset_meta (it copies
+            # the same, already checked, tensors once more)
+            checkpoint = dict(state_dict=loaded['state_dict'],
                               meta=dict(dataset_meta=dataset_meta) if dataset_meta else {})
         super()._load_weights_to_model(model, checkpoint, cfg)

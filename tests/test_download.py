@@ -4,7 +4,6 @@ name the URL, the cache and the way out when a download fails or arrives truncat
 import os
 import pickle
 import re
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,9 +11,9 @@ from mmengine.config import Config
 
 from conftest import QUICKSTART, TINY_ARCH, pretrained, randomised, release_imagenet_checkpoint
 from ravlt_dense.checkpoint import (CheckpointDownloadError, CorruptCheckpointError,
-                                    load_checkpoint_file)
+                                    load_checkpoint_file, load_model_checkpoint)
+from ravlt_dense.models import build_model
 from ravlt_dense.models.backbones.ravlt import RAVLT
-from ravlt_dense.runner import build_model, load_checkpoint_strictly
 
 
 def equal_backbones(a, b):
@@ -116,8 +115,8 @@ def quickstart_cfg():
     return cfg
 
 
-def test_test_tool_loads_an_mmdet2_release_checkpoint_by_url(file_server, torch_home,
-                                                            quickstart_cfg):
+def test_model_loader_loads_an_mmdet2_release_checkpoint_by_url(file_server, torch_home,
+                                                               quickstart_cfg):
     torch.manual_seed(1)
     source = build_model(quickstart_cfg)
     release = dict(state_dict=source.state_dict(),
@@ -126,13 +125,14 @@ def test_test_tool_loads_an_mmdet2_release_checkpoint_by_url(file_server, torch_
     url = f'{file_server.url}/maskrcnn_t_1x_12_epoch.pth'
     torch.manual_seed(2)
     model = build_model(quickstart_cfg)
-    load_checkpoint_strictly(SimpleNamespace(model=model), url, QUICKSTART)  # tools/test.py's
+    loaded = load_model_checkpoint(model, url, what=f'the model of {QUICKSTART}')  # test.py's
     assert all(torch.equal(v, source.state_dict()[k]) for k, v in model.state_dict().items())
+    assert loaded['meta'] == dict(dataset_meta=dict(classes=('a', 'b', 'c', 'd')))  # converted
     # the same strict check as the converter: a key short names itself, nothing is evaluated
     del release['state_dict']['roi_head.mask_head.conv_logits.bias']
     torch.save(release, file_server.root / 'short.pth')
     with pytest.raises(ValueError, match=rf'(?s)Checkpoint {re.escape(file_server.url)}/short'
                        rf'\.pth does not fit the model of {QUICKSTART}:\n1 missing key\(s\): '
-                       r'roi_head\.mask_head\.conv_logits\.bias.*--non-strict'):
-        load_checkpoint_strictly(SimpleNamespace(model=model), f'{file_server.url}/short.pth',
-                                 QUICKSTART)
+                       r'roi_head\.mask_head\.conv_logits\.bias'):
+        load_model_checkpoint(model, f'{file_server.url}/short.pth',
+                              what=f'the model of {QUICKSTART}')

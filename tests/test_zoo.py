@@ -18,7 +18,7 @@ from mmengine.config import Config
 
 from conftest import REPO, load_script
 from ravlt_dense import inference, zoo
-from ravlt_dense.runner import build_model
+from ravlt_dense.models import build_model
 
 HF = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main/'
 

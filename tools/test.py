@@ -1,31 +1,31 @@
 """Evaluate a trained detector (mmdet 3.x) or segmentor (mmseg 1.x).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE] [--show-dir DIR]
-Flags follow mmdet's and mmseg's tools/test.py. CHECKPOINT is a file or an http(s) URL
-(downloaded once into the torch hub cache), ours or one of the authors' mmdet 2.x / mmseg 0.x
-checkpoints (converted on load, every key checked), e.g.
+Flags follow mmdet's and mmseg's tools/test.py. CHECKPOINT is a file, an http(s) URL
+(downloaded once into the torch hub cache) or a name of the model zoo (configs/metafile.yml),
+ours or one of the authors' mmdet 2.x / mmseg 0.x checkpoints (converted on load, every key
+checked; --non-strict loads what fits instead), e.g.
     python tools/test.py configs/maskrcnn_ravlt_s_coco.py \\
         https://huggingface.co/aldjalkdf/RAVLT/resolve/main/maskrcnn_s_1x_12_epoch.pth
 """
 import argparse
-import os.path as osp
 
 from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import ravlt_dense  # noqa: F401  registers RAVLT
-from ravlt_dense.checkpoint import is_url
-from ravlt_dense.runner import (check_datasets, explain_dataset_errors,
-                                load_checkpoint_strictly, load_config, parse_tool_args,
-                                finish_distributed, setup_cpu_distributed)
+from ravlt_dense.checkpoint import load_model_checkpoint, resolve_checkpoint
+from ravlt_dense.cli import load_config, parse_tool_args
+from ravlt_dense.datasets.checks import build_datasets, check_datasets
+from ravlt_dense.dist import finish_distributed, setup_cpu_distributed
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Test (and evaluate) a detector or segmentor')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file or URL: ours, or the authors\' mmdet '
-                        '2.x / mmseg 0.x release (converted on load)')
+    parser.add_argument('checkpoint', help='checkpoint file, URL or model zoo name: ours, or the '
+                        'authors\' mmdet 2.x / mmseg 0.x release (converted on load)')
     parser.add_argument('--work-dir', help='the dir to save the evaluation metrics')
     parser.add_argument('--out', help='detection: a .pkl file for the raw predictions; '
                         'segmentation: a dir for the predicted label maps')
@@ -53,13 +53,27 @@ def enable_visualization(cfg: Config, args) -> None:
             hook['test_out_dir'] = args.show_dir
 
 
+def load_checkpoint(runner, checkpoint: str, config: str, strict: bool = True) -> None:
+    """Load the model's checkpoint (file, URL or zoo name; ours or the release's, converted on
+    load), refusing one that does not fit the model unless ``strict`` is False.
+
+    mmengine's runner loads ``load_from`` non-strictly: a checkpoint of another variant or model
+    only logs warnings and the metrics of a half-initialised model follow.
+    """
+    try:
+        load_model_checkpoint(runner.model, checkpoint, strict=strict,
+                              what=f'the model of {config}')
+    except ValueError as err:
+        raise ValueError(
+            f'{err}\nEvaluate it with the config it was trained with; --non-strict evaluates '
+            'anyway, loading what fits (mmengine\'s default).') from None
+
+
 def main():
     args = parse_args()
     cfg = load_config(args)
-    if not is_url(args.checkpoint) and not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'Checkpoint not found: {args.checkpoint}')
-    # loaded below, strictly unless --non-strict
-    cfg.load_from = args.checkpoint if args.non_strict else None
+    resolve_checkpoint(args.checkpoint)  # a missing file fails before the runner is built
+    cfg.load_from = None  # loaded below, by our loader
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
     if args.out and cfg.get('default_scope') == 'mmseg':
@@ -69,15 +83,14 @@ def main():
     check_datasets(cfg, loaders=('test_dataloader', ))
     setup_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    if not args.non_strict:
-        load_checkpoint_strictly(runner, args.checkpoint, args.config)
+    load_checkpoint(runner, args.checkpoint, args.config, strict=not args.non_strict)
+    build_datasets(runner, cfg, ('test_loop', ))
     if args.out and cfg.get('default_scope') != 'mmseg':
         from mmdet.evaluation import DumpDetResults
         if not args.out.endswith(('.pkl', '.pickle')):
             raise ValueError(f'--out must be a .pkl file for detection, got {args.out}')
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    with explain_dataset_errors(cfg):  # the runner builds the test set here, not above
-        runner.test()
+    runner.test()
     finish_distributed()
 
 

@@ -9,9 +9,10 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import ravlt_dense  # noqa: F401  registers RAVLT and the checkpoint types that resuming needs
-from ravlt_dense.runner import (PlainParamGroupsHook, check_datasets, explain_dataset_errors,
-                                finish_distributed, load_config, parse_tool_args,
-                                setup_cpu_distributed)
+import ravlt_dense.engine  # noqa: F401  registers PlainParamGroupsHook
+from ravlt_dense.cli import load_config, parse_tool_args
+from ravlt_dense.datasets.checks import build_datasets, check_datasets
+from ravlt_dense.dist import finish_distributed, setup_cpu_distributed
 
 
 def parse_args():
@@ -49,13 +50,14 @@ def main():
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
 
+    if cfg.get('compile'):  # dynamo cannot trace an optimizer with ConfigDict param groups
+        cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='PlainParamGroupsHook')]
+
     check_datasets(cfg, loaders=('train_dataloader', 'val_dataloader'))
     setup_cpu_distributed(cfg, args.launcher)
-    with explain_dataset_errors(cfg):
-        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-        if cfg.get('compile'):
-            runner.register_hook(PlainParamGroupsHook())
-        runner.train()
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    build_datasets(runner, cfg, ('train_loop', 'val_loop'))
+    runner.train()
     finish_distributed()
 
 

@@ -16,8 +16,8 @@ max_iters = 200
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='CheckSegLabels', num_classes=num_classes),
-    dict(type='LoadAnnotations'),  # reduce_zero_label: the dataset's (True)
+    # mmseg's LoadAnnotations (reduce_zero_label: the dataset's, True) + the label check
+    dict(type='LoadCheckedAnnotations', num_classes=num_classes),
     dict(type='RandomResize', scale=img_scale, ratio_range=(0.75, 1.5), keep_ratio=True),
     # An image smaller than the crop comes out smaller; SegDataPreProcessor(size=crop_size)
     # pads it to the crop with label 255 (ignored by the loss).
@@ -29,8 +29,8 @@ test_pipeline = [
     dict(type='LoadImageFromFile'),
     # Predictions are scaled back to the original size, where the labels are compared.
     dict(type='Resize', scale=img_scale, keep_ratio=True),
-    dict(type='CheckSegLabels', num_classes=num_classes),
-    dict(type='LoadAnnotations'),  # reduce_zero_label: the dataset's (True)
+    # mmseg's LoadAnnotations (reduce_zero_label: the dataset's, True) + the label check
+    dict(type='LoadCheckedAnnotations', num_classes=num_classes),
     dict(type='PackSegInputs')
 ]
 dataset = dict(

@@ -1,4 +1,4 @@
 """Data-pipeline additions for mmseg (importing registers them in mmseg's TRANSFORMS)."""
-from .transforms import CheckSegLabels
+from .transforms import LoadCheckedAnnotations
 
-__all__ = ['CheckSegLabels']
+__all__ = ['LoadCheckedAnnotations']

@@ -1,53 +1,55 @@
-"""Transforms that catch bad segmentation data early, naming the file.
+"""A segmentation label loader that catches bad label maps early, naming the file.
 
-mmseg's own loaders fail far from the cause on bad label maps: an undecodable PNG ends in
-``'NoneType' object has no attribute 'squeeze'`` inside ``LoadAnnotations``, and a value that is
-no class (say 200 with 150 classes) is not an error at all -- the cross-entropy loss raises a
-device-side assert on GPU, and ``IoUMetric`` silently drops it from its histograms.
+mmseg's own loader fails far from the cause on bad label maps: an undecodable PNG ends in
+``'NoneType' object has no attribute 'squeeze'`` (cv2) or an error without the path (pillow), a
+16-bit map is cut to 8 bits, and a value that is no class (say 200 with 150 classes) is not an
+error at all -- the cross-entropy loss raises a device-side assert on GPU, and ``IoUMetric``
+silently drops it from its histograms.
 """
 from typing import Optional
 
 import mmcv
 import numpy as np
-from mmcv.transforms import BaseTransform
 from mmengine import fileio
+from mmseg.datasets.transforms import LoadAnnotations
 from mmseg.registry import TRANSFORMS
 
 
 @TRANSFORMS.register_module()
-class CheckSegLabels(BaseTransform):
-    """Check that the label map of a sample decodes and holds only class indices or ignore.
+class LoadCheckedAnnotations(LoadAnnotations):
+    """mmseg's ``LoadAnnotations`` that checks each label map as it decodes it (once).
 
-    Goes right *before* ``LoadAnnotations`` (it decodes the file itself, so a corrupt PNG is
-    reported with its path rather than crashing inside the loader) and checks the values as
-    they are stored in the file, so the message shows what the user will find there.
+    In a pipeline it replaces ``LoadAnnotations``: the same ``gt_seg_map`` (stored values, then
+    ``reduce_zero_label`` and the dataset's ``label_map`` applied as mmseg does), but a map that
+    does not decode, has more than one channel or holds a value that is no class raises a
+    ValueError naming the file, and the message shows the values as stored in it.
 
     Valid stored values: ``0..num_classes - 1``, or with ``reduce_zero_label`` ``0..num_classes``
     (0 = unlabelled, class c stored as c + 1), plus ``ignore_index``. Without a
-    ``seg_map_path`` (inference on bare images) there is nothing to check and the sample passes.
+    ``seg_map_path`` (inference on bare images) there is nothing to load and the sample passes.
 
     Args:
         num_classes (int): Classes the model predicts (``decode_head.num_classes``).
+        ignore_index (int): Stored value that marks pixels to ignore. Defaults to 255.
         reduce_zero_label (bool, optional): Storage convention; ``None`` (default) takes the
             dataset's ``reduce_zero_label`` from the sample, as ``LoadAnnotations`` does.
-        ignore_index (int): Stored value that marks pixels to ignore. Defaults to 255.
-        imdecode_backend (str): mmcv decoding backend. Defaults to 'cv2' (as the loader).
-        backend_args (dict, optional): File backend arguments (as the loader).
+        backend_args (dict, optional): File backend arguments (as ``LoadAnnotations``).
+        imdecode_backend (str): mmcv decoding backend. Defaults to 'pillow' (as
+            ``LoadAnnotations``).
     """
 
     def __init__(self,
                  num_classes: int,
-                 reduce_zero_label: Optional[bool] = None,
                  ignore_index: int = 255,
-                 imdecode_backend: str = 'cv2',
-                 backend_args: Optional[dict] = None):
+                 reduce_zero_label: Optional[bool] = None,
+                 backend_args: Optional[dict] = None,
+                 imdecode_backend: str = 'pillow'):
         if num_classes < 1:
             raise ValueError(f'num_classes must be positive, got {num_classes}')
+        super().__init__(reduce_zero_label=reduce_zero_label, backend_args=backend_args,
+                         imdecode_backend=imdecode_backend)
         self.num_classes = num_classes
-        self.reduce_zero_label = reduce_zero_label
         self.ignore_index = ignore_index
-        self.imdecode_backend = imdecode_backend
-        self.backend_args = backend_args
 
     def _decode(self, path: str) -> np.ndarray:
         try:
@@ -65,12 +67,7 @@ class CheckSegLabels(BaseTransform):
                              'image of class indices (not a colour-coded RGB map)')
         return label
 
-    def transform(self, results: dict) -> dict:
-        path = results.get('seg_map_path')
-        if path is None:
-            return results
-        label = self._decode(path)
-        reduce_zero_label = results.get('reduce_zero_label', self.reduce_zero_label) or False
+    def _check(self, label: np.ndarray, path: str, reduce_zero_label: bool) -> None:
         first, last = (1, self.num_classes) if reduce_zero_label else (0, self.num_classes - 1)
         # bincount beats np.unique (a sort) by far on uint8/uint16 maps.
         present = np.flatnonzero(np.bincount(label.ravel().astype(np.int64, copy=False))) \
@@ -85,8 +82,35 @@ class CheckSegLabels(BaseTransform):
                 f'Label map {path} holds values that are no class: {shown}. With num_classes='
                 f'{self.num_classes} the stored values must be {rule} or {self.ignore_index} '
                 '(ignore). Check the dataset or num_classes in the config.')
-        return results
+
+    def _load_seg_map(self, results: dict) -> None:
+        # The method mmcv's LoadAnnotations.transform calls for the label map (mmseg's own
+        # loader overrides it the same way); after the check, what mmseg's does with the map.
+        path = results.get('seg_map_path')
+        if path is None:
+            return
+        reduce_zero_label = self.reduce_zero_label
+        if reduce_zero_label is None:
+            reduce_zero_label = results.get('reduce_zero_label', False)
+        elif reduce_zero_label != results.get('reduce_zero_label', reduce_zero_label):
+            raise ValueError(f'The dataset has reduce_zero_label={results["reduce_zero_label"]}, '
+                             f'{self.__class__.__name__} reduce_zero_label={reduce_zero_label}: '
+                             'set it on the dataset only')
+        label = self._decode(path)
+        self._check(label, path, bool(reduce_zero_label))
+        label = label.astype(np.uint8)
+        if reduce_zero_label:  # 0 (unlabelled) -> 255 (ignored), class c + 1 -> c
+            label[label == 0] = 255
+            label = label - 1
+            label[label == 254] = 255
+        if results.get('label_map') is not None:  # the dataset's subset of classes
+            original = label.copy()
+            for old_id, new_id in results['label_map'].items():
+                label[original == old_id] = new_id
+        results['gt_seg_map'] = label
+        results.setdefault('seg_fields', []).append('gt_seg_map')
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(num_classes={self.num_classes}, '
-                f'reduce_zero_label={self.reduce_zero_label}, ignore_index={self.ignore_index})')
+                f'ignore_index={self.ignore_index}, reduce_zero_label={self.reduce_zero_label}, '
+                f"imdecode_backend='{self.imdecode_backend}', backend_args={self.backend_args})")

@@ -1,3 +1,4 @@
 from .backbones import RAVLT
+from .builder import build_model
 
-__all__ = ['RAVLT']
+__all__ = ['RAVLT', 'build_model']

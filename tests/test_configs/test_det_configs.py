@@ -5,7 +5,7 @@ from mmengine.config import Config
 from conftest import REPO
 from ravlt_dense import zoo
 from ravlt_dense.models.backbones.ravlt import RAVLT
-from ravlt_dense.runner import build_model
+from ravlt_dense.models import build_model
 
 # The detector type of each collection of the metafile.
 DETECTORS = {'Mask R-CNN': 'MaskRCNN', 'RetinaNet': 'RetinaNet',

@@ -6,7 +6,7 @@ from mmengine.config import Config
 
 from conftest import REPO
 from ravlt_dense import zoo
-from ravlt_dense.runner import build_model
+from ravlt_dense.models import build_model
 
 CONFIGS = REPO / 'configs'
 FPN_QUICK = CONFIGS / 'quickstart' / 'fpn_ravlt_t_shapes.py'
@@ -58,7 +58,8 @@ def test_ade20k_config_recipe(name):
     assert cfg.model.data_preprocessor.size == (512, 512)
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
         types = [t['type'] for t in loader.dataset.pipeline]
-        assert types.index('CheckSegLabels') + 1 == types.index('LoadAnnotations')
+        # the labels are checked where they are loaded (LoadAnnotations replaced)
+        assert 'LoadCheckedAnnotations' in types and 'LoadAnnotations' not in types
     crop = [t for t in cfg.train_dataloader.dataset.pipeline if t['type'] == 'RandomCrop'][0]
     assert crop['crop_size'] == (512, 512)
     optim = cfg.optim_wrapper
@@ -104,7 +105,7 @@ def test_quickstart_configs_match_generator(ade_gen):
             assert tuple(meta.classes) == ade_gen.CLASSES
             assert [tuple(c) for c in meta.palette] == [tuple(c) for c in ade_gen.PALETTE]
             assert loader.dataset.reduce_zero_label
-            checks = [t for t in loader.dataset.pipeline if t['type'] == 'CheckSegLabels']
+            checks = [t for t in loader.dataset.pipeline if t['type'] == 'LoadCheckedAnnotations']
             assert checks[0]['num_classes'] == len(ade_gen.CLASSES)
         assert cfg.optim_wrapper.type == 'OptimWrapper'
         assert cfg.train_cfg.type == 'IterBasedTrainLoop'

@@ -1,5 +1,6 @@
-"""ravlt_dense.datasets: CheckSegLabels names every unusable label map, and what the data path
-does with bad or small images (the quick-start FPN's pipeline on generated data)."""
+"""ravlt_dense.datasets.transforms: LoadCheckedAnnotations names every unusable label map and
+decodes each once, and what the data path does with bad or small images (the quick-start FPN's
+pipeline on generated data)."""
 import cv2
 import numpy as np
 import pytest
@@ -7,9 +8,9 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-import ravlt_dense.datasets  # noqa: F401  registers CheckSegLabels
+import ravlt_dense.datasets  # noqa: F401  registers LoadCheckedAnnotations
 from conftest import REPO
-from ravlt_dense.runner import build_model
+from ravlt_dense.models import build_model
 
 FPN_QUICK = REPO / 'configs' / 'quickstart' / 'fpn_ravlt_t_shapes.py'
 
@@ -75,18 +76,49 @@ def test_ignore_value_255_is_allowed(tiny_shapes):
     assert sample['inputs'].shape[0] == 3
 
 
-def test_check_seg_labels_without_reduce_zero_label(tmp_path):
-    from ravlt_dense.datasets import CheckSegLabels
+def test_label_check_without_reduce_zero_label(tmp_path):
+    from ravlt_dense.datasets import LoadCheckedAnnotations
     path = str(tmp_path / 'label.png')
     cv2.imwrite(path, np.array([[0, 1], [2, 255]], np.uint8))
-    check = CheckSegLabels(num_classes=3)
-    assert check(dict(seg_map_path=path, reduce_zero_label=False))['seg_map_path'] == path
+    check = LoadCheckedAnnotations(num_classes=3)
+    loaded = check(dict(seg_map_path=path, reduce_zero_label=False))
+    assert loaded['seg_map_path'] == path
+    assert loaded['gt_seg_map'].tolist() == [[0, 1], [2, 255]]  # stored values, as mmseg loads
     with pytest.raises(ValueError, match=r'holds values that are no class: 2\. .*0\.\.1 \(classes\)'):
-        CheckSegLabels(num_classes=2)(dict(seg_map_path=path, reduce_zero_label=False))
-    assert CheckSegLabels(num_classes=2)(dict(img_path='x.jpg')) == dict(img_path='x.jpg')
+        LoadCheckedAnnotations(num_classes=2)(dict(seg_map_path=path, reduce_zero_label=False))
+    assert LoadCheckedAnnotations(num_classes=2)(dict(img_path='x.jpg')) == dict(img_path='x.jpg')
     cv2.imwrite(path, np.array([[0, 300], [1, 2]], np.uint16))  # uint8 loaders would wrap 300 to 44
     with pytest.raises(ValueError, match='no class: 300'):
-        CheckSegLabels(num_classes=150)(dict(seg_map_path=path, reduce_zero_label=True))
+        LoadCheckedAnnotations(num_classes=150)(dict(seg_map_path=path, reduce_zero_label=True))
+
+
+def test_label_maps_are_decoded_once_per_sample(tiny_shapes, monkeypatch):
+    """The check and the loading share one decode (a check before mmseg's loader read each
+    label file a second time, every iteration)."""
+    from mmengine import fileio
+    dataset = _dataset(tiny_shapes)
+    read, get = [], fileio.get
+    monkeypatch.setattr(fileio, 'get', lambda path, *a, **k: read.append(str(path)) or
+                        get(path, *a, **k))
+    sample = dataset[0]
+    labels = [p for p in read if p.endswith('.png')]
+    assert len(labels) == 1 and '/annotations/training/' in labels[0]
+    assert set(sample['data_samples'].gt_sem_seg.data.unique().tolist()) <= {0, 1, 2, 3, 4, 255}
+
+
+def test_reduce_zero_label_is_applied_as_mmseg_does(tmp_path):
+    from mmseg.datasets.transforms import LoadAnnotations
+
+    from ravlt_dense.datasets import LoadCheckedAnnotations
+    path = str(tmp_path / 'label.png')
+    cv2.imwrite(path, np.array([[0, 1, 5], [255, 3, 2]], np.uint8))
+    sample = dict(seg_map_path=path, reduce_zero_label=True, label_map={2: 0, 0: 2},
+                  seg_fields=[])
+    ours = LoadCheckedAnnotations(num_classes=5)(dict(sample, seg_fields=[]))
+    theirs = LoadAnnotations()(dict(sample, seg_fields=[]))
+    assert ours['gt_seg_map'].dtype == theirs['gt_seg_map'].dtype == np.uint8
+    assert ours['gt_seg_map'].tolist() == theirs['gt_seg_map'].tolist()
+    assert ours['seg_fields'] == ['gt_seg_map']
 
 
 def test_image_smaller_than_crop_is_padded_with_ignore(tmp_path):

@@ -25,7 +25,7 @@ from mmengine.config import Config
 from conftest import (QUICKSTART, REPO, load_script, metric_values, run_tool, shapes_options,
                       tool_env)
 from ravlt_dense.models.backbones.ravlt import RAVLT
-from ravlt_dense.runner import build_model
+from ravlt_dense.models import build_model
 
 image_demo = load_script('demo/image_demo.py')
 
@@ -218,10 +218,15 @@ def test_test_tool_refuses_a_checkpoint_of_another_model(trained, shapes, tmp_pa
     assert f'Checkpoint {wrong} does not fit the model of {QUICKSTART}' in proc.stderr
     assert f'{key}: checkpoint (512, 256, 1, 1) vs model (1024, 256, 1, 1)' in proc.stderr
     assert 'roi_head.mask_head.conv_logits.bias' in proc.stderr
+    assert '--non-strict evaluates anyway' in proc.stderr  # the way out
     assert 'Epoch(test)' not in proc.stdout + proc.stderr  # refused before evaluating
-    # --non-strict evaluates what fits, as mmengine does by default
+    # --non-strict evaluates what fits, as mmengine does by default, through the same loader
     proc = run_tool([*args, '--non-strict'])
     assert 'coco/bbox_mAP' in metric_values(proc.stdout + proc.stderr)
+    assert f'Checkpoint {wrong} does not fit the model of {QUICKSTART}; loading the keys ' \
+        'that fit' in proc.stdout + proc.stderr
+    assert f'{key}: checkpoint (512, 256, 1, 1) vs model (1024, 256, 1, 1)' in \
+        proc.stdout + proc.stderr
 
 
 def test_demo_bad_input(tmp_path, shapes, capsys):

@@ -6,7 +6,7 @@ from mmengine.config import Config
 from conftest import load_script
 from ravlt_dense import zoo
 from ravlt_dense.models.backbones.ravlt import RAVLT
-from ravlt_dense.runner import build_model
+from ravlt_dense.models import build_model
 
 get_flops = load_script('tools/analysis/get_flops.py')
 
@@ -20,6 +20,18 @@ def test_get_flops_counts_both_ways():
     assert result['flops_traced'] > result['flops_modules_only'] > 0
     assert result['backbone_flops_traced'] > result['backbone_flops_modules_only'] > 0
     assert result['flops_traced_matmul'] > 0
+
+
+def test_default_shape_is_the_metafile_input_size_h_w():
+    """Without --shape the count is at the zoo's Input Size, in the same H W order."""
+    for name in ('maskrcnn_ravlt_t_coco', 'upernet_ravlt_s_ade20k'):
+        args = get_flops.parse_args([zoo.config_path(name)])
+        assert args.shape == zoo.paper_figures(name)['shape']
+    assert zoo.paper_figures('maskrcnn_ravlt_t_coco')['shape'] == [800, 1280]  # H < W, as COCO
+    args = get_flops.parse_args(['configs/quickstart/fpn_ravlt_t_shapes.py'])  # outside the zoo
+    assert args.shape == [512, 2048]
+    assert get_flops.parse_args(['configs/retinanet_ravlt_t_coco.py', '--shape', '96']).shape \
+        == [96, 96]
 
 
 def test_get_flops_runs_cascade_mask_heads_on_100_rois_like_mask_rcnn():

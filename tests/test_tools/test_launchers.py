@@ -12,9 +12,6 @@ import socket
 import subprocess
 import sys
 
-import pytest
-
-from ravlt_dense.runner import export_slurm_env, first_slurm_host
 from conftest import QUICKSTART, REPO, metric_values, shapes_options, tool_env
 
 # srun's stand-in: parses the options tools/slurm_*.sh pass, starts --ntasks copies of the
@@ -148,39 +145,3 @@ def test_two_node_torchrun_on_one_machine(shapes, tmp_path):
     assert 'Distributed launcher: pytorch' in logs[0]
     assert_trained_once(logs[0], work_dir)
     assert 'Saving checkpoint' not in logs[1]  # the second node's rank does not write
-
-
-def test_slurm_env_becomes_torch_rendezvous(monkeypatch):
-    for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv('PATH', '/nonexistent')  # no scontrol: the list is read directly
-    for key, value in dict(SLURM_PROCID='5', SLURM_NTASKS='16', SLURM_LOCALID='1',
-                           SLURM_NODELIST='gpu[03-04,9],cpu1').items():
-        monkeypatch.setenv(key, value)
-    export_slurm_env()
-    assert {k: os.environ[k] for k in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR',
-                                        'MASTER_PORT')} == dict(
-        RANK='5', WORLD_SIZE='16', LOCAL_RANK='1', MASTER_ADDR='gpu03', MASTER_PORT='29500')
-    monkeypatch.setenv('MASTER_ADDR', 'head')  # the user's choice wins, as in mmengine
-    export_slurm_env()
-    assert os.environ['MASTER_ADDR'] == 'head'
-
-
-@pytest.mark.parametrize('nodelist, first', [('node7', 'node7'), ('node7,node8', 'node7'),
-                                             ('gpu[03-05,9],cpu1', 'gpu03'),
-                                             ('rack[2-3]-ib,x', 'rack2-ib')])
-def test_first_slurm_host_without_scontrol(monkeypatch, nodelist, first):
-    monkeypatch.setenv('PATH', '/nonexistent')
-    assert first_slurm_host(nodelist) == first
-
-
-def test_slurm_launcher_outside_srun_says_how_to_start(monkeypatch):
-    monkeypatch.delenv('SLURM_PROCID', raising=False)
-    with pytest.raises(RuntimeError, match=r"missing \['SLURM_PROCID'.*tools/slurm_train.sh"):
-        export_slurm_env()
-
-
-def test_unreadable_node_list_asks_for_master_addr(monkeypatch):
-    monkeypatch.setenv('PATH', '/nonexistent')
-    with pytest.raises(ValueError, match=r"SLURM_NODELIST='\[1-2\]': set MASTER_ADDR"):
-        first_slurm_host('[1-2]')

@@ -1,7 +1,11 @@
 """Parameters and FLOPs of a whole detector or segmentor, next to the paper's figures.
 
-    python tools/analysis/get_flops.py configs/maskrcnn_ravlt_s_coco.py --shape 1280 800
-    python tools/analysis/get_flops.py configs/upernet_ravlt_s_ade20k.py --shape 512 2048
+    python tools/analysis/get_flops.py configs/maskrcnn_ravlt_s_coco.py [--shape 800 1280]
+    python tools/analysis/get_flops.py configs/upernet_ravlt_s_ade20k.py [--shape 512 2048]
+
+``--shape H W`` is the input's height and width; by default the size the zoo's figures are
+counted at (``Input Size`` of configs/metafile.yml, H W: 800 1280 for COCO, 512 2048 for
+ADE20K), else that of the config's task.
 
 The model is built through the registry of the config's ``default_scope`` (mmdet, mmseg) and
 its ``mode='tensor'`` forward (what mmdet's and mmseg's own get_flops tools count: backbone, neck
@@ -34,7 +38,8 @@ from mmengine.config import Config, DictAction
 from ravlt_dense import zoo
 from ravlt_dense.analysis.flops import (PAPER_COUNTING, TensorForward, module_flops,
                                         traced_flops)
-from ravlt_dense.runner import build_model
+from ravlt_dense.cli import add_shape_argument, parsed_shape
+from ravlt_dense.models import build_model
 
 # Data sample type that each scope's models expect next to the image tensor.
 DATA_SAMPLES = {'mmdet': 'mmdet.structures.DetDataSample',
@@ -124,18 +129,29 @@ def analyse(cfg: Config, height: int, width: int) -> dict:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Params and FLOPs of a whole model')
     parser.add_argument('config', help='config file (detection or segmentation)')
-    parser.add_argument('--shape', type=int, nargs='+', default=[1280, 800],
-                        help='input size H W (one value: square); 1280 800 for COCO, '
-                        '512 2048 for ADE20K, as in the paper')
+    add_shape_argument(parser, help='input size', default='the Input Size of the zoo model '
+                       '(configs/metafile.yml), else 800 1280 for detection, 512 2048 for '
+                       'segmentation')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of the config')
     parser.add_argument('--json', action='store_true', help='print one JSON object instead')
     args = parser.parse_args(argv)
-    if len(args.shape) == 1:
-        args.shape = args.shape * 2
-    if len(args.shape) != 2 or min(args.shape) <= 0:
-        parser.error(f'--shape takes H W or one size, got {args.shape}')
+    args.shape = parsed_shape(parser, args.shape) if args.shape else default_shape(args.config)
     return args
+
+
+# Input size (H, W) of a config outside the zoo, by scope: the zoo's sizes of the task.
+DEFAULT_SHAPES = {'mmdet': [800, 1280], 'mmseg': [512, 2048]}
+
+
+def default_shape(config_path: str) -> list:
+    """The (H, W) the zoo's figures of ``config_path`` are counted at (its metafile Input
+    Size), or, outside the zoo, the zoo's size for the config's task (default_scope)."""
+    paper = paper_entry(config_path)
+    if paper:
+        return list(paper['shape'])
+    return list(DEFAULT_SHAPES.get(Config.fromfile(config_path).get('default_scope', 'mmdet'),
+                                   DEFAULT_SHAPES['mmdet']))
 
 
 def main(argv=None):

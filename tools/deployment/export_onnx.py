@@ -27,7 +27,9 @@ from mmengine.config import Config, DictAction
 from torch.utils._pytree import tree_flatten
 
 from ravlt_dense.analysis.timing import median_seconds
-from ravlt_dense.runner import build_model
+from ravlt_dense.checkpoint import load_model_checkpoint
+from ravlt_dense.cli import add_shape_argument, parsed_shape
+from ravlt_dense.models import build_model
 
 EXPORT_PACKAGES = ('onnx', 'onnxruntime', 'onnxscript')
 
@@ -51,10 +53,11 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='detection or segmentation config')
     parser.add_argument('checkpoint', nargs='?',
-                        help='weights (loaded strictly); without it random weights are exported, '
+                        help='weights: file, URL or zoo name, ours or the release\'s (loaded '
+                        'strictly, as by tools/test.py); without it random weights are exported, '
                         'which checks the export but is no model to deploy')
-    parser.add_argument('--shape', type=int, nargs=2, required=True, metavar=('H', 'W'),
-                        help='input height and width (after the data preprocessor\'s padding)')
+    add_shape_argument(parser, help='input height and width (after the data preprocessor\'s '
+                       'padding)')
     parser.add_argument('--dynamic', action='store_true',
                         help='height and width dynamic in the exported graph')
     parser.add_argument('--out', help='ONNX file to write (default: work_dirs/onnx/CONFIG.onnx)')
@@ -68,8 +71,7 @@ def parse_args(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of the config, e.g. model.backbone.arch=t')
     args = parser.parse_args(argv)
-    if min(args.shape) < 32:
-        parser.error(f'--shape must be at least 32 32, got {args.shape[0]} {args.shape[1]}')
+    args.shape = parsed_shape(parser, args.shape, minimum=32)
     if args.repeat < 1:
         parser.error('--repeat must be >= 1')
     return args
@@ -88,9 +90,8 @@ def build(args) -> nn.Module:
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     model = build_model(cfg)  # no init_weights(): the checkpoint, if any, gives every weight
-    if args.checkpoint:
-        from mmengine.runner import load_checkpoint
-        load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
+    if args.checkpoint:  # file, URL or zoo name, converted and checked as by tools/test.py
+        load_model_checkpoint(model, args.checkpoint, what=f'the model of {args.config}')
     else:
         print('No checkpoint given: exporting random weights (enough to check the export).')
     model.eval()  # not chained: some mm modules' train() returns None

@@ -13,7 +13,7 @@ from mmengine.config import Config
 from mmengine.runner import set_random_seed
 
 import ravlt_dense  # noqa: F401  registers RAVLT
-from ravlt_dense.runner import build_model
+from ravlt_dense.models import build_model
 
 
 def main(argv=None):

@@ -17,8 +17,8 @@ import torch
 
 import ravlt_dense  # noqa: F401  registers RAVLT and the safe checkpoint types
 from ravlt_dense.checkpoint import (convert_release_checkpoint, fit_state_dict, infer_arch,
-                                    release_dataset_meta, to_backbone_state_dict)
-from ravlt_dense.runner import build_model
+                                    to_backbone_state_dict)
+from ravlt_dense.models import build_model
 
 
 def parse_args(argv=None):
@@ -60,7 +60,8 @@ def main(argv=None) -> int:
 
 def convert(args) -> int:
     checkpoint = load(args.src, args.unsafe_load)
-    state_dict = convert_release_checkpoint(checkpoint)
+    converted = convert_release_checkpoint(checkpoint)
+    state_dict = converted['state_dict']
     if args.config:
         model, checked = config_model(args.config), state_dict
         what = f'the model of {args.config}'
@@ -75,9 +76,7 @@ def convert(args) -> int:
         print(f'{err}\nThe checkpoint does not fit: nothing written.', file=sys.stderr)
         return 1
     meta = dict(converted_from=osp.basename(args.src), ravlt_dense=ravlt_dense.__version__)
-    dataset_meta = release_dataset_meta(checkpoint)
-    if dataset_meta:
-        meta['dataset_meta'] = dataset_meta
+    meta.update(converted['meta'])  # dataset_meta, when the file names its classes
     os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
     torch.save(dict(state_dict=state_dict, meta=meta), args.dst)
     print(f'{len(state_dict)} tensors checked against {what}: all keys fit. Wrote {args.dst}')

@@ -1,14 +1,13 @@
-"""ravlt_dense.runner: what a missing dataset says, and the explanation given when a dataset's
-categories miss the config's classes."""
+"""ravlt_dense.datasets.checks: what a missing dataset says, and the explanation given when a
+dataset's categories miss the config's classes."""
 import json
 
 import mmdet  # noqa: F401
 import pytest
-import torch.distributed as dist
 from mmengine.config import Config
 
-from conftest import QUICKSTART, REPO, run_tool
-from ravlt_dense.runner import check_datasets, find_class_mismatch, finish_distributed
+from conftest import QUICKSTART, REPO, load_script, run_tool
+from ravlt_dense.datasets.checks import check_datasets, find_class_mismatch
 
 
 def test_missing_data_root_is_named_with_the_layout_to_provide(tmp_path):
@@ -74,10 +73,63 @@ def test_train_tool_reports_the_mismatch(tmp_path):
     assert "'circle', 'square', 'triangle', 'star'" in last and "'cat', 'dog'" in last
 
 
-def test_finish_distributed_closes_the_process_group(tmp_path):
-    finish_distributed()  # no group: nothing to do
-    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/rendezvous', rank=0,
-                            world_size=1)
-    assert dist.is_initialized()
-    finish_distributed()
-    assert not dist.is_initialized()
+class RunnerFailingLate:
+    """Stands in for mmengine's Runner: its loops (and with them the datasets) build, then the
+    run fails as an out-of-memory error hours in would."""
+    built = []
+    model = None
+
+    @classmethod
+    def from_cfg(cls, cfg):
+        return cls()
+
+    def __getattr__(self, loop):  # train_loop, val_loop, test_loop: mmengine builds on access
+        if not loop.endswith('_loop'):
+            raise AttributeError(loop)
+        self.built.append(loop)
+        return object()
+
+    def run(self):
+        raise RuntimeError('CUDA out of memory. Tried to allocate 2.00 GiB')
+
+    train = test = run
+
+
+@pytest.mark.parametrize('tool, args', [('tools/train.py', []),
+                                        ('tools/test.py', ['ckpt.pth'])])
+def test_a_failure_after_the_datasets_are_built_is_not_explained(tool, args, tmp_path,
+                                                                 monkeypatch):
+    """The class-mismatch diagnosis (which re-reads every annotation file, on every rank) runs
+    only when building the datasets fails, not after an error in the run itself."""
+    from ravlt_dense.datasets import checks
+    script = load_script(tool)
+    diagnosed = []
+    monkeypatch.setattr(checks, 'find_class_mismatch',
+                        lambda cfg: diagnosed.append(cfg) or 'the classes do not match')
+    monkeypatch.setattr(script, 'Runner', RunnerFailingLate)
+    monkeypatch.setattr(script, 'check_datasets', lambda cfg, loaders: None)
+    monkeypatch.setattr(script, 'load_model_checkpoint', lambda *a, **k: None, raising=False)
+    (tmp_path / 'ckpt.pth').write_bytes(b'')
+    args = [str(tmp_path / a) for a in args]
+    monkeypatch.setattr('sys.argv', [tool, QUICKSTART, *args, '--work-dir', str(tmp_path)])
+    RunnerFailingLate.built = []
+    with pytest.raises(RuntimeError, match='CUDA out of memory'):
+        script.main()
+    assert diagnosed == []
+    assert RunnerFailingLate.built  # the datasets were built first, inside the explanation
+
+
+def test_a_failure_building_the_datasets_is_explained(tmp_path, monkeypatch):
+    from ravlt_dense.datasets import checks
+
+    class RunnerWithEmptyDataset(RunnerFailingLate):
+        def __getattr__(self, loop):
+            raise ValueError('need at least one array to concatenate')
+
+    script = load_script('tools/train.py')
+    monkeypatch.setattr(checks, 'find_class_mismatch', lambda cfg: 'the classes do not match')
+    monkeypatch.setattr(script, 'Runner', RunnerWithEmptyDataset)
+    monkeypatch.setattr(script, 'check_datasets', lambda cfg, loaders: None)
+    monkeypatch.setattr('sys.argv', ['tools/train.py', QUICKSTART, '--work-dir', str(tmp_path)])
+    with pytest.raises(ValueError, match='^the classes do not match$'):
+        script.main()

@@ -1,0 +1,62 @@
+"""The command lines of the tools: the options that tools/train.py and tools/test.py share
+with mmdet's and mmseg's tools, the config they load from them, and the one spelling of an
+image size, ``--shape H W`` (mmdet's get_flops style), of the tools that take one."""
+import argparse
+import os
+import os.path as osp
+from typing import Optional, Sequence
+
+from mmengine.config import Config, DictAction
+
+
+def parse_tool_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The command line of tools/train.py or tools/test.py: the tool's own options plus the
+    ``--cfg-options``, ``--launcher`` and ``--local_rank`` they share (as mmdet's and mmseg's
+    tools declare them); ``--local_rank`` is exported as LOCAL_RANK unless the launcher set it.
+
+    Args:
+        parser (argparse.ArgumentParser): The tool's parser, with its own options.
+    """
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of the config, e.g. train_cfg.max_epochs=1')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def load_config(args) -> Config:
+    """The config of a train/test command line: --cfg-options, --launcher and the work dir
+    (``--work-dir``, else the config's, else work_dirs/CONFIG_NAME), as mmdet's tools do."""
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg
+
+
+def add_shape_argument(parser: argparse.ArgumentParser, help: str = 'input height and width',
+                       default: Optional[str] = None) -> None:
+    """``--shape H W`` (or ``--shape S``: a square), required unless ``default`` (its help
+    text) says where a missing value comes from; read with :func:`parsed_shape`."""
+    parser.add_argument('--shape', type=int, nargs='+', metavar=('H', 'W'),
+                        required=default is None,
+                        help=f'{help}: H W, or one size for a square image'
+                        + (f' (default: {default})' if default else ''))
+
+
+def parsed_shape(parser: argparse.ArgumentParser, shape: Sequence[int],
+                 minimum: int = 1) -> list:
+    """``[H, W]`` of a ``--shape`` value, or a parser error (exit 2) that names the problem."""
+    shape = list(shape) * 2 if len(shape) == 1 else list(shape)
+    if len(shape) != 2:
+        parser.error(f'--shape takes H W (or one size for a square), got {len(shape)} values')
+    if min(shape) < minimum:
+        parser.error(f'--shape must be at least {minimum} {minimum}, got {shape[0]} {shape[1]}')
+    return shape

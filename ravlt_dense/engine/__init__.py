@@ -1,0 +1,4 @@
+"""Runner additions (hooks), registered in mmengine's registries on import."""
+from .hooks import PlainParamGroupsHook
+
+__all__ = ['PlainParamGroupsHook']

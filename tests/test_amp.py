@@ -19,11 +19,14 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def tiny_model(cfg):
-    """The config's model with a tiny RAVLT (no pretrained download) and slim seg heads."""
+    """The config's model with a tiny RAVLT (no pretrained download), slim seg heads and few RoIs."""
     dims = TINY_ARCH['embed_dims']
     cfg.model.backbone.update(arch=TINY_ARCH, init_cfg=None)
     if cfg.model.type == 'MaskRCNN':
         cfg.model.neck.in_channels = dims
+        # few RoIs: a 64 px batch needs no 1000 proposals and 512 samples
+        cfg.model.train_cfg.rpn_proposal.update(nms_pre=100, max_per_img=50)
+        cfg.model.train_cfg.rcnn.sampler.num = 32
     else:
         cfg.model.data_preprocessor.size = (64, 64)
         cfg.model.decode_head.update(in_channels=dims, channels=16)
@@ -39,7 +42,7 @@ def batch(cfg):
     """Two 64x64 training samples with ground truth of the config's task."""
     if cfg.model.type == 'MaskRCNN':
         from mmdet.testing import demo_mm_inputs
-        return demo_mm_inputs(2, [3, 64, 64], num_items=[3, 2], num_classes=80, with_mask=True)
+        return demo_mm_inputs(2, (3, 64, 64), num_items=[3, 2], num_classes=80, with_mask=True)
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
     samples = []

@@ -162,6 +162,8 @@ def test_coco2017_layout_at_another_shape(coco_gen, tmp_path, capsys):
     coco = COCO(str(tmp_path / 'annotations' / 'instances_train2017.json'))
     assert [c['name'] for c in coco.loadCats([1, 2, 3, 4])] == ['person', 'bicycle', 'car',
                                                                 'motorcycle']
+    assert len(coco.getCatIds()) == 80  # a COCO model's every label has its category
+    assert {a['category_id'] for a in coco.anns.values()} <= {1, 2, 3, 4}
     assert {(i['height'], i['width']) for i in coco.imgs.values()} == {(40, 72)}
     assert cv2.imread(str(tmp_path / 'train2017' / '000001.png')).shape == (40, 72, 3)
     assert (tmp_path / 'val2017' / '000000.png').is_file()

@@ -10,7 +10,8 @@ in an mmdet config)::
 
 ``--layout coco2017`` writes COCO 2017's names instead (``train2017/``,
 ``annotations/instances_train2017.json``, ...) and names the four shapes as COCO's categories
-1-4, so that the COCO configs (80 classes, ``data/coco/``) train on the set unchanged, e.g. at
+1-4 (of COCO's 80, all listed), so that the COCO configs (``data/coco/``) train and evaluate on
+the set unchanged, e.g. at
 COCO's image size: ``--layout coco2017 --out data/coco --shape 800 1333``.
 
 Usage: python tools/data/make_coco_shapes.py [--out data/coco_shapes] [--num-train 96] ...
@@ -23,11 +24,22 @@ import numpy as np
 import shapes_common as sc  # this folder is sys.path[0] when run as a script
 
 CLASSES = ('circle', 'square', 'triangle', 'star')
+# COCO's 80 categories in mmdet's order (CocoDataset.METAINFO): the coco2017 layout lists them
+# all, so that a COCO model's every label has a category in the evaluation; the four shapes are
+# the first four.
+COCO_CLASSES = (
+    'person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat',
+    'traffic light', 'fire hydrant', 'stop sign', 'parking meter', 'bench', 'bird', 'cat', 'dog',
+    'horse', 'sheep', 'cow', 'elephant', 'bear', 'zebra', 'giraffe', 'backpack', 'umbrella',
+    'handbag', 'tie', 'suitcase', 'frisbee', 'skis', 'snowboard', 'sports ball', 'kite',
+    'baseball bat', 'baseball glove', 'skateboard', 'surfboard', 'tennis racket', 'bottle',
+    'wine glass', 'cup', 'fork', 'knife', 'spoon', 'bowl', 'banana', 'apple', 'sandwich', 'orange',
+    'broccoli', 'carrot', 'hot dog', 'pizza', 'donut', 'cake', 'chair', 'couch', 'potted plant',
+    'bed', 'dining table', 'toilet', 'tv', 'laptop', 'mouse', 'remote', 'keyboard', 'cell phone',
+    'microwave', 'oven', 'toaster', 'sink', 'refrigerator', 'book', 'clock', 'vase', 'scissors',
+    'teddy bear', 'hair drier', 'toothbrush')
 # The suffix of the split names and the category names written, by layout.
-LAYOUTS = {
-    'shapes': ('', CLASSES),
-    'coco2017': ('2017', ('person', 'bicycle', 'car', 'motorcycle')),  # COCO's ids 1-4
-}
+LAYOUTS = {'shapes': ('', CLASSES), 'coco2017': ('2017', COCO_CLASSES)}
 MIN_AREA = 30  # px: smaller visible remnants are not recognisable, so they are not annotated
 PLACEMENT_TRIES = 10
 
@@ -116,7 +128,7 @@ def main(argv=None):
                          layout=(tuple(LAYOUTS), 'folder and file names (and category names)'))
     summary = make_coco_shapes(args.out, args.num_train, args.num_val, args.size, args.seed,
                                args.max_objects, args.layout)
-    print(f'[coco_shapes] done: classes {", ".join(summary["classes"])}')
+    print(f'[coco_shapes] done: classes {", ".join(summary["classes"][:len(CLASSES)])}')
     for split in ('train', 'val'):
         print(f'  {split}: images {summary[split]["img_dir"]}, annotations {summary[split]["ann_file"]}')
 

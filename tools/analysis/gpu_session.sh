@@ -29,7 +29,7 @@ for stage in $STAGES; do case $stage in setup|ops|train|bench) ;; *) usage ;; es
 PYTHON=${PYTHON:-$(command -v python3 || command -v python)}
 BUNDLE=${BUNDLE:-work_dirs/gpu_bundle}
 REPORT=${OUT:-work_dirs/gpu_session}
-WORK=${WORK:-/tmp/gpu_session}       # work dirs, the mmcv build, data: kept while the machine is
+WORK=${WORK:-/tmp/gpu_session}       # work dirs, mmcv build, data: kept while the machine is warm
 BUDGET=${BUDGET:-540}
 BUILD_TIMEOUT=${BUILD_TIMEOUT:-420}
 ITERS=${ITERS:-30}                   # training iterations per model; the first SKIP are warm-up

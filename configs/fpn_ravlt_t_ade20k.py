@@ -6,7 +6,7 @@ _base_ = [
 ]
 optim_wrapper = dict(
     _delete_=True,
-    type='AmpOptimWrapper',  # fp16 needs a GPU: on CPU train the quick-start configs
+    type='AmpOptimWrapper',  # without a GPU tools/train.py trains in fp32 (ravlt_dense.amp)
     loss_scale='dynamic',
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=1e-4),
     clip_grad=None)

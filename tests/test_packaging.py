@@ -40,8 +40,9 @@ def test_install_requires_is_runtime_txt_and_is_satisfied():
     assert {'tests', 'all'} <= extras
 
 
-# setup.py's ranges; gpu_*.txt lock the GPU machine's wheel bundle (another Python)
-GPU_LOCKS = ('gpu_check.txt', 'gpu_train.txt')
+# setup.py's ranges; gpu_bundle.txt locks the GPU machine's wheel bundle (another Python and
+# stack: tests/test_tools/test_gpu_session.py checks it against stack-onedl.txt)
+GPU_LOCKS = ('gpu_bundle.txt', )
 RANGE_FILES = sorted(p.name for p in (REPO / 'requirements').glob('*.txt')
                      if p.name not in ('stack.txt', ) + GPU_LOCKS)
 
@@ -62,12 +63,3 @@ def test_pip_install_editable_into_an_existing_stack():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f'Would install ravlt_dense-{ravlt_dense.__version__}' in proc.stdout
-
-
-@pytest.mark.parametrize('name', GPU_LOCKS)
-def test_gpu_bundle_pins_agree_with_the_stack(name):
-    pins = stack_pins()
-    shared = [req for req in requirement_lines(name) if req.name.lower() in pins]
-    assert shared, f'{name} shares no package with stack.txt'  # mmengine, mmcv, mmdet ...
-    for req in shared:
-        assert str(req.specifier) == f'=={pins[req.name.lower()]}', (req, pins[req.name.lower()])

@@ -10,6 +10,7 @@ from mmengine.runner import Runner
 
 import ravlt_dense  # noqa: F401  registers RAVLT and the checkpoint types that resuming needs
 import ravlt_dense.engine  # noqa: F401  registers PlainParamGroupsHook
+from ravlt_dense.amp import fit_optim_wrapper_to_device
 from ravlt_dense.cli import load_config, parse_tool_args
 from ravlt_dense.datasets.checks import build_datasets, check_datasets
 from ravlt_dense.dist import finish_distributed, setup_cpu_distributed
@@ -41,6 +42,7 @@ def main():
                 f'--amp is only supported with OptimWrapper, got {optim_wrapper}')
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
+    fit_optim_wrapper_to_device(cfg)  # no GPU: fp32 instead of the config's AMP, with a warning
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise RuntimeError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')

@@ -152,3 +152,44 @@ def test_bad_cli_arguments(coco_gen, ade_gen, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         ade_gen.main(['--out', str(tmp_path), '--num-train', '0'])
     assert exc.value.code == 2 and 'num_train must be at least 1, got 0' in capsys.readouterr().err
+
+
+def test_coco2017_layout_at_another_shape(coco_gen, tmp_path, capsys):
+    # the standard COCO layout, as the COCO configs read it, at an image shape of H x W
+    coco_gen.main(['--out', str(tmp_path), '--layout', 'coco2017', '--shape', '40', '72',
+                   '--num-train', '2', '--num-val', '1'])
+    assert 'classes person, bicycle, car, motorcycle' in capsys.readouterr().out
+    coco = COCO(str(tmp_path / 'annotations' / 'instances_train2017.json'))
+    assert [c['name'] for c in coco.loadCats([1, 2, 3, 4])] == ['person', 'bicycle', 'car',
+                                                                'motorcycle']
+    assert len(coco.getCatIds()) == 80  # a COCO model's every label has its category
+    assert {a['category_id'] for a in coco.anns.values()} <= {1, 2, 3, 4}
+    assert {(i['height'], i['width']) for i in coco.imgs.values()} == {(40, 72)}
+    assert cv2.imread(str(tmp_path / 'train2017' / '000001.png')).shape == (40, 72, 3)
+    assert (tmp_path / 'val2017' / '000000.png').is_file()
+    assert (tmp_path / 'annotations' / 'instances_val2017.json').is_file()
+    for ann in coco.anns.values():  # the annotations still describe the visible masks exactly
+        mask = coco.annToMask(ann)
+        assert mask.shape == (40, 72) and mask.sum() == ann['area']
+
+
+def test_ade_labels_at_another_shape(ade_gen, tmp_path):
+    ade_gen.main(['--out', str(tmp_path), '--shape', '32', '96', '--num-train', '1',
+                  '--num-val', '1'])
+    img = cv2.imread(str(tmp_path / 'images' / 'training' / '000000.jpg'))
+    label = cv2.imread(str(tmp_path / 'annotations' / 'training' / '000000.png'),
+                       cv2.IMREAD_UNCHANGED)
+    assert img.shape == (32, 96, 3) and label.shape == (32, 96)
+    assert set(np.unique(label)) >= {1, 2}  # sky over ground across the whole width
+
+
+def test_shape_arguments(coco_gen, ade_gen, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        coco_gen.main(['--out', str(tmp_path), '--size', '64', '--shape', '64', '64'])
+    assert exc.value.code == 2 and 'not allowed with argument' in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        ade_gen.main(['--out', str(tmp_path), '--shape', '512', '16'])
+    assert exc.value.code == 2 and 'size must be at least 32, got (512, 16)' in capsys.readouterr().err
+    with pytest.raises(ValueError, match="layout must be one of shapes, coco2017, got 'voc'"):
+        coco_gen.make_coco_shapes(str(tmp_path / 'voc'), layout='voc')
+    assert not (tmp_path / 'voc').exists()

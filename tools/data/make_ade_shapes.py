@@ -26,12 +26,13 @@ SPLIT_DIRS = (('train', 'training'), ('val', 'validation'))
 
 def _horizon(rng, size):
     """Per-column row of the horizon: between about 18% and 72% of the height."""
-    x = np.arange(size, dtype=np.float32) / size
+    height, width = sc.hw(size)
+    x = np.arange(width, dtype=np.float32) / width
     level = rng.uniform(0.3, 0.6)
     for _ in range(2):
         level = level + rng.uniform(0, 0.06) * np.sin(2 * np.pi * rng.uniform(0.5, 3) * x
                                                       + rng.uniform(0, 2 * np.pi))
-    return level * size
+    return level * height
 
 
 def _sky(rng, size, yy, horizon):
@@ -49,7 +50,8 @@ def _ground(rng, size, yy):
     """Brown-green earth: noisy blend of two colours with horizontal furrows."""
     family = dict(hue=(0.05, 0.35), sat=(0.35, 0.85), val=(0.25, 0.7))
     c0, c1 = sc.random_rgb(rng, **family), sc.random_rgb(rng, **family)
-    furrows = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(4, 12) * yy / size + rng.uniform(0, 2 * np.pi))
+    furrows = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(4, 12) * yy / sc.hw(size)[0]
+                                 + rng.uniform(0, 2 * np.pi))
     t = 0.6 * sc.smooth_noise(rng, size, int(rng.integers(6, 13))) + 0.4 * furrows
     return c0 + t[..., None] * (c1 - c0)
 
@@ -66,7 +68,8 @@ def _shape_rim(label):
 
 def _render(rng, size):
     """Return an RGB uint8 image and its uint8 label map (0 = unlabelled, 1..K = CLASSES)."""
-    yy = np.mgrid[0:size, 0:size][0].astype(np.float32)
+    height, width = sc.hw(size)
+    yy = np.mgrid[0:height, 0:width][0].astype(np.float32)
     horizon = _horizon(rng, size)
     is_sky = yy < horizon[None, :]
     label = np.where(is_sky, 1, 2).astype(np.uint8)

@@ -1,6 +1,6 @@
 """Drawing and I/O helpers shared by the synthetic shape-dataset generators in tools/data.
 
-Images are built as float32 RGB arrays in [0, 255] and only quantised when written. Shapes are
+Sizes are a side (square images) or (height, width). Images are built as float32 RGB arrays in [0, 255] and only quantised when written. Shapes are
 drawn with cv2 (pixel centres at integer coordinates); polygons are written in COCO coordinates
 (pixel i spans [i, i + 1]).
 """
@@ -26,9 +26,17 @@ _VERTICES = {
 _SHIFT = 4  # fractional bits for cv2.fillPoly: sub-pixel vertex precision, still deterministic
 
 
+def hw(size) -> Tuple[int, int]:
+    """(height, width) of a size given as a side or as (height, width)."""
+    if isinstance(size, (tuple, list)):
+        height, width = size
+        return int(height), int(width)
+    return int(size), int(size)
+
+
 def check_args(size, seed, **counts):
     """Raise ValueError with a readable message for arguments no dataset can be built from."""
-    if size < MIN_SIZE:
+    if min(hw(size)) < MIN_SIZE:
         raise ValueError(f'size must be at least {MIN_SIZE}, got {size}')
     if seed < 0:
         raise ValueError(f'seed must be non-negative, got {seed}')
@@ -38,30 +46,41 @@ def check_args(size, seed, **counts):
 
 
 def parse_args(argv: Optional[Sequence[str]], description: str, out: str,
-               **options: Tuple[int, str]) -> argparse.Namespace:
-    """The command line of a generator: ``--out --num-train --num-val --size --seed`` and its own
-    integer ``options``, checked as :func:`check_args` checks them (argparse reports a bad value).
+               **options: tuple) -> argparse.Namespace:
+    """The command line of a generator: ``--out --num-train --num-val --size | --shape H W
+    --seed`` and its own integer ``options``, checked as :func:`check_args` checks them (argparse
+    reports a bad value). ``args.size`` is the side, or (height, width) after ``--shape``.
 
     Args:
         argv (Sequence[str], optional): The arguments; None reads ``sys.argv``.
         description (str): What the generator makes (the help's first line).
         out (str): Default output folder.
-        **options (tuple[int, str]): Further integer options, ``name=(default, help)``;
-            ``max_objects`` becomes ``--max-objects``.
+        **options (tuple): Further options, ``name=(default, help)``: an integer option, or a
+            choice among a tuple of strings (the first is the default); ``max_objects`` becomes
+            ``--max-objects``.
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument('--out', default=out, help='output folder')
     parser.add_argument('--num-train', type=int, default=96, help='training images')
     parser.add_argument('--num-val', type=int, default=24, help='validation images')
-    parser.add_argument('--size', type=int, default=128, help='side of the square images (px)')
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument('--size', type=int, default=128, help='side of the square images (px)')
+    size.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+                      help='height and width of the images (px), e.g. 800 1333')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
     for name, (default, help_text) in options.items():
-        parser.add_argument('--' + name.replace('_', '-'), type=int, default=default,
-                            help=help_text)
+        flag = '--' + name.replace('_', '-')
+        if isinstance(default, tuple):
+            parser.add_argument(flag, choices=default, default=default[0], help=help_text)
+        else:
+            parser.add_argument(flag, type=int, default=default, help=help_text)
     args = parser.parse_args(argv)
+    if args.shape:
+        args.size = tuple(args.shape)
     try:
         check_args(args.size, args.seed, num_train=args.num_train, num_val=args.num_val,
-                   **{name: getattr(args, name) for name in options})
+                   **{name: getattr(args, name) for name, (default, _) in options.items()
+                      if not isinstance(default, tuple)})
     except ValueError as err:
         parser.error(str(err))
     return args
@@ -105,15 +124,17 @@ def contrasting_rgb(rng, ref, sat, val, min_dist=80.0, tries=10):
 
 
 def smooth_noise(rng, size, cells):
-    """Value noise in [0, 1]: a ``cells`` x ``cells`` random grid upsampled to ``size`` x ``size``."""
+    """Value noise in [0, 1]: a ``cells`` x ``cells`` random grid upsampled to ``size``."""
+    height, width = hw(size)
     grid = rng.random((cells, cells), dtype=np.float32)
-    return cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+    return cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC).clip(0, 1)
 
 
 def textured_background(rng, size, sat=(0.05, 0.45), val=(0.25, 0.9)):
     """Two-colour background blended by smooth noise, a linear gradient or stripes at a random angle."""
     c0, c1 = random_rgb(rng, sat, val), random_rgb(rng, sat, val)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    height, width = hw(size)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32) / max(height, width)
     theta = rng.uniform(0, np.pi)
     proj = xx * np.cos(theta) + yy * np.sin(theta)
     kind = rng.integers(3)
@@ -137,18 +158,20 @@ def shape_polygon(kind, center, radius, angle):
 
 
 def fill_polygon(poly, size):
-    """Boolean ``size`` x ``size`` mask of the pixels whose centres lie inside ``poly``."""
-    mask = np.zeros((size, size), np.uint8)
+    """Boolean mask of ``size`` of the pixels whose centres lie inside ``poly``."""
+    mask = np.zeros(hw(size), np.uint8)
     pts = np.round(poly * (1 << _SHIFT)).astype(np.int32)
     cv2.fillPoly(mask, [pts], 1, lineType=cv2.LINE_8, shift=_SHIFT)
     return mask.astype(bool)
 
 
 def random_shape_mask(rng, kind, size, scale=(0.12, 0.45)):
-    """Mask of a randomly placed and rotated shape whose diameter is ``scale`` x ``size``."""
-    radius = rng.uniform(*scale) * size / 2
+    """Mask of a randomly placed and rotated shape whose diameter is ``scale`` x the image's
+    shorter side."""
+    height, width = hw(size)
+    radius = rng.uniform(*scale) * min(height, width) / 2
     # Centres stay half a radius inside the image: shapes may be clipped by the border, never lost.
-    cx, cy = rng.uniform(radius / 2, size - 1 - radius / 2, 2)
+    cx, cy = rng.uniform(radius / 2, np.array([width, height]) - 1 - radius / 2)
     poly = shape_polygon(kind, (cx, cy), radius, rng.uniform(0, 2 * np.pi))
     return fill_polygon(poly, size)
 

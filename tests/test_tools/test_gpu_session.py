@@ -1,0 +1,125 @@
+"""tools/analysis/gpu_session.sh rehearsed on CPU: its stages and what it skips, the commands
+it would run on the GPU machine, the bundle it installs, and tools/analysis/train_time.py's
+table from mmengine's logs."""
+import json
+import subprocess
+import sys
+
+import pytest
+from packaging.requirements import Requirement
+
+from conftest import REPO, load_script, tool_env
+
+train_time = load_script('tools/analysis/train_time.py')
+
+
+def session(tmp_path, *stages, **env):
+    """Run the wrapper with its reports in tmp_path/out and its work in tmp_path/work."""
+    env = dict(tool_env(), **{'PYTHON': sys.executable, 'OUT': str(tmp_path / 'out'),
+                              'WORK': str(tmp_path / 'work'),
+                              'BUNDLE': str(tmp_path / 'no_bundle'), **env})
+    return subprocess.run(['bash', 'tools/analysis/gpu_session.sh', *stages], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_unknown_stage_is_refused(tmp_path):
+    proc = session(tmp_path, 'setup', 'sideways')
+    assert proc.returncode == 2
+    assert 'usage: ' in proc.stderr and '[setup] [ops] [train] [bench]' in proc.stderr
+    assert not (tmp_path / 'out').exists()  # nothing ran
+
+
+def test_setup_skips_what_imports(tmp_path):
+    # here mmengine, mmdet, mmseg and mmcv's ops import: no bundle is needed, nothing is built
+    proc = session(tmp_path, 'setup')
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = (tmp_path / 'out' / 'gpu_session.md').read_text()
+    assert '| setup | install | skipped: mmengine, mmdet and mmseg import | 0 |' in summary
+    assert '| setup | mmcv CUDA ops | skipped: mmcv.ops imports | 0 |' in summary
+    assert '- mmcv 2.' in summary and 'device: ' in summary
+    assert (tmp_path / 'out' / 'gpu_session_logs.tar.gz').is_file()
+
+
+def test_setup_without_the_packages_needs_the_bundle(tmp_path):
+    # a Python where mmdet does not import, as on the bare GPU machine
+    stub = tmp_path / 'stub' / 'mmdet'
+    stub.mkdir(parents=True)
+    (stub / '__init__.py').write_text("raise ImportError('not installed')\n")
+    python = tmp_path / 'python'
+    python.write_text(f'#!/bin/sh\nPYTHONPATH={stub.parent}:$PYTHONPATH exec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    proc = session(tmp_path, 'setup', 'train', PYTHON=str(python))
+    assert proc.returncode == 1
+    assert 'set-up failed: later stages need it' in proc.stderr
+    summary = (tmp_path / 'out' / 'gpu_session.md').read_text()
+    assert (f'| setup | install | failed: no bundle at {tmp_path / "no_bundle"} (run '
+            'tools/analysis/prepare_gpu_bundle.sh here and carry it) | 0 |') in summary
+    assert '| train |' not in summary
+
+
+def test_train_runs_the_missions_commands(tmp_path):
+    proc = session(tmp_path, 'train', DRY_RUN='1', ITERS='12')
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    commands = [line.split('; ', 1)[1] for line in proc.stdout.splitlines()
+                if line.startswith('[dry run]')]
+    data, runs = commands[:2], commands[2:]
+    assert 'tools/data/make_coco_shapes.py --layout coco2017 --out data/coco --shape 800 1333 ' \
+           '--num-train 24 --num-val 8' in data[0]
+    assert 'tools/data/make_ade_shapes.py --out data/ade/ADEChallengeData2016 --shape 512 2048' \
+        in data[1]
+    assert [r.split(' --cfg-options')[0].split(' ', 1)[1] for r in runs] == [
+        'tools/train.py configs/maskrcnn_ravlt_s_coco.py',
+        'tools/train.py configs/upernet_ravlt_s_ade20k.py',
+        'tools/train.py mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py --amp']
+    assert all('log_processor.window_size=1' in r and 'model.backbone.init_cfg=None' in r
+               for r in runs)
+    assert 'train_cfg.max_epochs=1' in runs[0] and 'train_cfg.max_iters=12' in runs[1]
+    swin = (tmp_path / 'work' / 'run' / 'mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py').read_text()
+    assert swin == "_base_ = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'\n"
+
+
+def bundle_pins():
+    lines = (line.split('#', 1)[0].strip()
+             for line in (REPO / 'requirements' / 'gpu_bundle.txt').open())
+    return {r.name.lower(): r for r in map(Requirement, filter(None, lines))}
+
+
+def test_bundle_is_the_onedl_stack():
+    bundle = bundle_pins()
+    stack = {r.name.lower(): r for r in map(Requirement, filter(None, (
+        line.split('#', 1)[0].strip()
+        for line in (REPO / 'requirements' / 'stack-onedl.txt').open())))}
+    shared = [name for name in bundle if name in stack]
+    assert {'onedl-mmengine', 'onedl-mmcv', 'onedl-mmdetection',
+            'onedl-mmsegmentation'} <= set(shared)
+    for name in shared:
+        assert str(bundle[name].specifier) == str(stack[name].specifier), name
+    assert all(str(r.specifier).startswith('==') for r in bundle.values())
+
+
+def write_scalars(work_dir, times, data_time=0.01, memory=1000):
+    log = work_dir / '20261201_000000' / 'vis_data' / 'scalars.json'
+    log.parent.mkdir(parents=True)
+    records = [dict(lr=1e-4, loss=1.0, time=t, data_time=data_time, memory=memory + i,
+                    iter=i + 1) for i, t in enumerate(times)]
+    records.append({'coco/bbox_mAP': 0.0, 'step': 1})  # a validation record
+    log.write_text('\n'.join(json.dumps(r) for r in records) + '\n')
+
+
+def test_train_time_table(tmp_path):
+    # two slow warm-up iterations, then 0.5 s: the median after the warm-up is 0.5 s
+    write_scalars(tmp_path / 'a', [9.0, 7.0, 0.5, 0.6, 0.5, 0.4, 0.5])
+    table = train_time.table([('A', str(tmp_path / 'a'), '7200'),
+                              ('B', str(tmp_path / 'b'), '160000')], skip=2, gpus=8)
+    header, _, a, b = table.splitlines()
+    assert 'projected on 8 GPUs (h)' in header
+    # 5 iterations timed, 0.5 s/iter of which 0.01 s data, 1006 MiB at most, 7200 x 0.5 s = 1 h
+    assert a == '| A | 5 | 0.500 | 0.010 | 0.490 | 1006 | 7,200 | 1.0 |'
+    assert b.startswith('| B | not measured: no */vis_data/scalars.json under ')
+    assert train_time.COCO_1X_ITERS == 12 * 7393  # 118,287 images at 16 per iteration
+
+
+def test_train_time_refuses_a_schedule_that_is_no_number(capsys):
+    with pytest.raises(SystemExit):
+        train_time.main(['--run', 'A', 'somewhere', '1x'])
+    assert "SCHEDULE_ITERS of A must be a whole number, got '1x'" in capsys.readouterr().err

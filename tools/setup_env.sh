@@ -63,8 +63,18 @@ fi
 PIP="$VENV/bin/python -m pip"
 
 # A venv holds one stack: the two install the same import packages under different names.
-OTHER_DISTS=$(pins_of "$OTHER" | sed 's/==.*//' | grep -E '^(onedl-)?mm' || true)
-STALE=$($PIP show $OTHER_DISTS 2>/dev/null | sed -n 's/^Name: //p' || true)
+# (Only what lies in the venv itself is removed, never the system's packages it may see.)
+STALE=$(vpy - $(pins_of "$OTHER" | sed 's/==.*//' | grep -E '^(onedl-)?mm') <<'PY'
+import sys
+from importlib.metadata import PackageNotFoundError, distribution
+for name in sys.argv[1:]:
+    try:
+        if str(distribution(name).locate_file('')).startswith(sys.prefix):
+            print(name)
+    except PackageNotFoundError:
+        pass
+PY
+)
 if [ -n "$STALE" ]; then
   log "switching $VENV to the $STACK stack: removing" $STALE
   $PIP uninstall -y -q $STALE

@@ -83,7 +83,7 @@ rm -f "$VENV"/.ready "$VENV"/.ready-*
 
 # torch first, pinned, so that nothing later pulls another build
 if [ "$DEVICE" = cuda ] && vpy -c 'import torch, sys; sys.exit(torch.version.cuda is None)' 2>/dev/null; then
-  log "keeping the installed CUDA torch: $(vpy -c 'import torch; print(torch.__version__)')"
+  log "keeping the installed CUDA torch: $(vpy -W ignore -c 'import torch; print(torch.__version__)')"
 elif [ -n "$(pin torch)" ]; then
   log "installing $(pin torch)"
   pip_quiet "$(pin torch)"
@@ -92,13 +92,13 @@ else
   torch >= 2.9 with CUDA 13 (mmcv issue 3310). Use STACK=onedl (the default with a GPU), or install
   a CUDA torch that mmcv 2.1.0 builds against (with the matching nvcc) into $VENV first."
 fi
-TORCH_VERSION=$(vpy -c 'import torch; print(torch.__version__)')
+TORCH_VERSION=$(vpy -W ignore -c 'import torch; print(torch.__version__)')
 
 CACHE=$WHEELS
 if [ "$DEVICE" = cuda ]; then
-  [ "$(vpy -c 'import torch; print(torch.version.cuda or "")')" ] || die "torch $TORCH_VERSION is no CUDA build"
+  [ "$(vpy -W ignore -c 'import torch; print(torch.version.cuda or "")')" ] || die "torch $TORCH_VERSION is no CUDA build"
   if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
-    TORCH_CUDA_ARCH_LIST=$(vpy -c 'import torch; print(";".join(sorted({"%d.%d" % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})))' 2>/dev/null || true)
+    TORCH_CUDA_ARCH_LIST=$(vpy -W ignore -c 'import torch; print(";".join(sorted({"%d.%d" % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})))' 2>/dev/null || true)
     if [ -z "$TORCH_CUDA_ARCH_LIST" ] && command -v nvidia-smi >/dev/null 2>&1; then
       TORCH_CUDA_ARCH_LIST=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | sort -u | paste -sd';' || true)
     fi
@@ -106,9 +106,24 @@ if [ "$DEVICE" = cuda ]; then
   fi
   export TORCH_CUDA_ARCH_LIST FORCE_CUDA=1
   CACHE=$WHEELS/torch$TORCH_VERSION-sm${TORCH_CUDA_ARCH_LIST//[;. ]/}
-  command -v nvcc >/dev/null 2>&1 || [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ] \
-    || die "nvcc not found: mmcv's CUDA ops need the CUDA toolkit (set CUDA_HOME)"
-  log "CUDA ops for TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST (torch $TORCH_VERSION, CUDA $(vpy -c 'import torch; print(torch.version.cuda)'))"
+  # torch takes the toolkit from nvcc's folder on PATH without following links (for
+  # /usr/local/bin/nvcc -> /usr/local/cuda/bin/nvcc it would look in /usr/local): name it
+  if [ -z "${CUDA_HOME:-}" ]; then
+    NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+    CUDA_HOME=$(dirname "$(dirname "$(readlink -f "$NVCC")")")
+  fi
+  export CUDA_HOME
+  [ -x "$CUDA_HOME/bin/nvcc" ] || die "no nvcc in $CUDA_HOME/bin: mmcv's CUDA ops need the CUDA toolkit (set CUDA_HOME)"
+  log "CUDA toolkit: $CUDA_HOME ($("$CUDA_HOME/bin/nvcc" --version | sed -n 's/.*release \([0-9.]*\).*/nvcc \1/p'))"
+  # The libraries' headers that ATen includes (cuBLAS, cuSPARSE, cuSOLVER) may come only with
+  # torch's nvidia-* wheels, not with the toolkit that has nvcc: their folder goes on CPATH.
+  if [ ! -e "$CUDA_HOME/include/cublas_v2.h" ]; then
+    NV_INC=$(vpy -c 'import glob, os, nvidia; print(":".join(sorted({os.path.dirname(h) for p in nvidia.__path__ for h in glob.glob(os.path.join(p, "*", "include", "cublas_v2.h"))})))' 2>/dev/null || true)
+    [ -n "$NV_INC" ] || die "cublas_v2.h is neither in $CUDA_HOME/include nor in torch's nvidia wheels"
+    export CPATH=$NV_INC${CPATH:+:$CPATH}
+    log "CUDA library headers from torch's nvidia wheels: $NV_INC"
+  fi
+  log "CUDA ops for TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST (torch $TORCH_VERSION, CUDA $(vpy -W ignore -c 'import torch; print(torch.version.cuda)'))"
 fi
 
 log "installing $(pin "${MMCV_DIST%mmcv}mmengine") and mmcv's build tools"
@@ -164,8 +179,10 @@ import torch, mmengine, mmcv, mmcv.ops, mmdet, mmseg, ravlt_dense
 from mmcv.ops import get_compiling_cuda_version
 gpus = ', '.join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
 device = f'CUDA {torch.version.cuda} on {gpus or "no visible GPU"}' if torch.version.cuda else 'CPU'
+ops = get_compiling_cuda_version()
+ops = 'CPU ops' if ops == 'not available' else f'CUDA {ops} ops'
 print(f'[setup] ready ({sys.argv[1]} stack): torch {torch.__version__} ({device}) | mmengine '
-      f'{mmengine.__version__} | mmcv {mmcv.__version__} (CUDA ops: '
-      f'{get_compiling_cuda_version()}) | mmdet {mmdet.__version__} | mmseg {mmseg.__version__}')
+      f'{mmengine.__version__} | mmcv {mmcv.__version__} ({ops}) | mmdet {mmdet.__version__} | '
+      f'mmseg {mmseg.__version__}')
 PY
 touch "$VENV/.ready-$STACK"

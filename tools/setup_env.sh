@@ -106,11 +106,13 @@ if [ "$DEVICE" = cuda ]; then
   fi
   export TORCH_CUDA_ARCH_LIST FORCE_CUDA=1
   CACHE=$WHEELS/torch$TORCH_VERSION-sm${TORCH_CUDA_ARCH_LIST//[;. ]/}
-  # torch takes the toolkit from nvcc's folder on PATH without following links (for
-  # /usr/local/bin/nvcc -> /usr/local/cuda/bin/nvcc it would look in /usr/local): name it
+  # torch takes the toolkit from the folder of the nvcc on PATH, which may be a link or a wrapper
+  # script (here /usr/local/bin/nvcc runs /usr/local/cuda-13.0/bin/nvcc: torch would look in
+  # /usr/local and find no cudart to link): ask nvcc where its toolkit is
   if [ -z "${CUDA_HOME:-}" ]; then
     NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
-    CUDA_HOME=$(dirname "$(dirname "$(readlink -f "$NVCC")")")
+    TOP=$("$NVCC" --dryrun -x cu -c /dev/null -o /dev/null 2>&1 | sed -n 's/^#\$ TOP=//p' | head -n1 || true)
+    CUDA_HOME=$(readlink -f "${TOP:-$(dirname "$(readlink -f "$NVCC")")/..}")
   fi
   export CUDA_HOME
   [ -x "$CUDA_HOME/bin/nvcc" ] || die "no nvcc in $CUDA_HOME/bin: mmcv's CUDA ops need the CUDA toolkit (set CUDA_HOME)"

@@ -163,8 +163,8 @@ if ! mmcv_ready; then
   else
     log "reusing the $MMCV_DIST wheel in $CACHE"
   fi
+  # (its ops are checked at the end: the fork's mmcv imports OpenCV, which comes with the rest)
   $PIP install -q --force-reinstall --no-deps "$CACHE"/$WHEEL_GLOB
-  mmcv_ready || die "the installed $MMCV does not import its ${DEVICE^^} ops"
 fi
 
 log "installing the rest of $REQ and ravlt_dense (editable)"
@@ -173,7 +173,7 @@ log "installing the rest of $REQ and ravlt_dense (editable)"
 pip_quiet $(pins_of "$REQ" | grep -v '^torch==') $(build_tools | grep '^setuptools')
 # without --no-deps: pip checks the stack's ranges (the extra) against the pins just installed
 $PIP install -q --no-build-isolation -e ".[$STACK]"
-vpy -W ignore - "$STACK" <<'PY'
+vpy -W ignore - "$STACK" "$DEVICE" <<'PY'
 import sys
 if sys.argv[1] == 'upstream':
     import pkg_resources  # noqa: F401  mmengine 0.10.7 resolves `mmdet::`/`mmseg::` configs with it
@@ -182,6 +182,8 @@ from mmcv.ops import get_compiling_cuda_version
 gpus = ', '.join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
 device = f'CUDA {torch.version.cuda} on {gpus or "no visible GPU"}' if torch.version.cuda else 'CPU'
 ops = get_compiling_cuda_version()
+if sys.argv[2] == 'cuda' and ops == 'not available':
+    sys.exit(f'[setup] mmcv {mmcv.__version__} has no CUDA ops: remove its wheel from the cache and rerun')
 ops = 'CPU ops' if ops == 'not available' else f'CUDA {ops} ops'
 print(f'[setup] ready ({sys.argv[1]} stack): torch {torch.__version__} ({device}) | mmengine '
       f'{mmengine.__version__} | mmcv {mmcv.__version__} ({ops}) | mmdet {mmdet.__version__} | '

@@ -1,11 +1,16 @@
 # The two commands of the README. Each brings the environment up first (tools/setup_env.sh).
-PY := .venv/bin/python
+# STACK=upstream|onedl picks the tested stack (default: upstream on CPU, onedl with an NVIDIA GPU),
+# VENV the environment (default .venv; one stack at a time, switched in place).
+STACK ?= $(shell bash tools/setup_env.sh --resolve-stack)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export STACK VENV
 
 .PHONY: quickstart test env
 
-env: .venv/.ready
+env: $(VENV)/.ready-$(STACK)
 
-.venv/.ready: requirements/stack.txt tools/setup_env.sh setup.py
+$(VENV)/.ready-$(STACK): requirements/stack.txt requirements/stack-onedl.txt tools/setup_env.sh setup.py
 	bash tools/setup_env.sh
 
 quickstart: env

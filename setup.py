@@ -12,11 +12,12 @@ def read_requirements(name):
         return [line for line in lines if line]
 
 
-def read_version():
-    scope = {}
-    with open(osp.join(HERE, 'ravlt_dense', 'version.py')) as f:
+def read_module(name):
+    """The globals of ravlt_dense/NAME.py, read without importing the package."""
+    scope = {'__name__': f'ravlt_dense.{name}'}
+    with open(osp.join(HERE, 'ravlt_dense', f'{name}.py')) as f:
         exec(f.read(), scope)
-    return scope['__version__']
+    return scope
 
 
 def read_readme():
@@ -27,10 +28,16 @@ def read_readme():
 extras = {name: read_requirements(name) for name in ('tests', 'export')
           if osp.exists(osp.join(HERE, 'requirements', f'{name}.txt'))}
 extras['all'] = sorted({req for reqs in extras.values() for req in reqs})
+# The OpenMMLab packages come from one of two stacks whose distributions share import names
+# (mmcv vs onedl-mmcv, ...): install_requires names neither, or pip would install upstream mmcv
+# over the fork's; `import ravlt_dense` checks them (ravlt_dense/stack.py, which also gives
+# these extras: `pip install "ravlt_dense[upstream]"` or `"ravlt_dense[onedl]"`).
+stack = read_module('stack')
+extras.update({name: stack['extra_requirements'](name) for name in stack['STACKS']})
 
 setup(
     name='ravlt_dense',
-    version=read_version(),
+    version=read_module('version')['__version__'],
     description='RAVLT (Rank-Augmented Vision Linear Transformer) backbones for mmdet 3.x and '
                 'mmseg 1.x',
     long_description=read_readme(),

@@ -4,7 +4,7 @@
 #   QUICK_MODELS="maskrcnn fpn" bash tools/quickstart.sh    # a subset
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
+PY=${PY:-${VENV:-.venv}/bin/python}  # make passes VENV
 WORK=${WORK:-work_dirs/quickstart}
 MODELS=${QUICK_MODELS:-maskrcnn retinanet fpn upernet}
 export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore::DeprecationWarning,ignore::FutureWarning}

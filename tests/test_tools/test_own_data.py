@@ -39,8 +39,8 @@ DET_SMALL = SMALL + [
     'model.test_cfg.rpn.nms_pre=100', 'model.test_cfg.rpn.max_per_img=50']
 SEG_SMALL = SMALL + [
     f'model.data_preprocessor.size={SCALE}',
-    f'train_dataloader.dataset.pipeline.3.scale={SCALE}',
-    f'train_dataloader.dataset.pipeline.4.crop_size={SCALE}',
+    f'train_dataloader.dataset.pipeline.2.scale={SCALE}',
+    f'train_dataloader.dataset.pipeline.3.crop_size={SCALE}',
     f'val_dataloader.dataset.pipeline.1.scale={SCALE}',
     f'test_dataloader.dataset.pipeline.1.scale={SCALE}',
     'train_cfg.max_iters=2', 'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2']

@@ -10,7 +10,10 @@ from ravlt_dense.dist import export_slurm_env, finish_distributed, first_slurm_h
 
 def test_slurm_env_becomes_torch_rendezvous(monkeypatch):
     for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'):
-        monkeypatch.delenv(key, raising=False)
+        # set, then deleted: monkeypatch records the variable and removes what export_slurm_env
+        # writes at teardown (a leaked RANK/MASTER_ADDR hangs later torchrun tests)
+        monkeypatch.setenv(key, '')
+        monkeypatch.delenv(key)
     monkeypatch.setenv('PATH', '/nonexistent')  # no scontrol: the list is read directly
     for key, value in dict(SLURM_PROCID='5', SLURM_NTASKS='16', SLURM_LOCALID='1',
                            SLURM_NODELIST='gpu[03-04,9],cpu1').items():
@@ -30,6 +33,11 @@ def test_slurm_env_becomes_torch_rendezvous(monkeypatch):
 def test_first_slurm_host_without_scontrol(monkeypatch, nodelist, first):
     monkeypatch.setenv('PATH', '/nonexistent')
     assert first_slurm_host(nodelist) == first
+
+
+def test_slurm_variables_do_not_outlive_the_test():
+    # the test above ran first (file order) and must leave no rendezvous variable behind
+    assert not {'RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'} & set(os.environ)
 
 
 def test_slurm_launcher_outside_srun_says_how_to_start(monkeypatch):

@@ -152,8 +152,10 @@ if ! mmcv_ready; then
     log "building $MMCV with ${DEVICE^^} ops from source, $MAX_JOBS jobs (once per machine; the wheel is"
     log "kept in $CACHE): on 2 cores about 10 minutes for mmcv 2.1.0, 45 for onedl-mmcv. Progress follows."
     start=$(date +%s)
-    # upstream mmcv reads MMCV_WITH_OPS; onedl-mmcv always builds its ops
-    MMCV_WITH_OPS=1 MAX_JOBS=$MAX_JOBS $PIP wheel --no-deps --no-build-isolation -v \
+    # upstream mmcv reads MMCV_WITH_OPS; onedl-mmcv always builds its ops. --no-cache-dir: pip's
+    # own wheel cache is keyed by the source archive alone, so it would hand a CUDA set-up the
+    # CPU wheel built earlier on this machine (or the other way round) instead of building.
+    MMCV_WITH_OPS=1 MAX_JOBS=$MAX_JOBS $PIP wheel --no-cache-dir --no-deps --no-build-isolation -v \
       "$MMCV" -w "$CACHE" 2>&1 \
       | grep --line-buffered -E '^\s*\[[0-9]+/[0-9]+\]|Created wheel|error:|Error' \
       | sed -u -E 's/^\s*(\[[0-9]+\/[0-9]+\]).* -c ([^ ]+).*/\1 compiling \2/' \
@@ -173,7 +175,7 @@ log "installing the rest of $REQ and ravlt_dense (editable)"
 pip_quiet $(pins_of "$REQ" | grep -v '^torch==') $(build_tools | grep '^setuptools')
 # without --no-deps: pip checks the stack's ranges (the extra) against the pins just installed
 $PIP install -q --no-build-isolation -e ".[$STACK]"
-vpy -W ignore - "$STACK" "$DEVICE" <<'PY'
+vpy -W ignore - "$STACK" "$DEVICE" "$CACHE" <<'PY'
 import sys
 if sys.argv[1] == 'upstream':
     import pkg_resources  # noqa: F401  mmengine 0.10.7 resolves `mmdet::`/`mmseg::` configs with it
@@ -183,7 +185,7 @@ gpus = ', '.join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_
 device = f'CUDA {torch.version.cuda} on {gpus or "no visible GPU"}' if torch.version.cuda else 'CPU'
 ops = get_compiling_cuda_version()
 if sys.argv[2] == 'cuda' and ops == 'not available':
-    sys.exit(f'[setup] mmcv {mmcv.__version__} has no CUDA ops: remove its wheel from the cache and rerun')
+    sys.exit(f'[setup] mmcv {mmcv.__version__} has no CUDA ops: remove {sys.argv[3]}/*.whl and rerun')
 ops = 'CPU ops' if ops == 'not available' else f'CUDA {ops} ops'
 print(f'[setup] ready ({sys.argv[1]} stack): torch {torch.__version__} ({device}) | mmengine '
       f'{mmengine.__version__} | mmcv {mmcv.__version__} ({ops}) | mmdet {mmdet.__version__} | '

@@ -11,7 +11,7 @@ export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore::DeprecationWarning,ignore::Futur
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "RAVLT variants: parameters and output shapes"
-$PY tools/analysis/ravlt_variants.py --size 223 301
+$PY tools/analysis/ravlt_variants.py --shape 223 301
 
 step "Synthetic datasets: data/coco_shapes (COCO format), data/ade_shapes (ADE20K layout)"
 $PY tools/data/make_coco_shapes.py --out data/coco_shapes

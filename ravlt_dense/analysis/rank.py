@@ -153,14 +153,14 @@ def layer_ranks(record: dict, rtol: float = DEFAULT_RTOL, energy: float = DEFAUL
     return rows
 
 
-def procedural_images(num: int, size: int, seed: int = 0) -> np.ndarray:
-    """A few RGB uint8 images (num, size, size, 3): smooth colour fields with random discs,
+def procedural_images(num: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A few RGB uint8 images (num, height, width, 3): smooth colour fields with random discs,
     boxes and stripes, so that features vary in space the way natural images do."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
+    yy, xx = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
     images = []
     for _ in range(num):
-        img = np.zeros((size, size, 3))
+        img = np.zeros((height, width, 3))
         for c in range(3):  # low-frequency background
             fx, fy, ph = rng.uniform(0.5, 3, 2).tolist() + [rng.uniform(0, 6.3)]
             img[..., c] = 0.5 + 0.3 * np.sin(2 * np.pi * (fx * xx + fy * yy) + ph)

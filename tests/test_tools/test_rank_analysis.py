@@ -15,7 +15,7 @@ def test_rank_tool_measures_every_layer_of_the_stages(tmp_path):
     for i in range(2):
         cv2.imwrite(str(images / f'{i}.png'), np.full((40, 50, 3), 60 * i, np.uint8))
     work = tmp_path / 'work'
-    summary, _ = rank_analysis.main(['--arch', 't', '--size', '64', '--num-images', '1',
+    summary, _ = rank_analysis.main(['--arch', 't', '--shape', '64', '--num-images', '1',
                                      '--images', str(images), '--stages', '2', '3',
                                      '--work-dir', str(work)])
     model = RAVLT('t')
@@ -36,14 +36,14 @@ def test_rank_tool_measures_every_layer_of_the_stages(tmp_path):
 
 
 def test_rank_tool_images_default_to_the_shapes_set_else_procedural(tmp_path, monkeypatch):
-    args = rank_analysis.parse_args(['--num-images', '2', '--size', '32'])
+    args = rank_analysis.parse_args(['--num-images', '2', '--shape', '32', '48'])
     monkeypatch.setattr(rank_analysis, 'SHAPES_DIR', str(tmp_path / 'absent'))
     images, source = rank_analysis.load_images(args)
-    assert source == '2 procedural images' and images.shape == (2, 32, 32, 3)
+    assert source == '2 procedural images' and images.shape == (2, 32, 48, 3)
     shapes = tmp_path / 'coco_shapes' / 'train'
     shapes.mkdir(parents=True)
     cv2.imwrite(str(shapes / '0.png'), np.zeros((20, 30, 3), np.uint8))
     monkeypatch.setattr(rank_analysis, 'SHAPES_DIR', str(tmp_path / 'coco_shapes'))
     images, source = rank_analysis.load_images(args)
     assert source == f'1 image(s) from {tmp_path / "coco_shapes"}'
-    assert images.shape == (1, 32, 32, 3)
+    assert images.shape == (1, 32, 48, 3)  # --shape is H W

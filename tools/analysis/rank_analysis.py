@@ -2,7 +2,7 @@
 RALA and softmax attention, computed from the same q, k, v of every attention layer of RAVLT.
 
     python tools/analysis/rank_analysis.py [--arch s] [--checkpoint PATH] [--images DIR|FILE]
-        [--num-images 4] [--size 224] [--stages 0 1 2 3] [--rtol 1e-3] [--energy 0.99]
+        [--num-images 4] [--shape 224 224] [--stages 0 1 2 3] [--rtol 1e-3] [--energy 0.99]
         [--work-dir work_dirs/rank_analysis]
 
 The input of each attention layer (after its LayerNorm) is captured with a forward hook while the
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ravlt_dense.analysis import rank as R
+from ravlt_dense.cli import add_shape_argument, parsed_shape
 from ravlt_dense.inputs import collect_images, read_image
 from ravlt_dense.models.backbones.ravlt import RAVLT
 
@@ -35,7 +36,7 @@ def parse_args(argv=None):
     p.add_argument('--images', help=f'image file or folder; default: {SHAPES_DIR} if present, '
                    'else procedural images')
     p.add_argument('--num-images', type=int, default=4)
-    p.add_argument('--size', type=int, default=224, help='images are resized to size x size')
+    add_shape_argument(p, help='images are resized to', default='224 224')
     p.add_argument('--stages', type=int, nargs='+', default=[0, 1, 2, 3])
     p.add_argument('--rtol', type=float, default=R.DEFAULT_RTOL)
     p.add_argument('--energy', type=float, default=R.DEFAULT_ENERGY)
@@ -43,20 +44,22 @@ def parse_args(argv=None):
                    help="also the rank of softmax's N x N attention matrix (slow at stage 1)")
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--work-dir', default='work_dirs/rank_analysis')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.shape = parsed_shape(p, args.shape or [224, 224])
+    return args
 
 
 def load_images(args):
-    """uint8 (B, size, size, 3) RGB and a description of where they came from."""
+    """uint8 (B, H, W, 3) RGB and a description of where they came from."""
     import cv2
     source = args.images
     if source is None and osp.isdir(SHAPES_DIR):
         source = SHAPES_DIR
     if source is None:
-        return (R.procedural_images(args.num_images, args.size, args.seed),
+        return (R.procedural_images(args.num_images, *args.shape, args.seed),
                 f'{args.num_images} procedural images')
     files = collect_images([source], recursive=True)[:args.num_images]
-    imgs = [cv2.resize(cv2.cvtColor(read_image(f), cv2.COLOR_BGR2RGB), (args.size, args.size),
+    imgs = [cv2.resize(cv2.cvtColor(read_image(f), cv2.COLOR_BGR2RGB), tuple(args.shape[::-1]),
                        interpolation=cv2.INTER_LINEAR) for f in files]
     return np.stack(imgs), f'{len(files)} image(s) from {source}'
 
@@ -197,9 +200,10 @@ def main(argv=None):
                else f'random weights (seed {args.seed})')
     text = '\n'.join([
         f'# Rank analysis, RAVLT-{args.arch.upper()}, {weights}', '',
-        f'Inputs: {source}, {args.size}x{args.size}. Every cell: numerical rank (singular values > '
-        f'{args.rtol:g} x largest) / energy rank ({args.energy:.0%} of sum s^2), mean over images '
-        'and heads. Maximum possible: d for a buffer, min(N, C) for an output map.',
+        f'Inputs: {source}, {args.shape[0]}x{args.shape[1]}. Every cell: numerical rank '
+        f'(singular values > {args.rtol:g} x largest) / energy rank ({args.energy:.0%} of sum '
+        's^2), mean over images and heads. Maximum possible: d for a buffer, min(N, C) for an '
+        'output map.',
         'All variants use the same q, k, v (from the layer\'s own qkvo conv on its real input); '
         '"native" is the attention the layer runs in the model. linear = phi(q)(phi(k)^T v) '
         'normalised, phi = elu+1, no RoPE; linear+RoPE = the same with RoPE (RALA without its '

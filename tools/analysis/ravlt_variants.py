@@ -1,21 +1,23 @@
 """Build every RAVLT variant and print its parameters and multi-scale output shapes.
 
-    python tools/analysis/ravlt_variants.py [--size 224 224]
+    python tools/analysis/ravlt_variants.py [--shape 224 224]
 """
 import argparse
 
 import torch
 
 from ravlt_dense import zoo
+from ravlt_dense.cli import add_shape_argument, parsed_shape
 from ravlt_dense.models.backbones.ravlt import RAVLT
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--size', nargs=2, type=int, default=[224, 224], metavar=('H', 'W'))
+    add_shape_argument(parser, default='224 224')
     args = parser.parse_args(argv)
-    print(f'| variant | params | spec | attention per stage | outputs for 1x3x{args.size[0]}x'
-          f'{args.size[1]} |')
+    shape = parsed_shape(parser, args.shape or [224, 224])
+    print(f'| variant | params | spec | attention per stage | outputs for 1x3x{shape[0]}x'
+          f'{shape[1]} |')
     print('|---|---|---|---|---|')
     rows = []
     for arch in zoo.variants():
@@ -23,7 +25,7 @@ def main(argv=None):
         model = RAVLT(arch).eval()
         params = sum(p.numel() for p in model.parameters())
         with torch.no_grad():
-            outs = model(torch.randn(1, 3, *args.size))
+            outs = model(torch.randn(1, 3, *shape))
         shapes = ', '.join('x'.join(map(str, o.shape[1:])) for o in outs)
         check = 'ok' if params == expected else f'expected {expected:,}'
         print(f'| RAVLT-{arch.upper()} | {params:,} | {check} | {"/".join(model.attn_types)} '

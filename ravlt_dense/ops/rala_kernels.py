@@ -56,6 +56,64 @@ UNSUPPORTED_ERRORS = (OutOfResources, ) + tuple(
 
 
 @triton.jit
+def _this_program(num_heads, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's (image, head) pair bh = b * num_heads + h, its chunk or block of tokens
+    (the grid's second axis), and a tile's channel offsets with their mask."""
+    bh = tl.program_id(0)
+    offs_d = tl.arange(0, BLOCK_D)
+    return bh, tl.program_id(1), bh // num_heads, bh % num_heads, offs_d, offs_d < HEAD_DIM
+
+
+@triton.jit
+def _load_tile(base, stride_n, stride_d, offs_n, offs_d, mask, ACC: tl.constexpr):
+    """A (BLOCK_N, BLOCK_D) tile of a strided (tokens, channels) map in ACC, zero outside
+    ``mask``."""
+    return tl.load(base + offs_n[:, None] * stride_n + offs_d[None, :] * stride_d, mask=mask,
+                   other=0.).to(ACC)
+
+
+@triton.jit
+def _store_tile(base, stride_n, stride_d, offs_n, offs_d, tile, mask):
+    """Writes a tile into a strided map, rounded to the map's dtype."""
+    tl.store(base + offs_n[:, None] * stride_n + offs_d[None, :] * stride_d,
+             tile.to(base.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _load_vector(ptr, row, offs_d, HEAD_DIM: tl.constexpr):
+    """Row ``row`` of a contiguous (rows, HEAD_DIM) table of per-head vectors, zero-padded to
+    BLOCK_D."""
+    return tl.load(ptr + row * HEAD_DIM + offs_d, mask=offs_d < HEAD_DIM, other=0.)
+
+
+@triton.jit
+def _store_vector(ptr, row, offs_d, value, HEAD_DIM: tl.constexpr):
+    tl.store(ptr + row * HEAD_DIM + offs_d, value, mask=offs_d < HEAD_DIM)
+
+
+@triton.jit
+def _square_pointers(ptr, row, offs_d, HEAD_DIM: tl.constexpr):
+    """Pointers and mask of matrix ``row`` of a contiguous (rows, HEAD_DIM, HEAD_DIM) table."""
+    d_mask = offs_d < HEAD_DIM
+    matrix = ptr + row * HEAD_DIM * HEAD_DIM
+    return (matrix + offs_d[:, None] * HEAD_DIM + offs_d[None, :],
+            d_mask[:, None] & d_mask[None, :])
+
+
+@triton.jit
+def _load_square(ptr, row, offs_d, HEAD_DIM: tl.constexpr):
+    """A (HEAD_DIM, HEAD_DIM) per-head matrix, zero-padded to (BLOCK_D, BLOCK_D)."""
+    pointers, mask = _square_pointers(ptr, row, offs_d, HEAD_DIM)
+    return tl.load(pointers, mask=mask, other=0.)
+
+
+@triton.jit
+def _store_square(ptr, row, offs_d, value, HEAD_DIM: tl.constexpr):
+    pointers, mask = _square_pointers(ptr, row, offs_d, HEAD_DIM)
+    tl.store(pointers, value, mask=mask)
+
+
+@triton.jit
 def _cos_sin(rotation_ptr, offs_n, offs_d, mask, HEAD_DIM: tl.constexpr, ACC: tl.constexpr):
     """cos and sin of each (token, channel) of a tile from the cached (n_tokens, HEAD_DIM/2)
     complex rotation of RoPE.cached, read as interleaved (cos, sin) floats; and the sign of the
@@ -76,12 +134,11 @@ def _phi_and_rope(base, stride_n, stride_d, offs_n, offs_d, n_tokens, rotation_p
     Tokens past ``n_tokens`` and channels past HEAD_DIM are zero in both results.
     """
     mask = (offs_n < n_tokens)[:, None] & (offs_d < HEAD_DIM)[None, :]
-    rows = base + offs_n[:, None] * stride_n
-    x = tl.load(rows + offs_d[None, :] * stride_d, mask=mask, other=0.).to(ACC)
+    x = _load_tile(base, stride_n, stride_d, offs_n, offs_d, mask, ACC)
     phi = tl.where(mask, tl.where(x > 0, x + 1, tl.exp(x)), 0.)  # elu(x) + 1 = e^x for x <= 0
     if ROTATE:
         # RoPE turns channel pairs (2i, 2i+1) by the token's angle theta_i (partner c ^ 1)
-        x_pair = tl.load(rows + (offs_d ^ 1)[None, :] * stride_d, mask=mask, other=0.).to(ACC)
+        x_pair = _load_tile(base, stride_n, stride_d, offs_n, offs_d ^ 1, mask, ACC)
         phi_pair = tl.where(mask, tl.where(x_pair > 0, x_pair + 1, tl.exp(x_pair)), 0.)
         cos, sin, sign = _cos_sin(rotation_ptr, offs_n, offs_d, mask, HEAD_DIM, ACC)
         rotated = phi * cos + sign[None, :] * phi_pair * sin
@@ -95,9 +152,8 @@ def _query_sum_kernel(q_ptr, sum_ptr, n_tokens, tokens_per_chunk, num_heads,
                       BLOCK_D: tl.constexpr, FP64: tl.constexpr):
     """sum_ptr[bh, chunk, :] = sum of phi(q) over the chunk's tokens."""
     ACC: tl.constexpr = tl.float64 if FP64 else tl.float32
-    bh, chunk = tl.program_id(0), tl.program_id(1)
-    q_base = q_ptr + (bh // num_heads) * sq_b + (bh % num_heads) * sq_h
-    offs_d = tl.arange(0, BLOCK_D)
+    bh, chunk, b, h, offs_d, d_mask = _this_program(num_heads, HEAD_DIM, BLOCK_D)
+    q_base = q_ptr + b * sq_b + h * sq_h
     total = tl.zeros((BLOCK_D, ), dtype=ACC)
     start = chunk * tokens_per_chunk
     end = tl.minimum(start + tokens_per_chunk, n_tokens)
@@ -106,9 +162,7 @@ def _query_sum_kernel(q_ptr, sum_ptr, n_tokens, tokens_per_chunk, num_heads,
         phi, _ = _phi_and_rope(q_base, sq_n, sq_d, offs_n, offs_d, end, q_ptr, HEAD_DIM, False,
                                ACC)
         total += tl.sum(phi, axis=0)
-    num_chunks = tl.num_programs(1)
-    tl.store(sum_ptr + (bh * num_chunks + chunk) * HEAD_DIM + offs_d, total,
-             mask=offs_d < HEAD_DIM)
+    _store_vector(sum_ptr, bh * tl.num_programs(1) + chunk, offs_d, total, HEAD_DIM)
 
 
 @triton.jit(do_not_specialize=['n_tokens', 'tokens_per_chunk'])
@@ -120,13 +174,10 @@ def _key_value_kernel(k_ptr, v_ptr, q_global_ptr, rotation_ptr, max_ptr, denom_p
     """One chunk's share of the softmax over the tokens: its max logit, sum of exp(logit - max),
     sum of exp(.) phi(k) and sum of exp(.) R(phi(k))^T v."""
     ACC: tl.constexpr = tl.float64 if FP64 else tl.float32
-    bh, chunk = tl.program_id(0), tl.program_id(1)
-    b, h = bh // num_heads, bh % num_heads
+    bh, chunk, b, h, offs_d, d_mask = _this_program(num_heads, HEAD_DIM, BLOCK_D)
     k_base = k_ptr + b * sk_b + h * sk_h
     v_base = v_ptr + b * sv_b + h * sv_h
-    offs_d = tl.arange(0, BLOCK_D)
-    d_mask = offs_d < HEAD_DIM
-    q_global = tl.load(q_global_ptr + bh * HEAD_DIM + offs_d, mask=d_mask, other=0.)
+    q_global = _load_vector(q_global_ptr, bh, offs_d, HEAD_DIM)
 
     running_max = tl.full((), float('-inf'), ACC)
     denom = tl.zeros((), dtype=ACC)
@@ -144,8 +195,8 @@ def _key_value_kernel(k_ptr, v_ptr, q_global_ptr, rotation_ptr, max_ptr, denom_p
         new_max = tl.maximum(running_max, tl.max(logits, axis=0))
         rescale = tl.exp(running_max - new_max)  # 0 on the first block (exp(-inf))
         weights = tl.exp(logits - new_max)  # 0 for padding tokens
-        v = tl.load(v_base + offs_n[:, None] * sv_n + offs_d[None, :] * sv_d,
-                    mask=n_mask[:, None] & d_mask[None, :], other=0.).to(ACC)
+        v = _load_tile(v_base, sv_n, sv_d, offs_n, offs_d, n_mask[:, None] & d_mask[None, :],
+                       ACC)
         denom = denom * rescale + tl.sum(weights, axis=0)
         ksum = ksum * rescale + tl.sum(weights[:, None] * phi, axis=0)
         kv = kv * rescale + tl.dot(tl.trans(rotated), weights[:, None] * v,
@@ -155,10 +206,8 @@ def _key_value_kernel(k_ptr, v_ptr, q_global_ptr, rotation_ptr, max_ptr, denom_p
     out = bh * tl.num_programs(1) + chunk
     tl.store(max_ptr + out, running_max)
     tl.store(denom_ptr + out, denom)
-    tl.store(ksum_ptr + out * HEAD_DIM + offs_d, ksum, mask=d_mask)
-    kv_offs = offs_d[:, None] * HEAD_DIM + offs_d[None, :]
-    tl.store(kv_ptr + out * HEAD_DIM * HEAD_DIM + kv_offs, kv,
-             mask=d_mask[:, None] & d_mask[None, :])
+    _store_vector(ksum_ptr, out, offs_d, ksum, HEAD_DIM)
+    _store_square(kv_ptr, out, offs_d, kv, HEAD_DIM)
 
 
 @triton.jit(do_not_specialize=['n_tokens'])
@@ -170,30 +219,22 @@ def _output_kernel(q_ptr, rotation_ptr, ksum_ptr, kv_ptr, out_ptr, lepe_ptr, gat
     """out_n = (R(phi(q_n)) kv) / (phi(q_n) . ksum + eps) for one block of tokens; GATED:
     out_n = (lepe_n + that) * gate_n, RALAttention's next two steps, in the same pass."""
     ACC: tl.constexpr = tl.float64 if FP64 else tl.float32
-    bh, block = tl.program_id(0), tl.program_id(1)
-    b, h = bh // num_heads, bh % num_heads
+    bh, block, b, h, offs_d, d_mask = _this_program(num_heads, HEAD_DIM, BLOCK_D)
     offs_n = block * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    d_mask = offs_d < HEAD_DIM
     mask = (offs_n < n_tokens)[:, None] & d_mask[None, :]
     phi, rotated = _phi_and_rope(q_ptr + b * sq_b + h * sq_h, sq_n, sq_d, offs_n, offs_d,
                                  n_tokens, rotation_ptr, HEAD_DIM, True, ACC)
-    ksum = tl.load(ksum_ptr + bh * HEAD_DIM + offs_d, mask=d_mask, other=0.)
-    kv = tl.load(kv_ptr + bh * HEAD_DIM * HEAD_DIM + offs_d[:, None] * HEAD_DIM
-                 + offs_d[None, :], mask=d_mask[:, None] & d_mask[None, :], other=0.)
+    ksum = _load_vector(ksum_ptr, bh, offs_d, HEAD_DIM)
+    kv = _load_square(kv_ptr, bh, offs_d, HEAD_DIM)
     z = 1. / (tl.sum(phi * ksum[None, :], axis=1) + 1e-6)  # the eps of rala_terms / rala_fast
     out = tl.dot(rotated, kv, input_precision=PRECISION) * z[:, None]
     if GATED:
         # rounded to the map's dtype first, as the PyTorch path adds the attention's output
         out = out.to(out_ptr.dtype.element_ty).to(ACC)
-        lepe = tl.load(lepe_ptr + b * sl_b + h * sl_h + offs_n[:, None] * sl_n
-                       + offs_d[None, :] * sl_d, mask=mask, other=0.).to(ACC)
-        gate = tl.load(gate_ptr + b * sg_b + h * sg_h + offs_n[:, None] * sg_n
-                       + offs_d[None, :] * sg_d, mask=mask, other=0.).to(ACC)
+        lepe = _load_tile(lepe_ptr + b * sl_b + h * sl_h, sl_n, sl_d, offs_n, offs_d, mask, ACC)
+        gate = _load_tile(gate_ptr + b * sg_b + h * sg_h, sg_n, sg_d, offs_n, offs_d, mask, ACC)
         out = (lepe + out) * gate
-    out_base = out_ptr + b * so_b + h * so_h
-    tl.store(out_base + offs_n[:, None] * so_n + offs_d[None, :] * so_d,
-             out.to(out_ptr.dtype.element_ty), mask=mask)
+    _store_tile(out_ptr + b * so_b + h * so_h, so_n, so_d, offs_n, offs_d, out, mask)
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,14 +250,6 @@ def _output_kernel(q_ptr, rotation_ptr, ksum_ptr, kv_ptr, out_ptr, lepe_ptr, gat
 #   dq = dP phi'(q), dk = dK phi'(k),  phi'(x) = 1 for x > 0, e^x = phi(x) else: min(phi, 1)
 # R^T needs a tile's partner channels c ^ 1: swapped in registers (split / join).
 # --------------------------------------------------------------------------------------------
-@triton.jit
-def _load_square(ptr, offs_d, HEAD_DIM: tl.constexpr):
-    """A (HEAD_DIM, HEAD_DIM) per-head matrix, zero-padded to BLOCK_D."""
-    d_mask = offs_d < HEAD_DIM
-    return tl.load(ptr + offs_d[:, None] * HEAD_DIM + offs_d[None, :],
-                   mask=d_mask[:, None] & d_mask[None, :], other=0.)
-
-
 @triton.jit
 def _rotate_back(u, cos, sin, sign, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """R^T(u) = u cos - sign u_pair sin of a (BLOCK_N, BLOCK_D) tile, u_pair its channels
@@ -235,14 +268,11 @@ def _grad_sums_kernel(q_ptr, dout_ptr, rotation_ptr, ksum_ptr, kv_ptr, dzinv_ptr
     """Pass 1 of the backward, one chunk of tokens: its share of dkv and ds, and dzinv_n of
     each token (kept for pass 3)."""
     ACC: tl.constexpr = tl.float64 if FP64 else tl.float32
-    bh, chunk = tl.program_id(0), tl.program_id(1)
-    b, h = bh // num_heads, bh % num_heads
+    bh, chunk, b, h, offs_d, d_mask = _this_program(num_heads, HEAD_DIM, BLOCK_D)
     q_base = q_ptr + b * sq_b + h * sq_h
     d_base = dout_ptr + b * sd_b + h * sd_h
-    offs_d = tl.arange(0, BLOCK_D)
-    d_mask = offs_d < HEAD_DIM
-    ksum = tl.load(ksum_ptr + bh * HEAD_DIM + offs_d, mask=d_mask, other=0.)
-    kv = _load_square(kv_ptr + bh * HEAD_DIM * HEAD_DIM, offs_d, HEAD_DIM)
+    ksum = _load_vector(ksum_ptr, bh, offs_d, HEAD_DIM)
+    kv = _load_square(kv_ptr, bh, offs_d, HEAD_DIM)
     dkv = tl.zeros((BLOCK_D, BLOCK_D), dtype=ACC)
     dksum = tl.zeros((BLOCK_D, ), dtype=ACC)
     start = chunk * tokens_per_chunk
@@ -252,8 +282,8 @@ def _grad_sums_kernel(q_ptr, dout_ptr, rotation_ptr, ksum_ptr, kv_ptr, dzinv_ptr
         n_mask = offs_n < end
         phi, rotated = _phi_and_rope(q_base, sq_n, sq_d, offs_n, offs_d, end, rotation_ptr,
                                      HEAD_DIM, True, ACC)
-        dout = tl.load(d_base + offs_n[:, None] * sd_n + offs_d[None, :] * sd_d,
-                       mask=n_mask[:, None] & d_mask[None, :], other=0.).to(ACC)
+        dout = _load_tile(d_base, sd_n, sd_d, offs_n, offs_d, n_mask[:, None] & d_mask[None, :],
+                          ACC)
         z = 1. / (tl.sum(phi * ksum[None, :], axis=1) + 1e-6)
         dz = tl.sum(dout * tl.dot(rotated, kv, input_precision=PRECISION), axis=1)
         dzinv = -dz * z * z  # 0 for padding tokens (dout = 0)
@@ -261,9 +291,8 @@ def _grad_sums_kernel(q_ptr, dout_ptr, rotation_ptr, ksum_ptr, kv_ptr, dzinv_ptr
         dkv += tl.dot(tl.trans(rotated), z[:, None] * dout, input_precision=PRECISION)
         dksum += tl.sum(dzinv[:, None] * phi, axis=0)
     out = bh * tl.num_programs(1) + chunk
-    tl.store(dksum_ptr + out * HEAD_DIM + offs_d, dksum, mask=d_mask)
-    tl.store(dkv_ptr + out * HEAD_DIM * HEAD_DIM + offs_d[:, None] * HEAD_DIM + offs_d[None, :],
-             dkv, mask=d_mask[:, None] & d_mask[None, :])
+    _store_vector(dksum_ptr, out, offs_d, dksum, HEAD_DIM)
+    _store_square(dkv_ptr, out, offs_d, dkv, HEAD_DIM)
 
 
 @triton.jit(do_not_specialize=['n_tokens', 'tokens_per_chunk'])
@@ -277,18 +306,15 @@ def _grad_key_value_kernel(k_ptr, v_ptr, rotation_ptr, q_global_ptr, max_ptr, de
     """Pass 2 of the backward, one chunk of tokens: dk and dv of its tokens and its share of
     sum_n dl_n phi(k_n) (for the global query's gradient)."""
     ACC: tl.constexpr = tl.float64 if FP64 else tl.float32
-    bh, chunk = tl.program_id(0), tl.program_id(1)
-    b, h = bh // num_heads, bh % num_heads
+    bh, chunk, b, h, offs_d, d_mask = _this_program(num_heads, HEAD_DIM, BLOCK_D)
     k_base = k_ptr + b * sk_b + h * sk_h
     v_base = v_ptr + b * sv_b + h * sv_h
-    offs_d = tl.arange(0, BLOCK_D)
-    d_mask = offs_d < HEAD_DIM
-    q_global = tl.load(q_global_ptr + bh * HEAD_DIM + offs_d, mask=d_mask, other=0.)
-    dksum = tl.load(dksum_ptr + bh * HEAD_DIM + offs_d, mask=d_mask, other=0.)
+    q_global = _load_vector(q_global_ptr, bh, offs_d, HEAD_DIM)
+    dksum = _load_vector(dksum_ptr, bh, offs_d, HEAD_DIM)
     max_logit = tl.load(max_ptr + bh)
     denom = tl.load(denom_ptr + bh)
     c = tl.load(c_ptr + bh)
-    dkv = _load_square(dkv_ptr + bh * HEAD_DIM * HEAD_DIM, offs_d, HEAD_DIM)
+    dkv = _load_square(dkv_ptr, bh, offs_d, HEAD_DIM)
     dq_global = tl.zeros((BLOCK_D, ), dtype=ACC)
     start = chunk * tokens_per_chunk
     end = tl.minimum(start + tokens_per_chunk, n_tokens)
@@ -300,8 +326,7 @@ def _grad_key_value_kernel(k_ptr, v_ptr, rotation_ptr, q_global_ptr, max_ptr, de
                                      HEAD_DIM, True, ACC)
         logits = scale * tl.sum(phi * q_global[None, :], axis=1)
         alpha = tl.where(n_mask, tl.exp(logits - max_logit) / denom, 0.)
-        v = tl.load(v_base + offs_n[:, None] * sv_n + offs_d[None, :] * sv_d, mask=mask,
-                    other=0.).to(ACC)
+        v = _load_tile(v_base, sv_n, sv_d, offs_n, offs_d, mask, ACC)
         kv_v = tl.dot(rotated, dkv, input_precision=PRECISION)  # R(K_n) dkv
         dalpha = tl.sum(kv_v * v, axis=1) + tl.sum(phi * dksum[None, :], axis=1)
         dlogit = alpha * (dalpha - c)
@@ -312,13 +337,11 @@ def _grad_key_value_kernel(k_ptr, v_ptr, rotation_ptr, q_global_ptr, max_ptr, de
                 + (scale * dlogit)[:, None] * q_global[None, :])
         dk = dphi * tl.minimum(phi, 1.)
         dv = alpha[:, None] * kv_v
-        tl.store(dk_ptr + b * sdk_b + h * sdk_h + offs_n[:, None] * sdk_n
-                 + offs_d[None, :] * sdk_d, dk.to(dk_ptr.dtype.element_ty), mask=mask)
-        tl.store(dv_ptr + b * sdv_b + h * sdv_h + offs_n[:, None] * sdv_n
-                 + offs_d[None, :] * sdv_d, dv.to(dv_ptr.dtype.element_ty), mask=mask)
+        _store_tile(dk_ptr + b * sdk_b + h * sdk_h, sdk_n, sdk_d, offs_n, offs_d, dk, mask)
+        _store_tile(dv_ptr + b * sdv_b + h * sdv_h, sdv_n, sdv_d, offs_n, offs_d, dv, mask)
         dq_global += tl.sum(dlogit[:, None] * phi, axis=0)
-    out = bh * tl.num_programs(1) + chunk
-    tl.store(dq_global_ptr + out * HEAD_DIM + offs_d, scale * dq_global, mask=d_mask)
+    _store_vector(dq_global_ptr, bh * tl.num_programs(1) + chunk, offs_d, scale * dq_global,
+                  HEAD_DIM)
 
 
 @triton.jit(do_not_specialize=['n_tokens'])
@@ -331,29 +354,24 @@ def _grad_query_kernel(q_ptr, dout_ptr, rotation_ptr, ksum_ptr, kv_ptr, dzinv_pt
     """Pass 3 of the backward, one block of tokens: dq (dq_global: the global query's gradient
     already divided by the token count)."""
     ACC: tl.constexpr = tl.float64 if FP64 else tl.float32
-    bh, block = tl.program_id(0), tl.program_id(1)
-    b, h = bh // num_heads, bh % num_heads
+    bh, block, b, h, offs_d, d_mask = _this_program(num_heads, HEAD_DIM, BLOCK_D)
     offs_n = block * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
     n_mask = offs_n < n_tokens
-    d_mask = offs_d < HEAD_DIM
     mask = n_mask[:, None] & d_mask[None, :]
     phi, _ = _phi_and_rope(q_ptr + b * sq_b + h * sq_h, sq_n, sq_d, offs_n, offs_d, n_tokens,
                            rotation_ptr, HEAD_DIM, False, ACC)
-    dout = tl.load(dout_ptr + b * sd_b + h * sd_h + offs_n[:, None] * sd_n
-                   + offs_d[None, :] * sd_d, mask=mask, other=0.).to(ACC)
-    ksum = tl.load(ksum_ptr + bh * HEAD_DIM + offs_d, mask=d_mask, other=0.)
-    dq_global = tl.load(dq_global_ptr + bh * HEAD_DIM + offs_d, mask=d_mask, other=0.)
+    dout = _load_tile(dout_ptr + b * sd_b + h * sd_h, sd_n, sd_d, offs_n, offs_d, mask, ACC)
+    ksum = _load_vector(ksum_ptr, bh, offs_d, HEAD_DIM)
+    dq_global = _load_vector(dq_global_ptr, bh, offs_d, HEAD_DIM)
     dzinv = tl.load(dzinv_ptr + bh * n_tokens + offs_n, mask=n_mask, other=0.)
     z = 1. / (tl.sum(phi * ksum[None, :], axis=1) + 1e-6)
-    kv = _load_square(kv_ptr + bh * HEAD_DIM * HEAD_DIM, offs_d, HEAD_DIM)
+    kv = _load_square(kv_ptr, bh, offs_d, HEAD_DIM)
     cos, sin, sign = _cos_sin(rotation_ptr, offs_n, offs_d, mask, HEAD_DIM, ACC)
     grad = z[:, None] * _rotate_back(tl.dot(dout, tl.trans(kv), input_precision=PRECISION),
                                      cos, sin, sign, BLOCK_N, BLOCK_D)  # z_n R^T(kv dout_n)
     dphi = grad + dzinv[:, None] * ksum[None, :] + dq_global[None, :]
     dq = dphi * tl.minimum(phi, 1.)
-    tl.store(dq_ptr + b * sdq_b + h * sdq_h + offs_n[:, None] * sdq_n + offs_d[None, :] * sdq_d,
-             dq.to(dq_ptr.dtype.element_ty), mask=mask)
+    _store_tile(dq_ptr + b * sdq_b + h * sdq_h, sdq_n, sdq_d, offs_n, offs_d, dq, mask)
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,11 +11,12 @@ from .stack import check_dependencies, register_config_scopes
 
 check_dependencies()
 
-from .checkpoint import register_safe_globals  # noqa: E402
+from .checkpoint import register_checkpoint_loaders, register_safe_globals  # noqa: E402
 from .models import RAVLT  # noqa: E402
 from .version import __version__  # noqa: E402
 
 __all__ = ['RAVLT', '__version__']
 
 register_safe_globals()
+register_checkpoint_loaders()
 register_config_scopes()

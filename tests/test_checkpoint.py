@@ -243,13 +243,13 @@ def test_code_carrying_files_are_refused_by_mmengine_on_either_stack(tmp_path,
     once ravlt_dense is imported, even where mmengine itself would unpickle it."""
     import pickle
     from mmengine.runner.checkpoint import CheckpointLoader
-    from ravlt_dense.checkpoint import register_safe_globals
+    from ravlt_dense.checkpoint import register_checkpoint_loaders
     path = tmp_path / 'code.pth'
     torch.save(dict(state_dict={}, meta=dict(hook=CarriesCode())), path)
     CheckpointLoader.load_checkpoint(str(path))  # the fork's behaviour, as simulated
     assert CODE_RAN == ['code ran']
     CODE_RAN.clear()
-    register_safe_globals()  # what `import ravlt_dense` does, after mmengine registered its own
+    register_checkpoint_loaders()  # what `import ravlt_dense` does, after mmengine's own
     with pytest.raises(pickle.UnpicklingError, match=rf'(?s){re.escape(str(path))} holds Python '
                        r'objects that torch will not unpickle safely.*--unsafe-load'):
         CheckpointLoader.load_checkpoint(str(path), map_location='cpu')

@@ -91,7 +91,7 @@ def test_same_seed_same_files(coco_gen, ade_gen, tmp_path, generator, num_train)
 
 
 def test_coco_cli(coco_gen, tmp_path, capsys):
-    coco_gen.main(['--out', str(tmp_path), '--num-train', '3', '--num-val', '2', '--size', '48'])
+    coco_gen.main(['--out', str(tmp_path), '--num-train', '3', '--num-val', '2', '--shape', '48'])
     assert 'done' in capsys.readouterr().out
     with open(tmp_path / 'annotations' / 'instances_val.json') as f:
         images = json.load(f)['images']
@@ -145,7 +145,7 @@ def test_bad_arguments(coco_gen, ade_gen, tmp_path, kwargs, message):
 
 def test_bad_cli_arguments(coco_gen, ade_gen, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
-        coco_gen.main(['--out', str(tmp_path), '--size', '16'])
+        coco_gen.main(['--out', str(tmp_path), '--shape', '16'])
     assert exc.value.code == 2 and 'size must be at least 32, got 16' in capsys.readouterr().err
     with pytest.raises(ValueError, match='max_objects must be at least 1'):
         coco_gen.make_coco_shapes(str(tmp_path), max_objects=0)
@@ -185,8 +185,9 @@ def test_ade_labels_at_another_shape(ade_gen, tmp_path):
 
 def test_shape_arguments(coco_gen, ade_gen, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
-        coco_gen.main(['--out', str(tmp_path), '--size', '64', '--shape', '64', '64'])
-    assert exc.value.code == 2 and 'not allowed with argument' in capsys.readouterr().err
+        coco_gen.main(['--out', str(tmp_path), '--shape', '64', '64', '64'])
+    assert exc.value.code == 2 and '--shape takes H W (or one size for a square), got 3 values' \
+        in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         ade_gen.main(['--out', str(tmp_path), '--shape', '512', '16'])
     assert exc.value.code == 2 and 'size must be at least 32, got (512, 16)' in capsys.readouterr().err

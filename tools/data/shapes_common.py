@@ -47,9 +47,9 @@ def check_args(size, seed, **counts):
 
 def parse_args(argv: Optional[Sequence[str]], description: str, out: str,
                **options: tuple) -> argparse.Namespace:
-    """The command line of a generator: ``--out --num-train --num-val --size | --shape H W
-    --seed`` and its own integer ``options``, checked as :func:`check_args` checks them (argparse
-    reports a bad value). ``args.size`` is the side, or (height, width) after ``--shape``.
+    """The command line of a generator: ``--out --num-train --num-val --shape H W --seed`` and
+    its own integer ``options``, checked as :func:`check_args` checks them (argparse reports a
+    bad value). ``args.size`` is the side of square images, else (height, width).
 
     Args:
         argv (Sequence[str], optional): The arguments; None reads ``sys.argv``.
@@ -63,10 +63,10 @@ def parse_args(argv: Optional[Sequence[str]], description: str, out: str,
     parser.add_argument('--out', default=out, help='output folder')
     parser.add_argument('--num-train', type=int, default=96, help='training images')
     parser.add_argument('--num-val', type=int, default=24, help='validation images')
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument('--size', type=int, default=128, help='side of the square images (px)')
-    size.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
-                      help='height and width of the images (px), e.g. 800 1333')
+    # the tools' --shape (ravlt_dense.cli), without importing the package into a data script
+    parser.add_argument('--shape', type=int, nargs='+', metavar=('H', 'W'), default=[128],
+                        help='image height and width (px), e.g. 800 1333, or one size for a '
+                        'square image (default: 128)')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
     for name, (default, help_text) in options.items():
         flag = '--' + name.replace('_', '-')
@@ -75,8 +75,9 @@ def parse_args(argv: Optional[Sequence[str]], description: str, out: str,
         else:
             parser.add_argument(flag, type=int, default=default, help=help_text)
     args = parser.parse_args(argv)
-    if args.shape:
-        args.size = tuple(args.shape)
+    if len(args.shape) > 2:
+        parser.error(f'--shape takes H W (or one size for a square), got {len(args.shape)} values')
+    args.size = args.shape[0] if len(set(args.shape)) == 1 else tuple(args.shape)
     try:
         check_args(args.size, args.seed, num_train=args.num_train, num_val=args.num_val,
                    **{name: getattr(args, name) for name, (default, _) in options.items()

@@ -57,6 +57,37 @@ def test_setup_without_the_packages_needs_the_bundle(tmp_path):
     assert '| train |' not in summary
 
 
+def python_without_mmcv_ops(tmp_path):
+    """A Python whose mmcv has no ops, as on the bare GPU machine before the set-up."""
+    stub = tmp_path / 'stub' / 'mmcv' / 'ops'
+    stub.mkdir(parents=True)
+    (stub.parent / '__init__.py').write_text('')
+    (stub / '__init__.py').write_text("raise ImportError('no ops')\n")
+    python = tmp_path / 'python'
+    python.write_text(f'#!/bin/sh\nPYTHONPATH={stub.parent.parent}:$PYTHONPATH exec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    return python
+
+
+@pytest.mark.parametrize('same_python', [True, False])
+def test_setup_takes_a_prebuilt_cuda_wheel_for_this_python(tmp_path, same_python):
+    tag = 'cp%d%d' % sys.version_info[:2] if same_python else 'cp39'
+    wheel = tmp_path / 'bundle' / 'cuda' / f'onedl_mmcv-2.3.6-{tag}-{tag}-linux_x86_64.whl'
+    wheel.parent.mkdir(parents=True)
+    wheel.write_bytes(b'')
+    proc = session(tmp_path, 'setup', DRY_RUN='1', BUNDLE=str(tmp_path / 'bundle'),
+                   PYTHON=str(python_without_mmcv_ops(tmp_path)))
+    dry_runs = [line for line in proc.stdout.splitlines() if line.startswith('[dry run]')]
+    if same_python:  # installed, no build
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert dry_runs[-1].endswith(f'--no-deps {wheel})')
+        assert f'mmcv: the prebuilt {wheel.name}, no build' in proc.stdout
+    else:  # another Python's wheel is not tried: the source build is (its archive is missing)
+        assert proc.returncode == 1
+        assert not any(wheel.name in line for line in dry_runs)
+        assert 'failed: no onedl_mmcv-*.tar.gz in' in proc.stdout
+
+
 def test_train_runs_the_missions_commands(tmp_path):
     proc = session(tmp_path, 'train', DRY_RUN='1', ITERS='12')
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -4,9 +4,10 @@
 # the GPU tests and the benchmark. It only installs and calls the project's own tools.
 #   bash tools/analysis/gpu_session.sh [setup] [ops] [train] [bench]   # default: setup ops train
 #   setup  install the OneDL stack from the bundle of prepare_gpu_bundle.sh (BUNDLE) unless it
-#          imports, and build onedl-mmcv with CUDA ops for this GPU (ARCH, MAX_JOBS) unless
-#          mmcv.ops imports; the build is incremental, so a build cut by BUILD_TIMEOUT continues
-#          where it stopped when `setup` runs again on the same machine
+#          imports, then, unless mmcv.ops imports, the bundle's prebuilt CUDA wheel of onedl-mmcv
+#          for this Python (BUNDLE/cuda/, if its ops load), else build it with CUDA ops for this
+#          GPU (ARCH, MAX_JOBS); the build is incremental, so a build cut by BUILD_TIMEOUT
+#          continues where it stopped when `setup` runs again on the same machine
 #   ops    tests/test_mmcv_ops.py: NMS, RoIAlign and deformable convolution against formulas and,
 #          on a GPU, against their CPU kernels
 #   train  synthetic COCO / ADE20K in the standard layouts at full size (DET_SHAPE, SEG_SHAPE),
@@ -134,6 +135,23 @@ stage_setup() {
     if "$PYTHON" -c 'import mmcv.ops' 2>/dev/null; then
         row setup "mmcv CUDA ops" "skipped: mmcv.ops imports" 0
         return 0
+    fi
+    # A CUDA wheel built ahead for this machine (prepare_gpu_bundle.sh with CUDA_WHEEL=1) spares
+    # the lease the build's minutes; it stays only if its CUDA ops load against this torch.
+    local tag prebuilt
+    tag=$("$PYTHON" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
+    prebuilt=$(ls "$BUNDLE"/cuda/onedl_mmcv-*-"$tag"-*.whl 2>/dev/null | head -1)
+    if [ -n "$prebuilt" ]; then
+        if step setup "install the prebuilt mmcv CUDA wheel" 90 install_prebuilt.log \
+                "${PIP_OFFLINE[@]}" "$prebuilt" && { [ -n "${DRY_RUN:-}" ] || "$PYTHON" -c \
+                'import sys; from mmcv.ops import get_compiling_cuda_version as v; sys.exit(v() == "not available")' \
+                >> "$LOGS/install_prebuilt.log" 2>&1; }; then
+            echo "mmcv: the prebuilt $(basename "$prebuilt"), no build" | tee "$WORK/mmcv_build.txt"
+            return 0
+        fi
+        row setup "prebuilt mmcv" "its CUDA ops do not load here (install_prebuilt.log): building" 0
+        "$PYTHON" -m pip uninstall -y -q "$(basename "$prebuilt" | cut -d- -f1 | tr _ -)" \
+            >> "$LOGS/install_prebuilt.log" 2>&1
     fi
     local src archive arch jobs
     archive=$(ls "$BUNDLE"/onedl_mmcv-*.tar.gz 2>/dev/null | head -1)

@@ -4,7 +4,7 @@ image size, ``--shape H W`` (mmdet's get_flops style), of the tools that take on
 import argparse
 import os
 import os.path as osp
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 from mmengine.config import Config, DictAction
 
@@ -42,13 +42,18 @@ def load_config(args) -> Config:
 
 
 def add_shape_argument(parser: argparse.ArgumentParser, help: str = 'input height and width',
-                       default: Optional[str] = None) -> None:
-    """``--shape H W`` (or ``--shape S``: a square), required unless ``default`` (its help
-    text) says where a missing value comes from; read with :func:`parsed_shape`."""
-    parser.add_argument('--shape', type=int, nargs='+', metavar=('H', 'W'),
+                       default: Union[Sequence[int], str, None] = None) -> None:
+    """``--shape H W`` (or ``--shape S``: a square); read with :func:`parsed_shape`.
+
+    ``default``: the shape taken when none is given, or a text saying where the tool takes a
+    missing one from (the option is then None); without it the option is required.
+    """
+    value = None if default is None or isinstance(default, str) else list(default)
+    shown = ' '.join(map(str, value)) if value else default
+    parser.add_argument('--shape', type=int, nargs='+', metavar=('H', 'W'), default=value,
                         required=default is None,
                         help=f'{help}: H W, or one size for a square image'
-                        + (f' (default: {default})' if default else ''))
+                        + (f' (default: {shown})' if shown else ''))
 
 
 def parsed_shape(parser: argparse.ArgumentParser, shape: Sequence[int],

@@ -36,7 +36,7 @@ def parse_args(argv=None):
     p.add_argument('--images', help=f'image file or folder; default: {SHAPES_DIR} if present, '
                    'else procedural images')
     p.add_argument('--num-images', type=int, default=4)
-    add_shape_argument(p, help='images are resized to', default='224 224')
+    add_shape_argument(p, help='images are resized to', default=(224, 224))
     p.add_argument('--stages', type=int, nargs='+', default=[0, 1, 2, 3])
     p.add_argument('--rtol', type=float, default=R.DEFAULT_RTOL)
     p.add_argument('--energy', type=float, default=R.DEFAULT_ENERGY)
@@ -45,7 +45,7 @@ def parse_args(argv=None):
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--work-dir', default='work_dirs/rank_analysis')
     args = p.parse_args(argv)
-    args.shape = parsed_shape(p, args.shape or [224, 224])
+    args.shape = parsed_shape(p, args.shape)
     return args
 
 

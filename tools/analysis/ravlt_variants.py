@@ -13,9 +13,9 @@ from ravlt_dense.models.backbones.ravlt import RAVLT
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    add_shape_argument(parser, default='224 224')
+    add_shape_argument(parser, default=(224, 224))
     args = parser.parse_args(argv)
-    shape = parsed_shape(parser, args.shape or [224, 224])
+    shape = parsed_shape(parser, args.shape)
     print(f'| variant | params | spec | attention per stage | outputs for 1x3x{shape[0]}x'
           f'{shape[1]} |')
     print('|---|---|---|---|---|')

@@ -40,33 +40,30 @@ def test_setup_skips_what_imports(tmp_path):
     assert (tmp_path / 'out' / 'gpu_session_logs.tar.gz').is_file()
 
 
-def test_setup_without_the_packages_needs_the_bundle(tmp_path):
-    # a Python where mmdet does not import, as on the bare GPU machine
-    stub = tmp_path / 'stub' / 'mmdet'
-    stub.mkdir(parents=True)
-    (stub / '__init__.py').write_text("raise ImportError('not installed')\n")
+def python_without(tmp_path, module):
+    """A Python where ``module`` (e.g. 'mmdet', 'mmcv.ops') does not import, as on the bare
+    GPU machine before the set-up: stub packages ahead of the real ones on its path."""
+    stubs = tmp_path / 'stub'
+    package = stubs.joinpath(*module.split('.'))
+    package.mkdir(parents=True)
+    for parent in package.relative_to(stubs).parents:
+        if parent.parts:
+            (stubs / parent / '__init__.py').write_text('')
+    (package / '__init__.py').write_text(f"raise ImportError('{module}: not installed')\n")
     python = tmp_path / 'python'
-    python.write_text(f'#!/bin/sh\nPYTHONPATH={stub.parent}:$PYTHONPATH exec {sys.executable} "$@"\n')
+    python.write_text(f'#!/bin/sh\nPYTHONPATH={stubs}:$PYTHONPATH exec {sys.executable} "$@"\n')
     python.chmod(0o755)
-    proc = session(tmp_path, 'setup', 'train', PYTHON=str(python))
+    return python
+
+
+def test_setup_without_the_packages_needs_the_bundle(tmp_path):
+    proc = session(tmp_path, 'setup', 'train', PYTHON=str(python_without(tmp_path, 'mmdet')))
     assert proc.returncode == 1
     assert 'set-up failed: later stages need it' in proc.stderr
     summary = (tmp_path / 'out' / 'gpu_session.md').read_text()
     assert (f'| setup | install | failed: no bundle at {tmp_path / "no_bundle"} (run '
             'tools/analysis/prepare_gpu_bundle.sh here and carry it) | 0 |') in summary
     assert '| train |' not in summary
-
-
-def python_without_mmcv_ops(tmp_path):
-    """A Python whose mmcv has no ops, as on the bare GPU machine before the set-up."""
-    stub = tmp_path / 'stub' / 'mmcv' / 'ops'
-    stub.mkdir(parents=True)
-    (stub.parent / '__init__.py').write_text('')
-    (stub / '__init__.py').write_text("raise ImportError('no ops')\n")
-    python = tmp_path / 'python'
-    python.write_text(f'#!/bin/sh\nPYTHONPATH={stub.parent.parent}:$PYTHONPATH exec {sys.executable} "$@"\n')
-    python.chmod(0o755)
-    return python
 
 
 @pytest.mark.parametrize('same_python', [True, False])
@@ -76,7 +73,7 @@ def test_setup_takes_a_prebuilt_cuda_wheel_for_this_python(tmp_path, same_python
     wheel.parent.mkdir(parents=True)
     wheel.write_bytes(b'')
     proc = session(tmp_path, 'setup', DRY_RUN='1', BUNDLE=str(tmp_path / 'bundle'),
-                   PYTHON=str(python_without_mmcv_ops(tmp_path)))
+                   PYTHON=str(python_without(tmp_path, 'mmcv.ops')))
     dry_runs = [line for line in proc.stdout.splitlines() if line.startswith('[dry run]')]
     if same_python:  # installed, no build
         assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -391,9 +391,10 @@ _tracing = _Tracing()
 
 
 def _run(kernel, grid, *args, **meta) -> None:
-    """Launch ``kernel`` as triton_op wants it (``wrap_triton``: traced by torch.compile)."""
+    """Launch ``kernel`` as triton_op wants it (``wrap_triton``: traced by torch.compile);
+    an interpreted one directly (never traced, and torch < 2.13's wrap_triton refuses it)."""
     if not _tracing.shapes_only:
-        torch.library.wrap_triton(kernel)[grid](*args, **meta)
+        (kernel if INTERPRETED else torch.library.wrap_triton(kernel))[grid](*args, **meta)
 
 
 def _define(name: str, fn: Callable) -> 'torch.library.CustomOpDef':

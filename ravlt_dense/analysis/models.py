@@ -43,6 +43,13 @@ def _convnext_t() -> nn.Module:
     return ConvNeXt(arch='tiny', out_indices=(0, 1, 2, 3), gap_before_final_norm=False)
 
 
+def _timm(name: str) -> Callable[[], nn.Module]:
+    def build():
+        import timm
+        return timm.create_model(name, pretrained=False, features_only=True)
+    return build
+
+
 # The competitors are OpenMMLab's implementations, the ones a user of this backbone swaps in
 # mmdet / mmseg configs (and the whole-model rows below swap in), and the only ones that import
 # beside the CPU torch here (timm needs a torchvision built for it). On a bare GPU machine they
@@ -70,6 +77,9 @@ BACKBONES: Dict[str, Backbone] = {
                                                          embed_dims=64, num_layers=[3, 4, 6, 3])),
                          ('mmdet', )),
     'convnext_t': Backbone('ConvNeXt-T (mmpretrain)', _convnext_t, ('mmpretrain', )),
+    # the same network where mmpretrain is missing or does not import (the GPU machine: see
+    # docs/gpu.md, "Competitors: one definition")
+    'convnext_t_timm': Backbone('ConvNeXt-T (timm)', _timm('convnext_tiny'), ('timm', )),
 }
 DEFAULT_BACKBONES = ('ravlt_t', 'ravlt_s', 'ravlt_b', 'ravlt_t_rala', 'ravlt_s_rala',
                      'ravlt_b_rala', 'swin_t', 'swin_s', 'r50', 'pvtv2_b2', 'convnext_t')

@@ -65,3 +65,21 @@ def test_summary_ratios_point_the_same_way_for_times_and_speeds():
     assert 'inference 2.00x (target >= 1.0: met)' in target
     assert 'train 0.50x (target >= 0.8, missed by 38%)' in target
     assert 'train_peak 3.00x (target <= 1.5, missed by 100%)' in target
+
+
+@pytest.mark.parametrize('name, package', [('convnext_t', 'mmpretrain'),
+                                           ('convnext_t_timm', 'timm')])
+def test_both_convnext_t_are_convnext_t(name, package):
+    """mmpretrain's and timm's ConvNeXt-T (the GPU session's): the same network, ~28 M weights,
+    four maps of 96..768 channels at strides 4..32; where missing, a row names the package."""
+    import torch
+    missing = models.missing_requirement(name, 'backbone')
+    if missing is not None:
+        assert missing == f'{package} is not installed'
+        pytest.skip(missing)
+    net = models.BACKBONES[name].build()
+    net.eval()  # (mmpretrain's train() returns None)
+    assert sum(p.numel() for p in net.parameters()) == pytest.approx(27.82e6, rel=1e-3)
+    with torch.no_grad():
+        maps = net(torch.randn(1, 3, 64, 96))
+    assert [tuple(m.shape) for m in maps] == [(1, 96 * 2**i, 16 >> i, 24 >> i) for i in range(4)]

@@ -35,9 +35,12 @@ from ravlt_dense.analysis.timing import cpu_model
 DEFAULT_SHAPES = [(224, 224), (512, 512), (800, 1216)]
 # The GPU session's measurement (issue 17 item 4): RAVLT-T/S in both mixes with the kernels on
 # and off against Swin-T and ConvNeXt-T at the detection input, fp16, in well under 10 minutes.
+# ConvNeXt-T is timm's there: the GPU machine has timm, and onedl-mmpretrain does not import
+# beside its transformers 5 (docs/gpu.md).
 PRESETS = {
     'gpu-session': dict(
-        models=['ravlt_s', 'swin_t', 'ravlt_s_rala', 'convnext_t', 'ravlt_t', 'ravlt_t_rala'],
+        models=['ravlt_s', 'swin_t', 'ravlt_s_rala', 'convnext_t_timm', 'ravlt_t',
+                'ravlt_t_rala'],
         shape=[(800, 1216)], batch=[1, 8], train_batch=2, device='cuda', dtype='float16',
         paths=['fast', 'fast-nokernel'], compile='inductor', repeat=10, warmup=3, no_flops=True,
         budget=330, timeout=150),

@@ -36,6 +36,7 @@ def test_setup_skips_what_imports(tmp_path):
     summary = (tmp_path / 'out' / 'gpu_session.md').read_text()
     assert '| setup | install | skipped: mmengine, mmdet and mmseg import | 0 |' in summary
     assert '| setup | mmcv CUDA ops | skipped: mmcv.ops imports | 0 |' in summary
+    assert '| setup | the training flow imports | ok |' in summary
     assert '- mmcv 2.' in summary and 'device: ' in summary
     assert (tmp_path / 'out' / 'gpu_session_logs.tar.gz').is_file()
 
@@ -66,6 +67,18 @@ def test_setup_without_the_packages_needs_the_bundle(tmp_path):
     assert '| train |' not in summary
 
 
+def test_setup_fails_on_a_dependency_the_training_flow_lacks(tmp_path):
+    # mmdet, mmseg and mmcv.ops import, but mmdet's datasets need pycocotools (as, on the GPU
+    # machine, they needed imgaug, which the bundle lacked): named in set-up, nothing trains
+    proc = session(tmp_path, 'setup', 'train', PYTHON=str(python_without(tmp_path, 'pycocotools')))
+    assert proc.returncode == 1
+    assert 'set-up failed: later stages need it' in proc.stderr
+    summary = (tmp_path / 'out' / 'gpu_session.md').read_text()
+    assert ('| setup | the training flow imports | failed, exit 1: ImportError: pycocotools: '
+            'not installed |') in summary
+    assert '| train |' not in summary
+
+
 @pytest.mark.parametrize('same_python', [True, False])
 def test_setup_takes_a_prebuilt_cuda_wheel_for_this_python(tmp_path, same_python):
     tag = 'cp%d%d' % sys.version_info[:2] if same_python else 'cp39'
@@ -77,7 +90,8 @@ def test_setup_takes_a_prebuilt_cuda_wheel_for_this_python(tmp_path, same_python
     dry_runs = [line for line in proc.stdout.splitlines() if line.startswith('[dry run]')]
     if same_python:  # installed, no build
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert dry_runs[-1].endswith(f'--no-deps {wheel})')
+        assert dry_runs[-2].endswith(f"--no-deps {wheel})")
+        assert dry_runs[-1].endswith("import mmdet.apis, mmseg.apis, ravlt_dense.models)")
         assert f'mmcv: the prebuilt {wheel.name}, no build' in proc.stdout
     else:  # another Python's wheel is not tried: the source build is (its archive is missing)
         assert proc.returncode == 1

@@ -121,6 +121,14 @@ tagged() { grep "\[$1\]" requirements/gpu_bundle.txt | sed 's/#.*//; s/==.*//' |
 PIP_OFFLINE=("$PYTHON" -m pip install -q --no-index --find-links "$BUNDLE" --no-deps)
 
 stage_setup() {
+    install_stack || return 1
+    # what tools/train.py imports (datasets, engine, models with mmcv's ops): a dependency the
+    # bundle lacks fails here, named, not in every training run
+    step setup "the training flow imports" 60 imports.log "$PYTHON" -c \
+        'import mmdet.apis, mmseg.apis, ravlt_dense.models'
+}
+
+install_stack() {
     if ! "$PYTHON" -c 'import mmengine.runner, mmdet, mmseg' 2>/dev/null; then
         if [ ! -d "$BUNDLE" ]; then
             row setup install "failed: no bundle at $BUNDLE (run tools/analysis/prepare_gpu_bundle.sh here and carry it)" 0

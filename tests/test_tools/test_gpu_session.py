@@ -2,6 +2,7 @@
 it would run on the GPU machine, the bundle it installs, and tools/analysis/train_time.py's
 table from mmengine's logs."""
 import json
+import re
 import subprocess
 import sys
 
@@ -65,6 +66,17 @@ def test_setup_without_the_packages_needs_the_bundle(tmp_path):
     assert (f'| setup | install | failed: no bundle at {tmp_path / "no_bundle"} (run '
             'tools/analysis/prepare_gpu_bundle.sh here and carry it) | 0 |') in summary
     assert '| train |' not in summary
+
+
+def test_ops_runs_the_ops_tests_and_reports_their_counts(tmp_path):
+    proc = session(tmp_path, 'ops')
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = (tmp_path / 'out' / 'gpu_session.md').read_text()
+    name = 'mmcv ops against formulas / the CPU (tests/test_mmcv_ops.py)'
+    assert f'| ops | {name} | ok |' in summary
+    counts = re.search(rf'\| ops \| {re.escape(name)}: counts \| (.*) \| 0 \|', summary)
+    assert counts, summary
+    assert re.fullmatch(r'\d+ passed(, \d+ skipped)?(, \d+ warnings?)? in [\d.]+s', counts[1])
 
 
 def test_setup_fails_on_a_dependency_the_training_flow_lacks(tmp_path):

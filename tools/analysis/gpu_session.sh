@@ -188,10 +188,21 @@ install_stack() {
     step setup "install mmcv" 60 install_mmcv.log "${PIP_OFFLINE[@]}" "$WORK"/wheels/onedl_mmcv-*.whl
 }
 
+# run_tests STAGE NAME MAX_SECONDS LOG PYTEST_ARGS...: pytest as a step, then a row of its
+# counts (pytest.ini's -q already: one more would drop pytest's summary line)
+run_tests() {
+    local stage=$1 name=$2 max=$3 log=$4; shift 4
+    step "$stage" "$name" "$max" "$log" "$PYTHON" -m pytest "$@" -p no:cacheprovider -rs
+    local rc=$? counts
+    counts=$(grep -E '^=* *[0-9]+ (passed|failed|skipped|errors?|deselected)' "$LOGS/$log" \
+        2>/dev/null | tail -1 | tr -d '=' | sed 's/^ *//; s/ *$//')
+    [ -z "$counts" ] || row "$stage" "$name: counts" "$counts" 0
+    return $rc
+}
+
 stage_ops() {
-    step ops "mmcv ops against formulas / the CPU (tests/test_mmcv_ops.py)" 120 ops.log \
-        "$PYTHON" -m pytest "$REPO/tests/test_mmcv_ops.py" -q -p no:cacheprovider -rs
-    grep -E 'passed|failed|skipped|error' "$LOGS/ops.log" | tail -3
+    run_tests ops "mmcv ops against formulas / the CPU (tests/test_mmcv_ops.py)" 120 ops.log \
+        "$REPO/tests/test_mmcv_ops.py"
 }
 
 # make_data NAME CMD...: generate a data set once per machine and size
@@ -263,9 +274,7 @@ stage_train() {
 }
 
 stage_bench() {
-    step bench "python -m pytest tests -m gpu" 150 gpu_tests.log "$PYTHON" -m pytest \
-        "$REPO/tests" -m gpu -q -p no:cacheprovider -rs
-    grep -E 'passed|failed|skipped|error' "$LOGS/gpu_tests.log" | tail -2
+    run_tests bench "python -m pytest tests -m gpu" 150 gpu_tests.log "$REPO/tests" -m gpu
     # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
     step bench "tools/analysis/benchmark.py $BENCH_ARGS" 360 benchmark.log "$PYTHON" \
         tools/analysis/benchmark.py $BENCH_ARGS --work-dir "$WORK/benchmark"

@@ -9,6 +9,7 @@ stopped by its time limit or by the run's budget keeps what it measured.
 import json
 import os
 import queue
+import re
 import statistics
 import subprocess
 import sys
@@ -222,6 +223,15 @@ def _stream(proc: subprocess.Popen, lines: 'queue.Queue') -> None:
     lines.put(None)
 
 
+def _error_line(stderr: str) -> str:
+    """The line of a failed child's stderr that says what failed: the last exception line
+    (torch's own hints such as "Set TORCHDYNAMO_VERBOSE=1 ..." come after it), else the last
+    line."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()] or ['no output']
+    errors = [ln for ln in lines if re.match(r'[\w.]*(Error|Exception|Interrupt)\b', ln)]
+    return (errors or lines)[-1]
+
+
 def run_isolated(spec: dict, timeout: float, stopped_why: str = '') -> List[dict]:
     """``measure(spec)`` in a fresh interpreter, given ``timeout`` seconds: the rows it measured,
     and a row with a note if it failed or ran out of time (``stopped_why`` then says why, e.g.
@@ -260,6 +270,6 @@ def run_isolated(spec: dict, timeout: float, stopped_why: str = '') -> List[dict
         proc.wait()
         if proc.returncode != 0:
             log.seek(0)
-            err = ([ln for ln in log.read().splitlines() if ln.strip()] or ['no output'])[-1]
+            err = _error_line(log.read())
             rows.append(dict(fail, note=f'failed (exit {proc.returncode}): {err}'[:300]))
     return rows

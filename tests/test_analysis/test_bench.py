@@ -83,3 +83,21 @@ def test_both_convnext_t_are_convnext_t(name, package):
     with torch.no_grad():
         maps = net(torch.randn(1, 3, 64, 96))
     assert [tuple(m.shape) for m in maps] == [(1, 96 * 2**i, 16 >> i, 24 >> i) for i in range(4)]
+
+
+def test_a_failed_case_is_a_row_naming_its_error():
+    # dynamo's failures end with hints after the exception: the row keeps the exception
+    stderr = ('Traceback (most recent call last):\n  File "bench.py", line 1, in <module>\n'
+              'torch._inductor.exc.InductorError: CppCompileError: C++ compile error\n\n'
+              'Set TORCHDYNAMO_VERBOSE=1 for the internal stack trace (please do this ...)\n')
+    assert bench._error_line(stderr) == ('torch._inductor.exc.InductorError: CppCompileError: '
+                                         'C++ compile error')
+    assert bench._error_line('killed\n\n') == 'killed'
+    assert bench._error_line('') == 'no output'
+    # and a real case failing in its child process
+    [row] = bench.run_isolated(dict(name='ravlt_t', level='backbone', shape=(64, 64), batches=[1],
+                                    train_batch=0, device='cpu', dtype='float17', warmup=0,
+                                    repeat=1, flops=False, path='fast'), timeout=120)
+    assert row['note'] == ("failed (exit 1): AttributeError: module 'torch' has no attribute "
+                           "'float17'")
+    assert (row['model'], row['input'], row['mode']) == ('ravlt_t', '64x64', 'eager')

@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
@@ -77,6 +78,33 @@ def test_ops_runs_the_ops_tests_and_reports_their_counts(tmp_path):
     counts = re.search(rf'\| ops \| {re.escape(name)}: counts \| (.*) \| 0 \|', summary)
     assert counts, summary
     assert re.fullmatch(r'\d+ passed(, \d+ skipped)?(, \d+ warnings?)? in [\d.]+s', counts[1])
+
+
+def test_bench_runs_every_gpu_test_the_kernels_first(tmp_path):
+    proc = session(tmp_path, 'bench', DRY_RUN='1')
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [line] = [ln for ln in proc.stdout.splitlines() if ' -m pytest ' in ln]
+    paths = [Path(arg).relative_to(REPO).as_posix()
+             for arg in line.split(' -m gpu ', 1)[1].split() if arg.startswith(str(REPO))]
+    assert paths[0] == 'tests/test_ops'
+    collected = subprocess.run([sys.executable, '-m', 'pytest', '--collect-only', '-q', '-m',
+                                'gpu', '-o', 'addopts=', 'tests'], cwd=REPO, env=tool_env(),
+                               capture_output=True, text=True, timeout=120).stdout
+    files = {ln.split('::')[0] for ln in collected.splitlines() if '::' in ln}
+    assert files and all(any(f == p or f.startswith(p + '/') for p in paths) for f in files), (
+        files, paths)
+
+
+def test_a_test_step_cut_by_its_limit_reports_what_ran(tmp_path):
+    # 40 s of the budget: pytest -m gpu (minutes on a CPU) is cut, the benchmark finds no time
+    proc = session(tmp_path, 'bench', BUDGET='40')
+    summary = (tmp_path / 'out' / 'gpu_session.md').read_text()
+    assert '| bench | python -m pytest -m gpu | timed out after 40 s' in summary, summary
+    counts = re.search(r'\| bench \| python -m pytest -m gpu: counts \| cut: (.*) before the '
+                       r'limit \| 0 \|', summary)
+    assert counts and re.fullmatch(r'(\d+ (error|failed|passed|skipped)(, )?)+', counts[1]), summary
+    assert '| bench | tools/analysis/benchmark.py' in summary and 'not run: budget' in summary
+    assert proc.returncode == 0
 
 
 def test_setup_fails_on_a_dependency_the_training_flow_lacks(tmp_path):

@@ -39,6 +39,10 @@ def test_setup_skips_what_imports(tmp_path):
     assert '| setup | install | skipped: mmengine, mmdet and mmseg import | 0 |' in summary
     assert '| setup | mmcv CUDA ops | skipped: mmcv.ops imports | 0 |' in summary
     assert '| setup | the training flow imports | ok |' in summary
+    # a second call on the same (warm) machine does not check again
+    proc = session(tmp_path, 'setup')
+    summary = (tmp_path / 'out' / 'gpu_session.md').read_text()
+    assert '| setup | the training flow imports | skipped: checked before | 0 |' in summary
     assert '- mmcv 2.' in summary and 'device: ' in summary
     assert (tmp_path / 'out' / 'gpu_session_logs.tar.gz').is_file()
 

@@ -123,9 +123,12 @@ PIP_OFFLINE=("$PYTHON" -m pip install -q --no-index --find-links "$BUNDLE" --no-
 stage_setup() {
     install_stack || return 1
     # what tools/train.py imports (datasets, engine, models with mmcv's ops): a dependency the
-    # bundle lacks fails here, named, not in every training run
+    # bundle lacks fails here, named, not in every training run (once per machine)
+    local mark=$WORK/.imports_ok
+    [ -f "$mark" ] && { row setup "the training flow imports" "skipped: checked before" 0; return 0; }
     step setup "the training flow imports" 60 imports.log "$PYTHON" -c \
-        'import mmdet.apis, mmseg.apis, ravlt_dense.models'
+        'import mmdet.apis, mmseg.apis, ravlt_dense.models' || return 1
+    [ -n "${DRY_RUN:-}" ] || touch "$mark"
 }
 
 install_stack() {

@@ -100,13 +100,15 @@ def test_bench_runs_every_gpu_test_the_kernels_first(tmp_path):
 
 
 def test_a_test_step_cut_by_its_limit_reports_what_ran(tmp_path):
-    # 40 s of the budget: pytest -m gpu (minutes on a CPU) is cut, the benchmark finds no time
-    proc = session(tmp_path, 'bench', BUDGET='40')
+    # 20 s of the budget: pytest -m gpu (minutes on a CPU) is cut, the benchmark finds no time
+    proc = session(tmp_path, 'bench', BUDGET='20')
     summary = (tmp_path / 'out' / 'gpu_session.md').read_text()
-    assert '| bench | python -m pytest -m gpu | timed out after 40 s' in summary, summary
+    assert re.search(r'\| bench \| python -m pytest -m gpu \| timed out after \d+ s', summary), \
+        summary
     counts = re.search(r'\| bench \| python -m pytest -m gpu: counts \| cut: (.*) before the '
                        r'limit \| 0 \|', summary)
-    assert counts and re.fullmatch(r'(\d+ (error|failed|passed|skipped)(, )?)+', counts[1]), summary
+    assert counts and re.fullmatch(r'no test finished|(\d+ (error|failed|passed|skipped)(, )?)+',
+                                   counts[1]), summary
     assert '| bench | tools/analysis/benchmark.py' in summary and 'not run: budget' in summary
     assert proc.returncode == 0
 

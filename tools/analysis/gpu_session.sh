@@ -201,8 +201,9 @@ run_tests() {
     counts=$(grep -E '^=* *[0-9]+ (passed|failed|skipped|errors?|deselected)' "$LOGS/$log" \
         2>/dev/null | tail -1 | tr -d '=' | sed 's/^ *//; s/ *$//')
     if [ -z "$counts" ] && [ -f "$LOGS/$log" ]; then
-        counts="cut: $(grep -oE ' (PASSED|FAILED|SKIPPED|ERROR)' "$LOGS/$log" | sort | uniq -c |
-            awk '{s = s (NR > 1 ? ", " : "") $1 " " tolower($2)} END {print s}') before the limit"
+        counts=$(grep -oE ' (PASSED|FAILED|SKIPPED|ERROR)' "$LOGS/$log" | sort | uniq -c |
+            awk '{s = s (NR > 1 ? ", " : "") $1 " " tolower($2)} END {print s}')
+        counts="cut: ${counts:-no test finished} before the limit"
     fi
     [ -z "$counts" ] || row "$stage" "$name: counts" "$counts" 0
     return $rc

@@ -39,7 +39,14 @@ def _mmdet(cfg: dict) -> Callable[[], nn.Module]:
 
 def _convnext_t() -> nn.Module:
     # mmpretrain's, as mmdet's own ConvNeXt configs use it (type='mmpretrain.ConvNeXt')
-    from mmpretrain.models import ConvNeXt
+    try:
+        from mmpretrain.models import ConvNeXt
+    except TypeError as err:  # its multimodal models, loaded beside transformers >= 5
+        raise RuntimeError(
+            f'mmpretrain does not import here ({type(err).__name__}: {err}): with pycocotools '
+            'and transformers installed it loads its multimodal models, which need '
+            "transformers < 5. Measure 'convnext_t_timm' (the same network) instead, or "
+            "pip install 'transformers<5'") from err
     return ConvNeXt(arch='tiny', out_indices=(0, 1, 2, 3), gap_before_final_norm=False)
 
 

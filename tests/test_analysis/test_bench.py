@@ -1,6 +1,9 @@
 """ravlt_dense.analysis.bench and .report: one case measured in-process, and what the reports
 make of rows (the scaling fit, the ratios to Swin-T and issue 17's targets); structure, never
 timings."""
+import sys
+import types
+
 import pytest
 
 from ravlt_dense.analysis import bench, models, report
@@ -83,6 +86,18 @@ def test_both_convnext_t_are_convnext_t(name, package):
     with torch.no_grad():
         maps = net(torch.randn(1, 3, 64, 96))
     assert [tuple(m.shape) for m in maps] == [(1, 96 * 2**i, 16 >> i, 24 >> i) for i in range(4)]
+
+
+def test_mmpretrain_beside_transformers_5_names_the_way_out(monkeypatch):
+    class MultimodalFailing(types.ModuleType):  # what its import raises beside transformers 5
+        def __getattr__(self, name):
+            raise TypeError('NoneType takes no arguments')
+
+    monkeypatch.setitem(sys.modules, 'mmpretrain', types.ModuleType('mmpretrain'))
+    monkeypatch.setitem(sys.modules, 'mmpretrain.models', MultimodalFailing('mmpretrain.models'))
+    with pytest.raises(RuntimeError, match=r"mmpretrain does not import here \(TypeError: NoneType "
+                       r"takes no arguments\).*transformers < 5\. Measure 'convnext_t_timm'"):
+        models.BACKBONES['convnext_t'].build()
 
 
 def test_a_failed_case_is_a_row_naming_its_error():

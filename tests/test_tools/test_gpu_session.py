@@ -99,6 +99,22 @@ def test_bench_runs_every_gpu_test_the_kernels_first(tmp_path):
         files, paths)
 
 
+@pytest.mark.parametrize('workers', ['4', '1'])
+def test_gpu_tests_run_in_several_processes_where_xdist_imports(tmp_path, workers):
+    stubs = tmp_path / 'stub' / 'xdist'  # pytest-xdist, as the GPU machine has it
+    stubs.mkdir(parents=True)
+    (stubs / '__init__.py').write_text('')
+    python = tmp_path / 'python'
+    python.write_text(f'#!/bin/sh\nPYTHONPATH={stubs.parent}:$PYTHONPATH exec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    proc = session(tmp_path, 'bench', DRY_RUN='1', PYTHON=str(python), TEST_WORKERS=workers)
+    [line] = [ln for ln in proc.stdout.splitlines() if ' -m pytest ' in ln]
+    assert (' -m gpu -n 4 ' in line) == (workers == '4'), line
+    # and not where it does not import (here)
+    proc = session(tmp_path, 'bench', DRY_RUN='1')
+    assert ' -n ' not in [ln for ln in proc.stdout.splitlines() if ' -m pytest ' in ln][0]
+
+
 def test_a_test_step_cut_by_its_limit_reports_what_ran(tmp_path):
     # 20 s of the budget: pytest -m gpu (minutes on a CPU) is cut, the benchmark finds no time
     proc = session(tmp_path, 'bench', BUDGET='20')

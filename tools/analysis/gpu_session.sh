@@ -41,6 +41,7 @@ NUM_VAL=${NUM_VAL:-8}
 MODELS=${MODELS:-maskrcnn upernet swin}
 TRAIN_TIMEOUT=${TRAIN_TIMEOUT:-150}  # per training run
 EVAL_TIMEOUT=${EVAL_TIMEOUT:-90}     # per tools/test.py or demo run
+TEST_WORKERS=${TEST_WORKERS:-4}      # pytest -m gpu's processes (with pytest-xdist; 1: one)
 DET_OPTS=${DET_OPTS:-}               # further --cfg-options of the detection / segmentation runs
 SEG_OPTS=${SEG_OPTS:-}               # (the CPU rehearsal makes the images small with these)
 # >>> the benchmark's arguments: tools/analysis/benchmark.py's GPU-session preset (gpustory) <<<
@@ -285,7 +286,11 @@ stage_train() {
 stage_bench() {
     # the fused kernels first (their backward has never run on a GPU), so that a run cut by its
     # limit has them; a test (test_gpu_session.py) checks these hold every gpu-marked test
-    run_tests bench "python -m pytest -m gpu" 150 gpu_tests.log -m gpu \
+    # in TEST_WORKERS processes where pytest-xdist is installed (the GPU machine has it): compiling
+    # the kernels' variants is most of the time and takes one CPU core each
+    local workers=()
+    [ "$TEST_WORKERS" -gt 1 ] && "$PYTHON" -c 'import xdist' 2>/dev/null && workers=(-n "$TEST_WORKERS")
+    run_tests bench "python -m pytest -m gpu" 150 gpu_tests.log -m gpu "${workers[@]}" \
         "$REPO/tests/test_ops" "$REPO/tests/test_models" "$REPO/tests/test_mmcv_ops.py"
     # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
     step bench "tools/analysis/benchmark.py $BENCH_ARGS" 360 benchmark.log "$PYTHON" \

@@ -47,20 +47,26 @@ def test_setup_skips_what_imports(tmp_path):
     assert (tmp_path / 'out' / 'gpu_session_logs.tar.gz').is_file()
 
 
-def python_without(tmp_path, module):
-    """A Python where ``module`` (e.g. 'mmdet', 'mmcv.ops') does not import, as on the bare
-    GPU machine before the set-up: stub packages ahead of the real ones on its path."""
-    stubs = tmp_path / 'stub'
+def python_with_stub(home, module, source=''):
+    """A Python (``home``/python) where ``module`` (e.g. 'mmdet', 'mmcv.ops') is a stub
+    package running ``source``, ahead of the real one on its path (``home``/stub)."""
+    stubs = home / 'stub'
     package = stubs.joinpath(*module.split('.'))
     package.mkdir(parents=True)
     for parent in package.relative_to(stubs).parents:
         if parent.parts:
             (stubs / parent / '__init__.py').write_text('')
-    (package / '__init__.py').write_text(f"raise ImportError('{module}: not installed')\n")
-    python = tmp_path / 'python'
+    (package / '__init__.py').write_text(source)
+    python = home / 'python'
     python.write_text(f'#!/bin/sh\nPYTHONPATH={stubs}:$PYTHONPATH exec {sys.executable} "$@"\n')
     python.chmod(0o755)
     return python
+
+
+def python_without(tmp_path, module):
+    """A Python where ``module`` does not import, as on the bare GPU machine before the set-up."""
+    return python_with_stub(tmp_path / f'without-{module}', module,
+                            f"raise ImportError('{module}: not installed')\n")
 
 
 def test_setup_without_the_packages_needs_the_bundle(tmp_path):
@@ -101,18 +107,16 @@ def test_bench_runs_every_gpu_test_the_kernels_first(tmp_path):
 
 @pytest.mark.parametrize('workers', ['4', '1'])
 def test_gpu_tests_run_in_several_processes_where_xdist_imports(tmp_path, workers):
-    stubs = tmp_path / 'stub' / 'xdist'  # pytest-xdist, as the GPU machine has it
-    stubs.mkdir(parents=True)
-    (stubs / '__init__.py').write_text('')
-    python = tmp_path / 'python'
-    python.write_text(f'#!/bin/sh\nPYTHONPATH={stubs.parent}:$PYTHONPATH exec {sys.executable} "$@"\n')
-    python.chmod(0o755)
-    proc = session(tmp_path, 'bench', DRY_RUN='1', PYTHON=str(python), TEST_WORKERS=workers)
+    # pytest-xdist, as the GPU machine has it
+    with_xdist = python_with_stub(tmp_path / 'with-xdist', 'xdist')
+    proc = session(tmp_path, 'bench', DRY_RUN='1', PYTHON=str(with_xdist), TEST_WORKERS=workers)
     [line] = [ln for ln in proc.stdout.splitlines() if ' -m pytest ' in ln]
     assert (' -m gpu -n 4 ' in line) == (workers == '4'), line
-    # and not where it does not import (here)
-    proc = session(tmp_path, 'bench', DRY_RUN='1')
-    assert ' -n ' not in [ln for ln in proc.stdout.splitlines() if ' -m pytest ' in ln][0]
+    # and not where it does not import
+    proc = session(tmp_path, 'bench', DRY_RUN='1', PYTHON=str(python_without(tmp_path, 'xdist')),
+                   TEST_WORKERS=workers)
+    [line] = [ln for ln in proc.stdout.splitlines() if ' -m pytest ' in ln]
+    assert ' -n ' not in line, line
 
 
 def test_a_test_step_cut_by_its_limit_reports_what_ran(tmp_path):
@@ -152,8 +156,8 @@ def test_setup_takes_a_prebuilt_cuda_wheel_for_this_python(tmp_path, same_python
     dry_runs = [line for line in proc.stdout.splitlines() if line.startswith('[dry run]')]
     if same_python:  # installed, no build
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert dry_runs[-2].endswith(f"--no-deps {wheel})")
-        assert dry_runs[-1].endswith("import mmdet.apis, mmseg.apis, ravlt_dense.models)")
+        assert dry_runs[-2].endswith(f'--no-deps {wheel})')
+        assert dry_runs[-1].endswith('import mmdet.apis, mmseg.apis, ravlt_dense.models)')
         assert f'mmcv: the prebuilt {wheel.name}, no build' in proc.stdout
     else:  # another Python's wheel is not tried: the source build is (its archive is missing)
         assert proc.returncode == 1

@@ -284,12 +284,12 @@ stage_train() {
 }
 
 stage_bench() {
-    # the fused kernels first (their backward has never run on a GPU), so that a run cut by its
-    # limit has them; a test (test_gpu_session.py) checks these hold every gpu-marked test
-    # in TEST_WORKERS processes where pytest-xdist is installed (the GPU machine has it): compiling
-    # the kernels' variants is most of the time and takes one CPU core each
+    # In TEST_WORKERS processes where pytest-xdist is installed (the GPU machine has it):
+    # compiling the kernels' variants is most of the time, one CPU core each.
     local workers=()
     [ "$TEST_WORKERS" -gt 1 ] && "$PYTHON" -c 'import xdist' 2>/dev/null && workers=(-n "$TEST_WORKERS")
+    # The fused kernels first (their backward has never run on a GPU), so that a run cut by its
+    # limit has them; a test (test_gpu_session.py) checks these folders hold every gpu test.
     run_tests bench "python -m pytest -m gpu" 150 gpu_tests.log -m gpu "${workers[@]}" \
         "$REPO/tests/test_ops" "$REPO/tests/test_models" "$REPO/tests/test_mmcv_ops.py"
     # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments

@@ -59,6 +59,22 @@ def load_script(path: str) -> ModuleType:
     return module
 
 
+def python_with_stub(home, module, source=''):
+    """A Python (``home``/python) where ``module`` (e.g. 'mmdet', 'mmcv.ops') is a stub
+    package running ``source``, ahead of the real one on its path (``home``/stub)."""
+    stubs = home / 'stub'
+    package = stubs.joinpath(*module.split('.'))
+    package.mkdir(parents=True)
+    for parent in package.relative_to(stubs).parents:
+        if parent.parts:
+            (stubs / parent / '__init__.py').write_text('')
+    (package / '__init__.py').write_text(source)
+    python = home / 'python'
+    python.write_text(f'#!/bin/sh\nPYTHONPATH={stubs}:$PYTHONPATH exec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    return python
+
+
 def tool_env() -> dict:
     """The environment of the tools' subprocesses: one OpenMP thread (tiny models on shared
     cores, where more threads spin against other processes), no warnings, and this

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from conftest import REPO, load_script, tool_env
+from conftest import REPO, load_script, python_with_stub, tool_env
 
 train_time = load_script('tools/analysis/train_time.py')
 
@@ -45,22 +45,6 @@ def test_setup_skips_what_imports(tmp_path):
     assert '| setup | the training flow imports | skipped: checked before | 0 |' in summary
     assert '- mmcv 2.' in summary and 'device: ' in summary
     assert (tmp_path / 'out' / 'gpu_session_logs.tar.gz').is_file()
-
-
-def python_with_stub(home, module, source=''):
-    """A Python (``home``/python) where ``module`` (e.g. 'mmdet', 'mmcv.ops') is a stub
-    package running ``source``, ahead of the real one on its path (``home``/stub)."""
-    stubs = home / 'stub'
-    package = stubs.joinpath(*module.split('.'))
-    package.mkdir(parents=True)
-    for parent in package.relative_to(stubs).parents:
-        if parent.parts:
-            (stubs / parent / '__init__.py').write_text('')
-    (package / '__init__.py').write_text(source)
-    python = home / 'python'
-    python.write_text(f'#!/bin/sh\nPYTHONPATH={stubs}:$PYTHONPATH exec {sys.executable} "$@"\n')
-    python.chmod(0o755)
-    return python
 
 
 def python_without(tmp_path, module):

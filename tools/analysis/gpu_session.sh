@@ -170,6 +170,7 @@ install_stack() {
     [ -n "$archive" ] || { row setup "mmcv build" "failed: no onedl_mmcv-*.tar.gz in $BUNDLE" 0; return 1; }
     src=$WORK/src/$(basename "$archive" .tar.gz)
     [ -d "$src" ] || { mkdir -p "$WORK/src" && tar xzf "$archive" -C "$WORK/src"; }
+    bash tools/misc/mmcv_cxx_standard.sh "$src" "$PYTHON" || return 1  # C++20 for torch >= 2.14
     # its build needs setuptools >= 80 (and pkg_resources, gone in 82): in a folder of its own
     [ -d "$WORK/build_tools" ] || "${PIP_OFFLINE[@]}" --target "$WORK/build_tools" $(tagged build)
     # the GPU's own architecture; without a GPU (the CPU rehearsal) the CPU ops alone

@@ -44,6 +44,7 @@ pin() { pins_of "$REQ" | grep -E "^$1==" | head -n1 || true; }
 build_tools() { grep -E '^[^#].*# \[build\]' "$REQ" | sed 's/ *#.*//'; }
 # pip warns that torch wants setuptools>=77 while mmcv 2.1.0's build needs <70; torch runs fine.
 pip_quiet() { $PIP install -q "$@" 2> >(grep -v "dependency resolver\|requires setuptools\|is ignored: it is neither" >&2); }
+pip_download() { $PIP download -q "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
 vpy() { "$VENV/bin/python" "$@"; }
 MMCV=$(pins_of "$REQ" | grep -E '^(onedl-)?mmcv==' | head -n1)
 MMCV_DIST=${MMCV%%==*}
@@ -156,11 +157,17 @@ if ! mmcv_ready; then
       log "kept in $CACHE): on 2 cores about 10 minutes for mmcv 2.1.0, 45 for onedl-mmcv. Progress follows."
     fi
     start=$(date +%s)
+    # from its unpacked source, which tools/misc/mmcv_cxx_standard.sh may first fit to torch
+    BUILD_DIR=$(mktemp -d)
+    trap 'rm -rf "$BUILD_DIR"' EXIT  # the sources and objects, whether or not the build succeeds
+    pip_download --no-deps --no-binary :all: --no-build-isolation "$MMCV" -d "$BUILD_DIR"
+    tar xzf "$BUILD_DIR"/*.tar.gz -C "$BUILD_DIR" && SOURCE=$(ls -d "$BUILD_DIR"/*/ | head -n1)
+    bash tools/misc/mmcv_cxx_standard.sh "$SOURCE" "$VENV/bin/python" | while IFS= read -r l; do log "$l"; done
     # upstream mmcv reads MMCV_WITH_OPS; onedl-mmcv always builds its ops. --no-cache-dir: pip's
     # own wheel cache is keyed by the source archive alone, so it would hand a CUDA set-up the
     # CPU wheel built earlier on this machine (or the other way round) instead of building.
     MMCV_WITH_OPS=1 MAX_JOBS=$MAX_JOBS $PIP wheel --no-cache-dir --no-deps --no-build-isolation -v \
-      "$MMCV" -w "$CACHE" 2>&1 \
+      "$SOURCE" -w "$CACHE" 2>&1 \
       | grep --line-buffered -E '^\s*\[[0-9]+/[0-9]+\]|Created wheel|error:|Error' \
       | sed -u -E 's/^\s*(\[[0-9]+\/[0-9]+\]).* -c ([^ ]+).*/\1 compiling \2/' \
       | while IFS= read -r line; do printf '  %4d s  %s\n' $(( $(date +%s) - start )) "$line"; done || true

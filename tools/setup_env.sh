@@ -43,8 +43,8 @@ pins_of() { grep -vE "^\s*(#|$)|# \[(build|$NOT_DEVICE)\]" "$1" | sed 's/ *#.*//
 pin() { pins_of "$REQ" | grep -E "^$1==" | head -n1 || true; }
 build_tools() { grep -E '^[^#].*# \[build\]' "$REQ" | sed 's/ *#.*//'; }
 # pip warns that torch wants setuptools>=77 while mmcv 2.1.0's build needs <70; torch runs fine.
-pip_quiet() { $PIP install -q "$@" 2> >(grep -v "dependency resolver\|requires setuptools\|is ignored: it is neither" >&2); }
-pip_download() { $PIP download -q "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
+# pip_quiet COMMAND ARGS...: pip install/download, quiet, without those warnings
+pip_quiet() { $PIP "$1" -q "${@:2}" 2> >(grep -v "dependency resolver\|requires setuptools\|is ignored: it is neither" >&2); }
 vpy() { "$VENV/bin/python" "$@"; }
 MMCV=$(pins_of "$REQ" | grep -E '^(onedl-)?mmcv==' | head -n1)
 MMCV_DIST=${MMCV%%==*}
@@ -87,7 +87,7 @@ if [ "$DEVICE" = cuda ] && vpy -c 'import torch, sys; sys.exit(torch.version.cud
   log "keeping the installed CUDA torch: $(vpy -W ignore -c 'import torch; print(torch.__version__)')"
 elif [ -n "$(pin torch)" ]; then
   log "installing $(pin torch)"
-  pip_quiet "$(pin torch)"
+  pip_quiet install "$(pin torch)"
 else
   die "the $STACK stack pins no CUDA torch: mmcv 2.1.0's CUDA ops are reported not to build against
   torch >= 2.9 with CUDA 13 (mmcv issue 3310). Use STACK=onedl (the default with a GPU), or install
@@ -130,7 +130,7 @@ if [ "$DEVICE" = cuda ]; then
 fi
 
 log "installing $(pin "${MMCV_DIST%mmcv}mmengine") and mmcv's build tools"
-pip_quiet "$(pin "${MMCV_DIST%mmcv}mmengine")" $(build_tools)
+pip_quiet install "$(pin "${MMCV_DIST%mmcv}mmengine")" $(build_tools)
 
 # the installed mmcv is the pinned one, with ops (CUDA ones on cuda)
 mmcv_ready() {
@@ -160,8 +160,9 @@ if ! mmcv_ready; then
     # from its unpacked source, which tools/misc/mmcv_cxx_standard.sh may first fit to torch
     BUILD_DIR=$(mktemp -d)
     trap 'rm -rf "$BUILD_DIR"' EXIT  # the sources and objects, whether or not the build succeeds
-    pip_download --no-deps --no-binary :all: --no-build-isolation "$MMCV" -d "$BUILD_DIR"
-    tar xzf "$BUILD_DIR"/*.tar.gz -C "$BUILD_DIR" && SOURCE=$(ls -d "$BUILD_DIR"/*/ | head -n1)
+    pip_quiet download --no-deps --no-binary :all: --no-build-isolation "$MMCV" -d "$BUILD_DIR"
+    tar xzf "$BUILD_DIR"/*.tar.gz -C "$BUILD_DIR"
+    SOURCE=$(ls -d "$BUILD_DIR"/*/ | head -n1)
     bash tools/misc/mmcv_cxx_standard.sh "$SOURCE" "$VENV/bin/python" | while IFS= read -r l; do log "$l"; done
     # upstream mmcv reads MMCV_WITH_OPS; onedl-mmcv always builds its ops. --no-cache-dir: pip's
     # own wheel cache is keyed by the source archive alone, so it would hand a CUDA set-up the
@@ -183,7 +184,7 @@ fi
 log "installing the rest of $REQ and ravlt_dense (editable)"
 # torch is left out: asking for it again lets pip "fix" torch's setuptools>=77 requirement,
 # which for upstream would remove the pkg_resources that mmengine 0.10.7's `mmdet::` configs need.
-pip_quiet $(pins_of "$REQ" | grep -v '^torch==') $(build_tools | grep '^setuptools')
+pip_quiet install $(pins_of "$REQ" | grep -v '^torch==') $(build_tools | grep '^setuptools')
 # without --no-deps: pip checks the stack's ranges (the extra) against the pins just installed
 $PIP install -q --no-build-isolation -e ".[$STACK]"
 vpy -W ignore - "$STACK" "$DEVICE" "$CACHE" <<'PY'

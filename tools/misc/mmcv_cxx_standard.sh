@@ -5,7 +5,7 @@
 # -std=c++17, and torch's extension builder adds its own -std=c++20 only where an extension sets
 # none. For such a torch this raises that one flag in SOURCE_DIR/setup.py to -std=c++20 and says
 # so; for older torches, or a setup.py without the flag, it changes nothing. Exit status 0 either
-# way, 1 when torch does not import.
+# way, 1 when SOURCE_DIR has no setup.py or torch does not import.
 set -euo pipefail
 src=${1:?usage: mmcv_cxx_standard.sh SOURCE_DIR PYTHON}
 python=${2:?usage: mmcv_cxx_standard.sh SOURCE_DIR PYTHON}

@@ -6,6 +6,7 @@ triton_ops whose kernels inductor sees; the graph holds ``ravlt.rala_forward`` e
 """
 import pytest
 import torch
+from functorch.compile import make_boxed_func
 
 from conftest import weighted_sum
 from ravlt_dense.models.backbones.ravlt import RALAttention, RoPE
@@ -39,9 +40,13 @@ def test_compiled_training_keeps_the_kernels_and_matches_eager(kernel_on_this_de
         graphs.append(gm.graph)
         return gm
 
+    def keep_boxed(gm, _):  # AOT autograd calls its compiled graphs with boxed arguments
+        return make_boxed_func(keep(gm, _))
+
     def backend(gm, example_inputs):  # dynamo's graph, then AOT autograd's as aot_eager runs it
         from torch._dynamo.backends.common import aot_autograd
-        return aot_autograd(fw_compiler=keep, bw_compiler=keep)(keep(gm, None), example_inputs)
+        return aot_autograd(fw_compiler=keep_boxed, bw_compiler=keep_boxed)(keep(gm, None),
+                                                                            example_inputs)
 
     compiled = torch.compile(model, backend=backend, fullgraph=True)
     x = torch.randn(2, 64, 7, 9, device=DEVICE, requires_grad=True)

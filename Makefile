@@ -10,7 +10,9 @@ export STACK VENV
 
 env: $(VENV)/.ready-$(STACK)
 
-$(VENV)/.ready-$(STACK): requirements/stack.txt requirements/stack-onedl.txt tools/setup_env.sh setup.py
+# setup.py takes the stacks' extras from ravlt_dense/stack.py
+$(VENV)/.ready-$(STACK): requirements/stack.txt requirements/stack-onedl.txt tools/setup_env.sh setup.py \
+		ravlt_dense/stack.py
 	bash tools/setup_env.sh
 
 quickstart: env

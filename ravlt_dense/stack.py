@@ -28,8 +28,9 @@ STACKS: Dict[str, Dict[str, Tuple[str, str, str]]] = {
         'mmseg': ('onedl-mmsegmentation', '1.4.0', '1.5.0'),
     },
 }
-# imported by upstream mmseg's utils without being declared by it (the fork declares them)
-UNDECLARED = {'upstream': ['ftfy', 'regex'], 'onedl': []}
+# imported without being declared: by upstream mmseg's utils (the fork declares them), and by
+# the fork's mmdet.evaluation, which warns "metrics will not be computed" without it
+UNDECLARED = {'upstream': ['ftfy', 'regex'], 'onedl': ['faster-coco-eval']}
 STACK_NAMES = {'upstream': 'OpenMMLab', 'onedl': 'OneDL fork'}
 SETUP = {'upstream': 'make env', 'onedl': 'STACK=onedl make env'}
 PIN_FILES = {'upstream': 'requirements/stack.txt', 'onedl': 'requirements/stack-onedl.txt'}

@@ -158,3 +158,12 @@ def test_pip_install_editable_into_an_existing_stack():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f'Would install ravlt_dense-{ravlt_dense.__version__}' in proc.stdout
+
+
+def test_mmdet_metrics_import_without_a_missing_package_warning():
+    # the fork's mmdet.evaluation warns "faster_coco_eval is not installed, metrics will not be
+    # computed" on every run unless the stack brings faster-coco-eval (stack-onedl.txt pins it)
+    proc = subprocess.run([sys.executable, '-c', 'import mmdet.evaluation'],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'is not installed' not in proc.stdout + proc.stderr, proc.stderr[-3000:]

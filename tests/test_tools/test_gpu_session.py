@@ -170,6 +170,17 @@ def test_train_runs_the_missions_commands(tmp_path):
     assert swin == "_base_ = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'\n"
 
 
+def test_train_generates_only_the_data_its_models_use(tmp_path):
+    # the lease's second call trains Mask R-CNN and Swin-T only: no ADE20K images to write
+    proc = session(tmp_path, 'train', DRY_RUN='1', MODELS='maskrcnn swin')
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    commands = [line for line in proc.stdout.splitlines() if line.startswith('[dry run]')]
+    assert sum('make_coco_shapes.py' in c for c in commands) == 1
+    assert not any('make_ade_shapes.py' in c for c in commands)
+    assert [c.split('tools/train.py ')[1].split(' ')[0] for c in commands if 'train.py' in c] == [
+        'configs/maskrcnn_ravlt_s_coco.py', 'mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py']
+
+
 def bundle_pins():
     lines = (line.split('#', 1)[0].strip()
              for line in (REPO / 'requirements' / 'gpu_bundle.txt').open())

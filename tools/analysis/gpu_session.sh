@@ -235,10 +235,15 @@ train_run() {
 
 stage_train() {
     local train_opts="default_hooks.logger.interval=1 log_processor.window_size=1 model.backbone.init_cfg=None"
-    make_data coco "$PYTHON" tools/data/make_coco_shapes.py --layout coco2017 --out data/coco \
-        --shape $DET_SHAPE --num-train $((2 * ITERS)) --num-val "$NUM_VAL"
-    make_data ade "$PYTHON" tools/data/make_ade_shapes.py --out data/ade/ADEChallengeData2016 \
-        --shape $SEG_SHAPE --num-train 16 --num-val "$NUM_VAL"
+    # only the data sets that MODELS train on (the lease's second call: no UperNet)
+    case " $MODELS " in *" maskrcnn "*|*" swin "*)
+        make_data coco "$PYTHON" tools/data/make_coco_shapes.py --layout coco2017 --out data/coco \
+            --shape $DET_SHAPE --num-train $((2 * ITERS)) --num-val "$NUM_VAL" ;;
+    esac
+    case " $MODELS " in *" upernet "*)
+        make_data ade "$PYTHON" tools/data/make_ade_shapes.py --out data/ade/ADEChallengeData2016 \
+            --shape $SEG_SHAPE --num-train 16 --num-val "$NUM_VAL" ;;
+    esac
     # mmdet's Swin-T Mask R-CNN 1x, as mmengine resolves the `mmdet::` scope
     echo "_base_ = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'" \
         > "$RUN/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py"

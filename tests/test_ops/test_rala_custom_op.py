@@ -40,8 +40,8 @@ def test_compiled_training_keeps_the_kernels_and_matches_eager(kernel_on_this_de
         graphs.append(gm.graph)
         return gm
 
-    def keep_boxed(gm, _):  # AOT autograd calls its compiled graphs with boxed arguments
-        return make_boxed_func(keep(gm, _))
+    def keep_boxed(gm, example_inputs):  # AOT autograd calls its graphs with boxed arguments
+        return make_boxed_func(keep(gm, example_inputs))
 
     def backend(gm, example_inputs):  # dynamo's graph, then AOT autograd's as aot_eager runs it
         from torch._dynamo.backends.common import aot_autograd

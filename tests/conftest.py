@@ -11,9 +11,11 @@ import importlib
 import importlib.util
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from types import ModuleType
@@ -37,9 +39,24 @@ REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = 'configs/quickstart/maskrcnn_ravlt_t_shapes.py'
 IMG = 64
 
+# Free GiB under the temporary folder below which the run warns in its header.
+LOW_DISK_GIB = 2
+
 # A RAVLT small enough for unit tests: every code path of the full variants, 8..64 channels.
 TINY_ARCH = dict(embed_dims=[8, 16, 32, 64], depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8],
                  mlp_ratio=3.5, layer_scale_init=[1., 1., 1., 1.])
+
+
+def pytest_sessionstart(session) -> None:
+    """Warn of a nearly full disk where the tests write: it fails the end-to-end tests late, at
+    a checkpoint save, with the reason deep in a tool's output."""
+    tmp = tempfile.gettempdir()
+    free = shutil.disk_usage(tmp).free / 2**30
+    reporter = session.config.pluginmanager.get_plugin('terminalreporter')
+    if free < LOW_DISK_GIB and reporter is not None:
+        reporter.write_line(f'WARNING: {free:.1f} GiB free under {tmp}; the end-to-end tests need '
+                            f'about {LOW_DISK_GIB} GiB for data and checkpoints: free some space '
+                            'or point TMPDIR elsewhere', yellow=True, bold=True)
 
 
 def load_script(path: str) -> ModuleType:
@@ -245,6 +262,24 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope='module')
+def module_tmp(request, tmp_path_factory):
+    """``mktemp`` for module-scoped fixtures. Their folders (trained work dirs of a few hundred
+    MB) are removed once the module's tests have passed, as pytest.ini's
+    ``tmp_path_retention_policy`` does for ``tmp_path``, which does not cover them."""
+    made = []
+    failed_before = request.session.testsfailed
+
+    def mktemp(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield mktemp
+    if request.session.testsfailed == failed_before:
+        for folder in made:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope='session')
 def coco_gen() -> ModuleType:
     """tools/data/make_coco_shapes.py as a module."""
@@ -348,9 +383,9 @@ def shapes_options(root, batch_size=2):
 
 
 @pytest.fixture(scope='module')
-def shapes(tmp_path_factory, coco_gen):
+def shapes(module_tmp, coco_gen):
     """A generated COCO-format shapes set of 8 + 4 images of IMG px (for ``shapes_options``)."""
-    root = tmp_path_factory.mktemp('coco_shapes')
+    root = module_tmp('coco_shapes')
     coco_gen.make_coco_shapes(str(root), num_train=8, num_val=4, size=IMG, seed=0,
                               max_objects=3)
     return root

@@ -22,13 +22,13 @@ def common():
 
 
 @pytest.fixture(scope='module')
-def coco_data(coco_gen, tmp_path_factory):
-    return coco_gen.make_coco_shapes(str(tmp_path_factory.mktemp('coco')), num_train=32, num_val=8)
+def coco_data(coco_gen, module_tmp):
+    return coco_gen.make_coco_shapes(str(module_tmp('coco')), num_train=32, num_val=8)
 
 
 @pytest.fixture(scope='module')
-def ade_data(ade_gen, tmp_path_factory):
-    return ade_gen.make_ade_shapes(str(tmp_path_factory.mktemp('ade')), num_train=24, num_val=8)
+def ade_data(ade_gen, module_tmp):
+    return ade_gen.make_ade_shapes(str(module_tmp('ade')), num_train=24, num_val=8)
 
 
 def _files(root):

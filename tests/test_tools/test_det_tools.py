@@ -36,9 +36,9 @@ image_demo = load_script('demo/image_demo.py')
 
 
 @pytest.fixture(scope='module')
-def trained(shapes, tmp_path_factory):
+def trained(shapes, module_tmp):
     """Train 2 epochs (4 iterations each), SIGKILL after the epoch-1 checkpoint, then --resume."""
-    work_dir = tmp_path_factory.mktemp('work')
+    work_dir = module_tmp('work')
     args = [
         'tools/train.py', QUICKSTART, '--work-dir', str(work_dir), '--cfg-options',
         *shapes_options(shapes), 'train_cfg.max_epochs=2', 'train_cfg.val_interval=2',

@@ -34,9 +34,9 @@ def _last_scalars(work_dir):
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory, ade_gen):
+def trained(module_tmp, ade_gen):
     """FPN quick-start trained 2 iterations (batch 2) on 4 generated images, validated at the end."""
-    tmp = tmp_path_factory.mktemp('seg_e2e')
+    tmp = module_tmp('seg_e2e')
     data = tmp / 'shapes'
     ade_gen.make_ade_shapes(str(data), num_train=4, num_val=2, size=64, seed=0)
     work = tmp / 'work'

@@ -116,7 +116,9 @@ def run_tool(args: Sequence, timeout: float = 300, check: bool = True,
     proc = subprocess.run(cmd, cwd=REPO, env=dict(tool_env(), **(env or {})),
                           capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f'{" ".join(cmd)} failed ({proc.returncode}):\n'
+        # The error line first: CI listings of a long message may keep only its start.
+        error = next((line for line in reversed(proc.stderr.splitlines()) if line.strip()), '')
+        raise AssertionError(f'exit {proc.returncode}: {error}\n{" ".join(cmd)}\n'
                              f'{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}')
     return proc
 

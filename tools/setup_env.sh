@@ -154,7 +154,7 @@ if ! mmcv_ready; then
     if [ "$DEVICE" = cuda ]; then  # measured: 138 steps, ~7,000 CPU-seconds for one architecture
       log "kept in $CACHE): about 2 CPU-hours, e.g. ~8 minutes on 16 cores. Progress follows."
     else
-      log "kept in $CACHE): on 2 cores about 10 minutes for mmcv 2.1.0, 45 for onedl-mmcv. Progress follows."
+      log "kept in $CACHE): on 2 cores about 15 minutes for mmcv 2.1.0, 45 for onedl-mmcv. Progress follows."
     fi
     start=$(date +%s)
     # from its unpacked source, which tools/misc/mmcv_cxx_standard.sh may first fit to torch

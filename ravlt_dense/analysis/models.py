@@ -15,21 +15,21 @@ RALA_ONLY = ('rala', ) * 4
 
 class Backbone(NamedTuple):
     description: str
-    build: Callable[[], nn.Module]
+    build: Callable[[Tuple[int, int]], nn.Module]  # from the input's (H, W): timm's Swin needs it
     needs: Tuple[str, ...] = ()  # Python packages it imports
     ravlt: bool = False  # has RALA, so a fused-kernel setting
 
 
-def _ravlt(arch: str, all_rala: bool) -> Callable[[], nn.Module]:
-    def build():
+def _ravlt(arch: str, all_rala: bool) -> Callable[[Tuple[int, int]], nn.Module]:
+    def build(shape):
         from ravlt_dense.models.backbones.ravlt import RAVLT
         kwargs = dict(attn_types=RALA_ONLY) if all_rala else {}
         return RAVLT(arch, **kwargs)
     return build
 
 
-def _mmdet(cfg: dict) -> Callable[[], nn.Module]:
-    def build():
+def _mmdet(cfg: dict) -> Callable[[Tuple[int, int]], nn.Module]:
+    def build(shape):
         from mmdet.registry import MODELS
         from mmdet.utils import register_all_modules
         register_all_modules(init_default_scope=False)
@@ -37,7 +37,7 @@ def _mmdet(cfg: dict) -> Callable[[], nn.Module]:
     return build
 
 
-def _convnext_t() -> nn.Module:
+def _convnext_t(shape) -> nn.Module:
     # mmpretrain's, as mmdet's own ConvNeXt configs use it (type='mmpretrain.ConvNeXt')
     try:
         from mmpretrain.models import ConvNeXt
@@ -50,10 +50,25 @@ def _convnext_t() -> nn.Module:
     return ConvNeXt(arch='tiny', out_indices=(0, 1, 2, 3), gap_before_final_norm=False)
 
 
-def _timm(name: str) -> Callable[[], nn.Module]:
-    def build():
+class ChannelsFirst(nn.Module):
+    """A feature network's channels-last maps as the (N, C, H, W) maps a neck takes, made
+    contiguous as mmdet's Swin-T makes its own."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return [m.permute(0, 3, 1, 2).contiguous() for m in self.net(x)]
+
+
+def _timm(name: str, sized: bool = False) -> Callable[[Tuple[int, int]], nn.Module]:
+    # sized: the network fixes its patch grid (and Swin its shift masks) at construction
+    def build(shape):
         import timm
-        return timm.create_model(name, pretrained=False, features_only=True)
+        kwargs = dict(img_size=tuple(shape)) if sized else {}
+        net = timm.create_model(name, pretrained=False, features_only=True, **kwargs)
+        return ChannelsFirst(net) if net.output_fmt.value == 'NHWC' else net
     return build
 
 
@@ -65,7 +80,9 @@ SWIN_T = dict(type='SwinTransformer', embed_dims=96, depths=[2, 2, 6, 2],
               num_heads=[3, 6, 12, 24], window_size=7, out_indices=(0, 1, 2, 3))
 SWIN_S = dict(SWIN_T, depths=[2, 2, 18, 2])
 SWIN_T_CHANNELS = [96, 192, 384, 768]
-BASELINE = 'swin_t'  # the ratios of the summary table are against this one
+# The ratios of the summary table are against the first of these measured in the run: mmdet's
+# Swin-T, or timm's where mmcv's ops are not built (the GPU machine before its mmcv build).
+BASELINES = ('swin_t', 'swin_t_timm')
 
 BACKBONES: Dict[str, Backbone] = {
     'ravlt_t': Backbone('RAVLT-T (released mix)', _ravlt('t', False), ravlt=True),
@@ -84,9 +101,11 @@ BACKBONES: Dict[str, Backbone] = {
                                                          embed_dims=64, num_layers=[3, 4, 6, 3])),
                          ('mmdet', )),
     'convnext_t': Backbone('ConvNeXt-T (mmpretrain)', _convnext_t, ('mmpretrain', )),
-    # the same network where mmpretrain is missing or does not import (the GPU machine: see
+    # the same networks where mmpretrain, or mmcv's ops, are missing (the GPU machine: see
     # docs/gpu.md, "Competitors: one definition")
     'convnext_t_timm': Backbone('ConvNeXt-T (timm)', _timm('convnext_tiny'), ('timm', )),
+    'swin_t_timm': Backbone('Swin-T (timm)', _timm('swin_tiny_patch4_window7_224', sized=True),
+                            ('timm', )),
 }
 DEFAULT_BACKBONES = ('ravlt_t', 'ravlt_s', 'ravlt_b', 'ravlt_t_rala', 'ravlt_s_rala',
                      'ravlt_b_rala', 'swin_t', 'swin_s', 'r50', 'pvtv2_b2', 'convnext_t')
@@ -121,9 +140,17 @@ def missing_requirement(name: str, level: str) -> Optional[str]:
     for pkg in needs:
         if importlib.util.find_spec(pkg) is None:
             return f'{pkg} is not installed'
-    if needs and importlib.util.find_spec('mmcv') is None:
+    if set(needs) - {'timm'} and importlib.util.find_spec('mmcv') is None:  # OpenMMLab's import it
         return 'mmcv is not installed'
+    if 'mmdet' in needs and importlib.util.find_spec('mmcv._ext') is None:
+        return "mmcv's ops are not built (mmdet imports them)"
     return None
+
+
+def baseline(names) -> Optional[str]:
+    """The first of BASELINES among the models measured (``names``), or None."""
+    names = set(names)
+    return next((b for b in BASELINES if b in names), None)
 
 
 # RAVLT's paths: the fast one (RALA's fused kernels where they apply: CUDA), the fast one with
@@ -183,7 +210,7 @@ def build_whole_model(name: str, batch: int, shape: Tuple[int, int]) -> TensorFo
 
 def build(name: str, level: str, batch: int = 1, shape=(224, 224)) -> nn.Module:
     if level == 'backbone':
-        model = BACKBONES[name].build()
+        model = BACKBONES[name].build(shape)
     else:
         model = build_whole_model(name, batch, shape)
     # No init_weights(): timing and FLOPs do not depend on the values, and mmengine would log

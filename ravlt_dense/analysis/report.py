@@ -5,7 +5,7 @@ import importlib.util
 import math
 from typing import Dict, List, Optional
 
-from ravlt_dense.analysis.models import BASELINE, description
+from ravlt_dense.analysis.models import baseline as pick_baseline, description
 
 COLUMNS = ['model', 'description', 'level', 'path', 'task', 'mode', 'input', 'pixels',
            'batch', 'device', 'dtype', 'params_M', 'flops_full_G', 'flops_modules_G',
@@ -123,9 +123,11 @@ TARGETS = {'inference': 1.0, 'latency': 0.6, 'train': 0.8, 'compiled': 0.6, 'tra
 TARGET_MODEL = ('ravlt_s', 'fast')
 
 
-def summary_rows(rows: List[dict], baseline: str = BASELINE) -> List[dict]:
+def summary_rows(rows: List[dict], baseline: Optional[str] = None) -> List[dict]:
     """One row per (model, path, input): the metrics of issue 17 item 4 and each one's
-    ratio to the baseline's in the same run (>1 = better for speed; memory: ours / theirs)."""
+    ratio to the baseline's in the same run (>1 = better for speed; memory: ours / theirs).
+    The baseline is by default the first of ``models.BASELINES`` among the rows."""
+    baseline = baseline or pick_baseline(r['model'] for r in rows)
     metrics = _metrics(rows)
     out = []
     keys = dict.fromkeys((r['model'], r.get('path', ''), r['input']) for r in rows)
@@ -155,7 +157,7 @@ def summary_columns(rows: List[dict]) -> List[str]:
     return cols
 
 
-def summary_table(rows: List[dict], baseline: str = BASELINE) -> str:
+def summary_table(rows: List[dict], baseline: Optional[str] = None) -> str:
     """The summary as Markdown: value (ratio to the baseline) per metric measured."""
     summary = summary_rows(rows, baseline)
     metrics = [m for m in _metrics(rows) if any(s.get(m[0]) is not None for s in summary)]
@@ -171,8 +173,9 @@ def summary_table(rows: List[dict], baseline: str = BASELINE) -> str:
     return '\n'.join(lines)
 
 
-def target_lines(rows: List[dict], baseline: str = BASELINE) -> List[str]:
+def target_lines(rows: List[dict], baseline: Optional[str] = None) -> List[str]:
     """Issue 17's targets for the target model against the baseline: met, or missed by how much."""
+    baseline = baseline or pick_baseline(r['model'] for r in rows)
     lines = []
     for s in summary_rows(rows, baseline):
         if (s['model'], s['path']) != TARGET_MODEL:

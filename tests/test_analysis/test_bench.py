@@ -1,6 +1,7 @@
 """ravlt_dense.analysis.bench and .report: one case measured in-process, and what the reports
 make of rows (the scaling fit, the ratios to Swin-T and issue 17's targets); structure, never
 timings."""
+import importlib.util
 import sys
 import types
 
@@ -70,22 +71,56 @@ def test_summary_ratios_point_the_same_way_for_times_and_speeds():
     assert 'train_peak 3.00x (target <= 1.5, missed by 100%)' in target
 
 
-@pytest.mark.parametrize('name, package', [('convnext_t', 'mmpretrain'),
-                                           ('convnext_t_timm', 'timm')])
-def test_both_convnext_t_are_convnext_t(name, package):
-    """mmpretrain's and timm's ConvNeXt-T (the GPU session's): the same network, ~28 M weights,
-    four maps of 96..768 channels at strides 4..32; where missing, a row names the package."""
+def test_ratios_are_against_timms_swin_t_where_mmdets_was_not_measured():
+    swin_timm = [_row('swin_t_timm', '', 'inference', 'eager', 8, 40., 300.)]
+    ours = [_row('ravlt_s', 'fast', 'inference', 'eager', 8, 20., 300.)]
+    swin_mm = [_row('swin_t', '', 'inference', 'eager', 8, 80., 300.)]
+    assert models.baseline(r['model'] for r in ours + swin_timm) == 'swin_t_timm'
+    summary = {s['model']: s for s in report.summary_rows(ours + swin_timm)}
+    assert summary['ravlt_s']['inference_ratio'] == pytest.approx(2.)
+    target, = report.target_lines(ours + swin_timm)
+    assert target.startswith('- RAVLT-S (released mix) vs Swin-T (timm) at 800x1216: inference '
+                             '2.00x (target >= 1.0: met)')
+    # with both measured, mmdet's (the one a config swaps in) is the baseline
+    summary = {s['model']: s for s in report.summary_rows(ours + swin_timm + swin_mm)}
+    assert summary['ravlt_s']['inference_ratio'] == pytest.approx(4.)
+    assert summary['swin_t_timm']['inference_ratio'] == pytest.approx(2.)
+    assert models.baseline(r['model'] for r in ours) is None
+
+
+@pytest.mark.parametrize('name, package, weights', [
+    ('convnext_t', 'mmpretrain', 27.82e6), ('convnext_t_timm', 'timm', 27.82e6),
+    ('swin_t', 'mmdet', 27.52e6), ('swin_t_timm', 'timm', 27.52e6)])
+def test_a_competitor_from_timm_is_the_same_network(name, package, weights):
+    """OpenMMLab's and timm's ConvNeXt-T and Swin-T (the GPU session's): the same networks,
+    four channels-first maps of 96..768 channels at strides 4..32 (timm's Swin-T sized to the
+    input, its windows padded like mmdet's: 224x320 pads every width and is large enough that
+    timm does not shrink the last stage's windows to its map); where missing, a row names the
+    package."""
     import torch
     missing = models.missing_requirement(name, 'backbone')
     if missing is not None:
         assert missing == f'{package} is not installed'
         pytest.skip(missing)
-    net = models.BACKBONES[name].build()
-    net.eval()  # (mmpretrain's train() returns None)
-    assert sum(p.numel() for p in net.parameters()) == pytest.approx(27.82e6, rel=1e-3)
+    net = models.build(name, 'backbone', shape=(224, 320))
+    assert sum(p.numel() for p in net.parameters()) == pytest.approx(weights, rel=1e-3)
     with torch.no_grad():
-        maps = net(torch.randn(1, 3, 64, 96))
-    assert [tuple(m.shape) for m in maps] == [(1, 96 * 2**i, 16 >> i, 24 >> i) for i in range(4)]
+        maps = net(torch.randn(1, 3, 224, 320))
+    assert [tuple(m.shape) for m in maps] == [(1, 96 * 2**i, 56 >> i, 80 >> i) for i in range(4)]
+    if name == 'swin_t_timm':  # timm's NHWC maps are made NCHW by a copy, as mmdet's Swin-T's
+        assert all(m.is_contiguous() for m in maps)
+
+
+def test_mmdets_competitors_need_mmcvs_ops_built(monkeypatch):
+    # the GPU machine before its mmcv build: mmdet installed, mmcv without its compiled ops
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec',
+                        lambda name, *a: None if name == 'mmcv._ext' else find_spec(name, *a))
+    if find_spec('mmdet') is None:
+        pytest.skip('mmdet is not installed')
+    assert (models.missing_requirement('swin_t', 'backbone')
+            == "mmcv's ops are not built (mmdet imports them)")
+    assert models.missing_requirement('ravlt_s', 'backbone') is None
 
 
 def test_mmpretrain_beside_transformers_5_names_the_way_out(monkeypatch):
@@ -97,7 +132,7 @@ def test_mmpretrain_beside_transformers_5_names_the_way_out(monkeypatch):
     monkeypatch.setitem(sys.modules, 'mmpretrain.models', MultimodalFailing('mmpretrain.models'))
     with pytest.raises(RuntimeError, match=r"mmpretrain does not import here \(TypeError: NoneType "
                        r"takes no arguments\).*transformers < 5\. Measure 'convnext_t_timm'"):
-        models.BACKBONES['convnext_t'].build()
+        models.BACKBONES['convnext_t'].build((64, 64))
 
 
 def test_a_failed_case_is_a_row_naming_its_error():

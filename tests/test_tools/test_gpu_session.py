@@ -89,6 +89,29 @@ def test_bench_runs_every_gpu_test_the_kernels_first(tmp_path):
         files, paths)
 
 
+def test_bench_needs_no_mmcv_build(tmp_path):
+    # the GPU machine before mmcv's build (no prebuilt wheel carried): the bundle's other
+    # packages, the kernels' tests and the benchmark run; mmcv's tests wait for `setup`
+    python = str(python_without(tmp_path, 'mmcv'))
+    bundle = tmp_path / 'bundle'
+    bundle.mkdir()
+    proc = session(tmp_path, 'bench', DRY_RUN='1', PYTHON=python, BUNDLE=str(bundle))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    dry_runs = [line for line in proc.stdout.splitlines() if line.startswith('[dry run]')]
+    assert [line.split('; ', 1)[1].split()[:4] for line in dry_runs] == [
+        [python, '-m', 'pip', 'install'], [python, '-m', 'pytest', '-m'],
+        [python, 'tools/analysis/benchmark.py', '--preset', 'gpu-session']]
+    assert 'onedl-mmdetection' in dry_runs[0].split() and 'onedl-mmcv' not in dry_runs[0].split()
+    assert 'tests/test_ops' in dry_runs[1] and 'test_mmcv_ops.py' not in dry_runs[1]
+    assert ('| bench | tests/test_mmcv_ops.py | not run: mmcv.ops does not import (`setup` '
+            'builds it) | 0 |') in proc.stdout
+    # installed once per machine: a later call (here `setup`) does not install again
+    (tmp_path / 'work' / '.bundle_installed').write_text('')
+    proc = session(tmp_path, 'setup', DRY_RUN='1', PYTHON=python, BUNDLE=str(bundle))
+    assert '| setup | install | skipped: installed before | 0 |' in proc.stdout
+    assert 'failed: no onedl_mmcv-*.tar.gz in' in proc.stdout  # then mmcv's build is tried
+
+
 @pytest.mark.parametrize('workers', ['4', '1'])
 def test_gpu_tests_run_in_several_processes_where_xdist_imports(tmp_path, workers):
     # pytest-xdist, as the GPU machine has it
@@ -104,8 +127,9 @@ def test_gpu_tests_run_in_several_processes_where_xdist_imports(tmp_path, worker
 
 
 def test_a_test_step_cut_by_its_limit_reports_what_ran(tmp_path):
-    # 20 s of the budget: pytest -m gpu (minutes on a CPU) is cut, the benchmark finds no time
-    proc = session(tmp_path, 'bench', BUDGET='20')
+    # 45 s of the budget (the import checks before it take ~15 s here): pytest -m gpu (minutes on
+    # a CPU) is cut, the benchmark finds no time
+    proc = session(tmp_path, 'bench', BUDGET='45')
     summary = (tmp_path / 'out' / 'gpu_session.md').read_text()
     assert re.search(r'\| bench \| python -m pytest -m gpu \| timed out after \d+ s', summary), \
         summary

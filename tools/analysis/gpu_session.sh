@@ -15,7 +15,8 @@
 #          (AMP as written) and mmdet's Swin-T Mask R-CNN (--amp) for ITERS iterations each,
 #          tools/test.py and the demos on what they saved, and the table of seconds per
 #          iteration, data time, peak memory and the projected schedule on 8 GPUs
-#   bench  pytest -m gpu (the kernel tests first), then tools/analysis/benchmark.py $BENCH_ARGS
+#   bench  pytest -m gpu (the kernel tests first), then tools/analysis/benchmark.py $BENCH_ARGS;
+#          it needs no mmcv build (so it can come first where no prebuilt wheel was carried)
 # Every step runs within what is left of BUDGET (seconds for this call); a step that fails,
 # times out or finds no time becomes a row of the summary and the next one runs. Steps done in
 # an earlier call on the same (warm) machine are not repeated. DRY_RUN=1 prints the commands.
@@ -122,7 +123,7 @@ tagged() { grep "\[$1\]" requirements/gpu_bundle.txt | sed 's/#.*//; s/==.*//' |
 PIP_OFFLINE=("$PYTHON" -m pip install -q --no-index --find-links "$BUNDLE" --no-deps)
 
 stage_setup() {
-    install_stack || return 1
+    install_packages && install_mmcv || return 1
     # what tools/train.py imports (datasets, engine, models with mmcv's ops): a dependency the
     # bundle lacks fails here, named, not in every training run (once per machine)
     local mark=$WORK/.imports_ok
@@ -132,18 +133,26 @@ stage_setup() {
     [ -n "${DRY_RUN:-}" ] || touch "$mark"
 }
 
-install_stack() {
-    if ! "$PYTHON" -c 'import mmengine.runner, mmdet, mmseg' 2>/dev/null; then
-        if [ ! -d "$BUNDLE" ]; then
-            row setup install "failed: no bundle at $BUNDLE (run tools/analysis/prepare_gpu_bundle.sh here and carry it)" 0
-            return 1
-        fi
-        # names without pins: what the machine has already (numpy, opencv, rich...) stays
-        step setup "install the bundle" 120 install.log "${PIP_OFFLINE[@]}" \
-            $(pins | grep -vxF -f <(tagged sdist; tagged build)) || return 1
+# install_packages STAGE: the bundle's packages but mmcv (pure Python and binary wheels), once
+install_packages() {
+    local stage=${1:-setup} mark=$WORK/.bundle_installed
+    if [ -f "$mark" ]; then
+        row "$stage" install "skipped: installed before" 0
+    elif "$PYTHON" -c 'import mmengine.runner, mmdet, mmseg' 2>/dev/null; then
+        row "$stage" install "skipped: mmengine, mmdet and mmseg import" 0
+    elif [ ! -d "$BUNDLE" ]; then
+        row "$stage" install "failed: no bundle at $BUNDLE (run tools/analysis/prepare_gpu_bundle.sh here and carry it)" 0
+        return 1
     else
-        row setup install "skipped: mmengine, mmdet and mmseg import" 0
+        # names without pins: what the machine has already (numpy, opencv, rich...) stays
+        step "$stage" "install the bundle" 120 install.log "${PIP_OFFLINE[@]}" \
+            $(pins | grep -vxF -f <(tagged sdist; tagged build)) || return 1
+        [ -n "${DRY_RUN:-}" ] || touch "$mark"
     fi
+}
+
+# install_mmcv: onedl-mmcv with CUDA ops: a prebuilt wheel of the bundle, else built here
+install_mmcv() {
     if "$PYTHON" -c 'import mmcv.ops' 2>/dev/null; then
         row setup "mmcv CUDA ops" "skipped: mmcv.ops imports" 0
         return 0
@@ -290,14 +299,21 @@ stage_train() {
 }
 
 stage_bench() {
+    # Needs no mmcv build: RAVLT needs mmengine alone, and where mmcv's ops are not built the
+    # benchmark's Swin-T is timm's (its baseline falls back) and mmcv's tests wait for `setup`.
+    install_packages bench
     # In TEST_WORKERS processes where pytest-xdist is installed (the GPU machine has it):
     # compiling the kernels' variants is most of the time, one CPU core each.
-    local workers=()
+    local workers=() mmcv_tests=("$REPO/tests/test_mmcv_ops.py")
     [ "$TEST_WORKERS" -gt 1 ] && "$PYTHON" -c 'import xdist' 2>/dev/null && workers=(-n "$TEST_WORKERS")
+    if ! "$PYTHON" -c 'import mmcv.ops' 2>/dev/null; then
+        mmcv_tests=()
+        row bench "tests/test_mmcv_ops.py" "not run: mmcv.ops does not import (\`setup\` builds it)" 0
+    fi
     # The fused kernels first (their backward has never run on a GPU), so that a run cut by its
     # limit has them; a test (test_gpu_session.py) checks these folders hold every gpu test.
     run_tests bench "python -m pytest -m gpu" 150 gpu_tests.log -m gpu "${workers[@]}" \
-        "$REPO/tests/test_ops" "$REPO/tests/test_models" "$REPO/tests/test_mmcv_ops.py"
+        "$REPO/tests/test_ops" "$REPO/tests/test_models" "${mmcv_tests[@]}"
     # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
     step bench "tools/analysis/benchmark.py $BENCH_ARGS" 360 benchmark.log "$PYTHON" \
         tools/analysis/benchmark.py $BENCH_ARGS --work-dir "$WORK/benchmark"

@@ -16,7 +16,7 @@ RALA_ONLY = ('rala', ) * 4
 class Backbone(NamedTuple):
     description: str
     build: Callable[[Tuple[int, int]], nn.Module]  # from the input's (H, W): timm's Swin needs it
-    needs: Tuple[str, ...] = ()  # Python packages it imports
+    needs: Tuple[str, ...] = ()  # Python packages it imports (OpenMMLab's import mmcv)
     ravlt: bool = False  # has RALA, so a fused-kernel setting
 
 
@@ -83,6 +83,7 @@ SWIN_T_CHANNELS = [96, 192, 384, 768]
 # The ratios of the summary table are against the first of these measured in the run: mmdet's
 # Swin-T, or timm's where mmcv's ops are not built (the GPU machine before its mmcv build).
 BASELINES = ('swin_t', 'swin_t_timm')
+MMDET = ('mmdet', 'mmcv')  # what mmdet's models need installed
 
 BACKBONES: Dict[str, Backbone] = {
     'ravlt_t': Backbone('RAVLT-T (released mix)', _ravlt('t', False), ravlt=True),
@@ -93,14 +94,14 @@ BACKBONES: Dict[str, Backbone] = {
     'ravlt_s_rala': Backbone('RAVLT-S all-RALA', _ravlt('s', True), ravlt=True),
     'ravlt_b_rala': Backbone('RAVLT-B all-RALA', _ravlt('b', True), ravlt=True),
     'ravlt_l_rala': Backbone('RAVLT-L all-RALA', _ravlt('l', True), ravlt=True),
-    'swin_t': Backbone('Swin-T (mmdet)', _mmdet(SWIN_T), ('mmdet', )),
-    'swin_s': Backbone('Swin-S (mmdet)', _mmdet(SWIN_S), ('mmdet', )),
+    'swin_t': Backbone('Swin-T (mmdet)', _mmdet(SWIN_T), MMDET),
+    'swin_s': Backbone('Swin-S (mmdet)', _mmdet(SWIN_S), MMDET),
     'r50': Backbone('ResNet-50 (mmdet)', _mmdet(dict(type='ResNet', depth=50,
-                                                     out_indices=(0, 1, 2, 3))), ('mmdet', )),
+                                                     out_indices=(0, 1, 2, 3))), MMDET),
     'pvtv2_b2': Backbone('PVTv2-b2 (mmdet)', _mmdet(dict(type='PyramidVisionTransformerV2',
                                                          embed_dims=64, num_layers=[3, 4, 6, 3])),
-                         ('mmdet', )),
-    'convnext_t': Backbone('ConvNeXt-T (mmpretrain)', _convnext_t, ('mmpretrain', )),
+                         MMDET),
+    'convnext_t': Backbone('ConvNeXt-T (mmpretrain)', _convnext_t, ('mmpretrain', 'mmcv')),
     # the same networks where mmpretrain, or mmcv's ops, are missing (the GPU machine: see
     # docs/gpu.md, "Competitors: one definition")
     'convnext_t_timm': Backbone('ConvNeXt-T (timm)', _timm('convnext_tiny'), ('timm', )),
@@ -136,12 +137,10 @@ def missing_requirement(name: str, level: str) -> Optional[str]:
     else:
         if name not in WHOLE_MODELS:
             return f'unknown model (choose from {sorted(WHOLE_MODELS)})'
-        needs = ('mmdet', ) if 'maskrcnn' in name else ('mmseg', 'mmdet')
+        needs = MMDET if 'maskrcnn' in name else ('mmseg', ) + MMDET
     for pkg in needs:
         if importlib.util.find_spec(pkg) is None:
             return f'{pkg} is not installed'
-    if set(needs) - {'timm'} and importlib.util.find_spec('mmcv') is None:  # OpenMMLab's import it
-        return 'mmcv is not installed'
     if 'mmdet' in needs and importlib.util.find_spec('mmcv._ext') is None:
         return "mmcv's ops are not built (mmdet imports them)"
     return None

@@ -151,9 +151,11 @@ install_packages() {
     fi
 }
 
+mmcv_ops_import() { "$PYTHON" -c 'import mmcv.ops' 2>/dev/null; }
+
 # install_mmcv: onedl-mmcv with CUDA ops: a prebuilt wheel of the bundle, else built here
 install_mmcv() {
-    if "$PYTHON" -c 'import mmcv.ops' 2>/dev/null; then
+    if mmcv_ops_import; then
         row setup "mmcv CUDA ops" "skipped: mmcv.ops imports" 0
         return 0
     fi
@@ -306,7 +308,7 @@ stage_bench() {
     # compiling the kernels' variants is most of the time, one CPU core each.
     local workers=() mmcv_tests=("$REPO/tests/test_mmcv_ops.py")
     [ "$TEST_WORKERS" -gt 1 ] && "$PYTHON" -c 'import xdist' 2>/dev/null && workers=(-n "$TEST_WORKERS")
-    if ! "$PYTHON" -c 'import mmcv.ops' 2>/dev/null; then
+    if ! mmcv_ops_import; then
         mmcv_tests=()
         row bench "tests/test_mmcv_ops.py" "not run: mmcv.ops does not import (\`setup\` builds it)" 0
     fi

@@ -1,7 +1,7 @@
 """mmcv's compiled ops that the detectors need (NMS, RoIAlign) and a deformable convolution,
 each against a plain-torch formula on every device, and on a GPU its CUDA kernel against its
-CPU kernel, gradients included. On the GPU machine these are what tells that the CUDA build of
-mmcv works (``python -m pytest tests -m gpu``, tools/analysis/gpu_session.sh's ``ops`` stage).
+CPU kernel, gradients included. On a GPU machine these tell whether the CUDA build of mmcv works
+(``python -m pytest tests -m gpu``).
 """
 import copy
 

@@ -69,10 +69,9 @@ def test_install_requires_names_no_openmmlab_distribution_and_extras_name_the_st
                                           for r in stack.extra_requirements('onedl')}
 
 
-# setup.py's ranges; gpu_*.txt lock the GPU machine's wheel bundle (another Python and stack:
-# the GPU session's tests check it)
+# setup.py's ranges
 RANGE_FILES = sorted(p.name for p in (REPO / 'requirements').glob('*.txt')
-                     if p.name not in PIN_FILES.values() and not p.name.startswith('gpu_'))
+                     if p.name not in PIN_FILES.values())
 
 
 @pytest.mark.parametrize('name', RANGE_FILES + ['extra'])

@@ -38,7 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
-from mmengine.model import BaseModule
+from mmengine.model import BaseModule, constant_init, trunc_normal_init
 from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -449,6 +449,8 @@ class ConvFFN(nn.Module):
         hidden_dim (int): Expanded channels (dim x mlp_ratio, 3.5 in every variant).
     """
 
+    release_order = ('fc1', 'act', 'fc2', 'dwconv')  # the release's registration order
+
     def __init__(self, dim: int, hidden_dim: int):
         super().__init__()
         self.fc1 = PointwiseConv(dim, hidden_dim)
@@ -487,6 +489,9 @@ class RAVLTBlock(nn.Module):
         layer_scale_init (float): Initial value of gamma_1 and gamma_2.
         attn_impl (str): 'fast' or 'reference'.
     """
+
+    # The release registers the position encoding last (initialisation visits it last)
+    release_order = ('norm1', 'attn', 'drop_path', 'norm2', 'ffn', 'pos')
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, attn_type: str,
                  drop_path_rate: float = 0., layer_scale_init: float = 1.0,
@@ -604,6 +609,19 @@ class ConvStem(nn.Module):
 # --------------------------------------------------------------------------------------------
 # The backbone
 # --------------------------------------------------------------------------------------------
+def modules_in_release_order(module: nn.Module):
+    """``module``'s submodules in the order ``module.apply`` visits them (each one's children,
+    then itself) had they been registered as in the authors' release: a class's
+    ``release_order`` names its children in that order where ours differs (the blocks, the
+    FFN). The order decides which weights the random stream of an initialisation fills first.
+    """
+    names = getattr(module, 'release_order', None)
+    children = [getattr(module, name) for name in names] if names else module.children()
+    for child in children:
+        yield from modules_in_release_order(child)
+    yield module
+
+
 @MODELS.register_module()
 class RAVLT(BaseModule):
     """RAVLT backbone with four multi-scale outputs (strides 4, 8, 16, 32).
@@ -626,6 +644,9 @@ class RAVLT(BaseModule):
             through the fused Triton kernels on CUDA where triton is installed. Defaults to True.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)`` loads the
             authors' ImageNet checkpoints or ours, strictly, reporting any key that does not fit.
+            ``None`` (default, training from scratch): the release's initialisation
+            (``init_from_scratch``: convs truncated normal with std 0.02 and zero bias,
+            LayerNorms 1 and 0). Other ``init_cfg`` s go to mmengine's initialisers.
     """
     arch_zoo = {
         **dict.fromkeys(['t', 'tiny'], dict(
@@ -731,12 +752,49 @@ class RAVLT(BaseModule):
         return self
 
     def init_weights(self):
-        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
+        """``init_cfg=None``: the release's initialisation (``init_from_scratch``);
+        ``Pretrained``: the checkpoint, which gives every weight; any other ``init_cfg``:
+        mmengine's initialisers."""
+        if self.init_cfg is None:
+            self.init_from_scratch()
+            self._is_init = True
+        elif isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
             load_backbone_checkpoint(self, self.init_cfg['checkpoint'],
                                      prefix=self.init_cfg.get('prefix'))
             self._is_init = True
         else:
             super().init_weights()
+
+    def init_from_scratch(self) -> 'RAVLT':
+        """The authors' initialisation of their dense backbone without pretrained weights.
+
+        The release fills its layers in two passes over the modules, in the order ``apply``
+        visits them (``modules_in_release_order``: its registration order), which this repeats:
+          1. (in the release's ``__init__``) every ``nn.Conv2d`` (the 1x1 ``PointwiseConv`` s
+             too): weight ``trunc_normal_(std=.02)``, bias 0; every ``nn.LayerNorm``: weight 1,
+             bias 0;
+          2. (its ``init_weights(pretrained=None)``) every ``nn.Linear`` (RAVLT has none):
+             weight ``trunc_normal_(std=.02)``, bias 0; every ``nn.LayerNorm``: weight 1,
+             bias 0.
+        ``trunc_normal_`` is timm's, which the release imports: its bounds are absolute
+        (-2, 2), i.e. 100 std, a plain normal in practice, drawn as the inverse normal CDF of
+        one uniform value each; mmengine's ``trunc_normal_init`` draws the same (torch 2.13's
+        ``nn.init.trunc_normal_`` does not). BatchNorm (PyTorch's weight 1, bias 0), the layer
+        scales (``layer_scale_init``) and the RoPE angles are left as they are: the release
+        sets none of them here.
+
+        The release runs pass 1 while it builds the backbone; here ``init_weights()`` runs it
+        (mmengine's convention: the runner calls it). A backbone built and initialised right
+        after seeding gets the release's weights bit for bit (inside a detector the modules
+        built in between draw from the random stream first).
+        """
+        for linear_pass in (False, True):
+            for m in modules_in_release_order(self):
+                if isinstance(m, nn.Linear if linear_pass else nn.Conv2d):
+                    trunc_normal_init(m, std=.02, bias=0.)
+                elif isinstance(m, nn.LayerNorm):
+                    constant_init(m, 1., bias=0.)
+        return self
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if x.dim() != 4:

@@ -3,6 +3,9 @@
 The metafile lists every config with the paper's parameters, FLOPs and metrics and the
 authors' weights; tools, tests and the README take these figures from here.
 
+The configs and the metafile come with the package: a wheel carries them in
+``ravlt_dense/.mim/`` (as mmdet and mmseg carry theirs), a clone has them beside the package.
+
 Weights URLs point at the authors' Hugging Face repository. ``RAVLT_ZOO_URL_ROOT`` replaces
 that root (e.g. a mirror or a local server): with ``RAVLT_ZOO_URL_ROOT=http://host/dir`` the
 weights of ``maskrcnn_ravlt_s_coco`` come from ``http://host/dir/maskrcnn_s_1x_12_epoch.pth``.
@@ -12,10 +15,12 @@ import os.path as osp
 from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
 
-from ravlt_dense.models.backbones.ravlt import RAVLT
-
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-METAFILE = osp.join(REPO_ROOT, 'configs', 'metafile.yml')
+_PACKAGE = osp.dirname(osp.abspath(__file__))
+# Where configs/ and model-index.yml are: the wheel's copy, else the clone the package is in.
+ROOT = osp.join(_PACKAGE, '.mim') if osp.isdir(osp.join(_PACKAGE, '.mim', 'configs')) \
+    else osp.dirname(_PACKAGE)
+REPO_ROOT = ROOT
+METAFILE = osp.join(ROOT, 'configs', 'metafile.yml')
 URL_ROOT = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main'
 URL_ROOT_ENV = 'RAVLT_ZOO_URL_ROOT'
 
@@ -25,9 +30,9 @@ def _read(metafile: str) -> Tuple[dict, ...]:
     from mmengine.fileio import load
     if not osp.isfile(metafile):
         raise FileNotFoundError(
-            f'Model zoo metafile not found: {metafile}. The zoo and the configs live in the '
-            f'repository (configs/), not in a wheel: install ravlt_dense from a clone with '
-            f'`pip install -e .`, as mmdet and mmseg are installed.')
+            f'Model zoo metafile not found: {metafile}. A wheel of ravlt_dense carries it in '
+            f'ravlt_dense/.mim/configs/, a clone in configs/: reinstall the package '
+            f'(`pip install ravlt_dense` or `pip install -e .` in a clone).')
     return tuple(load(metafile)['Models'])
 
 
@@ -51,11 +56,11 @@ def config_names(metafile: Optional[str] = None) -> List[str]:
 
 
 def config_path(name: str, metafile: Optional[str] = None) -> str:
-    """Absolute path of the config of ``name`` (metafile paths are relative to the repo)."""
+    """Absolute path of the config of ``name`` (metafile paths are relative to ``ROOT``)."""
     config = get(name, metafile).get('Config')
     if not config:
         raise ValueError(f'Model {name!r} of the zoo has no config (an ImageNet backbone)')
-    return config if osp.isabs(config) else osp.join(REPO_ROOT, config)
+    return config if osp.isabs(config) else osp.join(ROOT, config)
 
 
 def weights_url(name: str, metafile: Optional[str] = None) -> str:
@@ -98,15 +103,11 @@ def name_of_config(config: str, metafile: Optional[str] = None) -> Optional[str]
     return None
 
 
-def variants() -> List[str]:
-    """Short names of the RAVLT variants ('t', 's', 'b', 'l'), in ``RAVLT.arch_zoo`` order:
-    the first name of each distinct architecture, its aliases ('tiny', 'm'...) left out."""
-    names, seen = [], []
-    for name, arch in RAVLT.arch_zoo.items():
-        if arch not in seen:
-            names.append(name)
-            seen.append(arch)
-    return names
+def variants(metafile: Optional[str] = None) -> List[str]:
+    """Short names of the RAVLT variants ('t', 's', 'b', 'l'): those of the zoo's ImageNet
+    backbones, in file order."""
+    return [m['Metadata']['Variant'] for m in models(metafile).values()
+            if m['Metadata'].get('Variant')]
 
 
 def variant(name: str, metafile: Optional[str] = None) -> str:

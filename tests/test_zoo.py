@@ -18,7 +18,7 @@ from mmengine.config import Config
 
 from conftest import REPO, load_script
 from ravlt_dense import inference, zoo
-from ravlt_dense.models import build_model
+from ravlt_dense.models import RAVLT, build_model
 
 HF = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main/'
 
@@ -121,6 +121,12 @@ def test_unknown_names_are_errors():
 
 def test_variants_are_the_arch_zoo_and_every_model_names_one():
     assert zoo.variants() == ['t', 's', 'b', 'l']
+    # the backbone's architectures, each under its first name (aliases: 'tiny', 'm', ...)
+    archs = []
+    for name, arch in RAVLT.arch_zoo.items():
+        if arch not in [RAVLT.arch_zoo[a] for a in archs]:
+            archs.append(name)
+    assert archs == zoo.variants()
     for name in zoo.models():
         assert zoo.variant(name) in zoo.variants()
     assert zoo.variant('cascade-maskrcnn_ravlt_b_ms-3x_coco') == 'b'

@@ -1,6 +1,9 @@
 import os.path as osp
+import shutil
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
 
 HERE = osp.dirname(osp.abspath(__file__))
 
@@ -18,6 +21,29 @@ def read_module(name):
     with open(osp.join(HERE, 'ravlt_dense', f'{name}.py')) as f:
         exec(f.read(), scope)
     return scope
+
+
+# What a wheel carries in ravlt_dense/.mim/, as mmdet and mmseg carry theirs: zoo names and
+# `mim` then find configs, tools and demos without a clone (ravlt_dense/zoo.py looks there first).
+MIM_FILES = ('configs', 'tools', 'demo', 'model-index.yml')
+
+
+class BuildWithMim(build_py):
+    """build_py that also copies MIM_FILES into the built package's .mim folder (an editable
+    install reads them from the clone instead)."""
+
+    def run(self):
+        super().run()
+        if getattr(self, 'editable_mode', False):
+            return
+        mim = osp.join(self.build_lib, 'ravlt_dense', '.mim')
+        for name in MIM_FILES:
+            src, dst = osp.join(HERE, name), osp.join(mim, name)
+            if osp.isdir(src):
+                shutil.copytree(src, dst, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+            else:
+                self.copy_file(src, dst)
 
 
 def read_readme():
@@ -45,6 +71,7 @@ setup(
     license='Apache-2.0',
     packages=find_packages(include=['ravlt_dense', 'ravlt_dense.*']),
     include_package_data=True,
+    cmdclass={'build_py': BuildWithMim},
     python_requires='>=3.8',
     install_requires=read_requirements('runtime'),
     extras_require=extras,

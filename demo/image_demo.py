@@ -23,8 +23,7 @@ import cv2
 
 # importing ravlt_dense registers RAVLT and the types found in our checkpoints
 from ravlt_dense.checkpoint import find_checkpoint
-from ravlt_dense.inference import (ReleaseWeightsMixin, add_model_arguments, default_device,
-                                   resolve_demo_model)
+from ravlt_dense.inference import add_model_arguments, default_device, resolve_demo_model
 from ravlt_dense.inputs import collect_images, read_image, unique_stem
 
 
@@ -81,12 +80,8 @@ def instances_to_json(prediction: dict, classes, score_thr: float) -> list:
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmdet.apis import DetInferencer
-
-    class Inferencer(ReleaseWeightsMixin, DetInferencer):
-        pass
-
-    inferencer = Inferencer(model=args.config, weights=args.checkpoint, device=args.device,
+    from ravlt_dense.apis import RAVLTDetInferencer
+    inferencer = RAVLTDetInferencer(model=args.config, weights=args.checkpoint, device=args.device,
                             show_progress=False)
     classes = list(inferencer.model.dataset_meta.get('classes', []))
     vis_dir, pred_dir = osp.join(args.out_dir, 'vis'), osp.join(args.out_dir, 'preds')

@@ -28,8 +28,7 @@ from mmengine.config import Config
 from mmengine.utils import import_modules_from_strings
 
 from ravlt_dense.checkpoint import find_checkpoint
-from ravlt_dense.inference import (ReleaseWeightsMixin, add_model_arguments, default_device,
-                                   full_palette, resolve_demo_model)
+from ravlt_dense.inference import add_model_arguments, default_device, resolve_demo_model
 from ravlt_dense.inputs import collect_images, read_image, unique_stem
 
 
@@ -79,24 +78,10 @@ def load_config(config: str, slide: bool = False, crop_size=(512, 512),
 
 
 def build_inferencer(cfg: Config, checkpoint: str, device: str):
-    """mmseg's inferencer with our weights loading (ReleaseWeightsMixin), its visualizer
-    labelled with the model's classes.
-
-    MMSegInferencer falls back to Cityscapes' classes for checkpoints without dataset_meta and
-    always labels its drawings with the classes passed to it (Cityscapes' by default), whatever
-    the checkpoint says; both are wrong for every model here.
-    """
-    from mmseg.apis import MMSegInferencer
-
-    class Inferencer(ReleaseWeightsMixin, MMSegInferencer):
-        pass
-
-    inferencer = Inferencer(model=cfg, weights=checkpoint, device=device)
-    meta = inferencer.model.dataset_meta
-    classes = list(meta['classes'])
-    inferencer.visualizer.set_dataset_meta(classes=classes,
-                                           palette=full_palette(classes, meta.get('palette')))
-    return inferencer
+    """mmseg's inferencer with the project's weights loading, labelled with the model's
+    classes (``ravlt_dense.apis.RAVLTSegInferencer``)."""
+    from ravlt_dense.apis import RAVLTSegInferencer
+    return RAVLTSegInferencer(model=cfg, weights=checkpoint, device=device)
 
 
 def run(config: str, checkpoint: str, inputs: Sequence[str], out_dir: str,

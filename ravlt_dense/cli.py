@@ -28,8 +28,12 @@ def parse_tool_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
 
 
 def load_config(args) -> Config:
-    """The config of a train/test command line: --cfg-options, --launcher and the work dir
-    (``--work-dir``, else the config's, else work_dirs/CONFIG_NAME), as mmdet's tools do."""
+    """The config of a train/test command line (a file, or a name of the model zoo):
+    --cfg-options, --launcher and the work dir (``--work-dir``, else the config's, else
+    work_dirs/CONFIG_NAME), as mmdet's tools do."""
+    if not (osp.isfile(args.config) or args.config.endswith('.py')):
+        from ravlt_dense import zoo
+        args.config = zoo.config_path(args.config)  # ValueError naming the zoo's models
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:

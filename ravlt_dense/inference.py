@@ -102,6 +102,20 @@ class ReleaseWeightsMixin:
         self._release_weights = weights
         super().__init__(*args, weights=None, **kwargs)
 
+    def _load_model_from_metafile(self, model: str):
+        """A model name: one of RAVLT's zoo (config and weights from configs/metafile.yml),
+        else one of the inferencer's own scope (mmdet's or mmseg's model names)."""
+        if model not in zoo.config_names():
+            return super()._load_model_from_metafile(model)
+        from mmengine.config import Config
+        from mmengine.utils import import_modules_from_strings
+        config, weights = zoo.resolve(model, self._release_weights)
+        self._release_weights = weights
+        cfg = Config.fromfile(config)
+        if cfg.get('custom_imports'):  # mmseg's inferencer does not read them
+            import_modules_from_strings(**cfg.custom_imports)
+        return cfg, None
+
     def _load_weights_to_model(self, model, checkpoint, cfg):
         if self._release_weights is not None:
             loaded = load_model_checkpoint(model, self._release_weights,

@@ -5,11 +5,15 @@ pins satisfy every range and pass the import-time check, whose refusals say what
 `mmseg::` configs resolving; and `pip install -e .[<stack>]` into an environment that already has
 the stack (no set-up script, no network)."""
 import importlib.metadata
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
+import torch
 from mmengine.config import Config
 from mmengine.config.utils import MODULE2PACKAGE
 from packaging.requirements import Requirement
@@ -165,3 +169,84 @@ def test_mmdet_metrics_import_without_a_missing_package_warning():
     # computed" on every run unless the stack brings faster-coco-eval (stack-onedl.txt pins it)
     proc = run_tool(['-c', 'import mmdet.evaluation'], env={'PYTHONWARNINGS': 'default'})
     assert 'is not installed' not in proc.stdout + proc.stderr, proc.stderr[-3000:]
+
+
+# --------------------------------------------------------------------------------------------
+# A wheel carries the configs, tools and demos in ravlt_dense/.mim/, as mmdet's and mmseg's do:
+# zoo names work after `pip install` without a clone
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def installed_wheel(tmp_path_factory):
+    """A fresh venv outside the clone with the wheel of ravlt_dense installed; the OpenMMLab
+    stack comes from this environment (a .pth line), ravlt_dense only from the wheel."""
+    import sysconfig
+    root = tmp_path_factory.mktemp('wheel')
+    pip = [sys.executable, '-m', 'pip']
+    subprocess.run([*pip, 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w', root, REPO],
+                   check=True, capture_output=True, timeout=600)
+    wheel = next(root.glob('ravlt_dense-*.whl'))
+    venv = root / 'venv'
+    subprocess.run([sys.executable, '-m', 'venv', '--without-pip', venv], check=True)
+    python = venv / 'bin' / 'python'
+    site = Path(subprocess.check_output(
+        [python, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
+        text=True).strip())
+    subprocess.run([*pip, 'install', '--no-deps', '--no-index', '--ignore-installed', '-q',
+                    '--prefix', venv, wheel], check=True, capture_output=True, timeout=300)
+    (site / 'stack.pth').write_text(sysconfig.get_paths()['purelib'] + '\n')
+    work = root / 'elsewhere'
+    work.mkdir()
+
+    def run(*args, **env):
+        return subprocess.run([python, *map(str, args)], cwd=work, capture_output=True,
+                              text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1',
+                                                               PYTHONWARNINGS='ignore', **env))
+    return dict(site=site, mim=site / 'ravlt_dense' / '.mim', work=work, run=run)
+
+
+def test_wheel_resolves_zoo_names_without_a_clone(installed_wheel):
+    run, mim = installed_wheel['run'], installed_wheel['mim']
+    proc = run('-c', 'import ravlt_dense; from ravlt_dense import zoo; '
+               'from mmengine.config import Config; '
+               'config, weights = zoo.resolve("maskrcnn_ravlt_s_coco"); '
+               'cfg = Config.fromfile(config); '
+               'print(ravlt_dense.__file__, config, weights, cfg.model.backbone.arch, '
+               'cfg.model.roi_head.bbox_head.num_classes)')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    package, config, weights, arch, classes = proc.stdout.split()
+    assert package == str(installed_wheel['site'] / 'ravlt_dense' / '__init__.py')
+    assert config == str(mim / 'configs' / 'maskrcnn_ravlt_s_coco.py')
+    assert weights.endswith('/maskrcnn_s_1x_12_epoch.pth') and (arch, classes) == ('s', '80')
+    for name in ('model-index.yml', 'configs/metafile.yml', 'tools/train.py', 'tools/test.py',
+                 'demo/image_demo.py', 'demo/seg_demo.py'):
+        assert (mim / name).is_file(), name
+
+
+def test_wheel_runs_the_demo_and_the_inferencers_by_zoo_name(installed_wheel, tmp_path):
+    from ravlt_dense import zoo
+    from ravlt_dense.models import build_model
+    run, mim = installed_wheel['run'], installed_wheel['mim']
+    cfg = Config.fromfile(zoo.config_path('fpn_ravlt_t_ade20k'))
+    cfg.model.backbone.pop('init_cfg')
+    torch.manual_seed(0)
+    torch.save(dict(state_dict=build_model(cfg).state_dict()), tmp_path / 'fpn_t.pth')
+    image = tmp_path / 'photo.png'
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (64, 96, 3), np.uint8))
+    proc = run(mim / 'demo' / 'seg_demo.py', 'fpn_ravlt_t_ade20k', image, '--weights',
+               tmp_path / 'fpn_t.pth', '--out-dir', tmp_path / 'out', '--device', 'cpu')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    label = cv2.imread(str(tmp_path / 'out' / 'pred' / 'photo.png'), cv2.IMREAD_UNCHANGED)
+    assert label.shape == (64, 96) and label.max() < 150  # ADE20K's 150 classes
+    # mmdet's inferencer on a zoo name: its config, then its weights from the zoo's URL
+    proc = run('-c', 'from ravlt_dense.apis import RAVLTDetInferencer; '
+               'RAVLTDetInferencer("maskrcnn_ravlt_t_coco", device="cpu")',
+               RAVLT_ZOO_URL_ROOT='http://127.0.0.1:9/zoo')
+    assert proc.returncode != 0
+    assert 'http://127.0.0.1:9/zoo/maskrcnn_t_1x_12_epoch.pth' in proc.stderr, \
+        proc.stderr[-3000:]
+    # the tools: a zoo name for the config
+    proc = run(mim / 'tools' / 'train.py', 'upernet_ravlt_s_ade20k')
+    assert proc.returncode != 0
+    assert 'ADE20KDataset not found: data/ade/ADEChallengeData2016' in proc.stderr, \
+        proc.stderr[-3000:]
+

@@ -4,12 +4,14 @@
 Flags follow mmdet's and mmseg's tools/train.py.
 """
 import argparse
+import logging
 
+from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import ravlt_dense  # noqa: F401  registers RAVLT and the checkpoint types that resuming needs
-import ravlt_dense.engine  # noqa: F401  registers PlainParamGroupsHook
+from ravlt_dense.engine import check_resume, save_checkpoints_atomically
 from ravlt_dense.amp import fit_optim_wrapper_to_device
 from ravlt_dense.cli import load_config, parse_tool_args
 from ravlt_dense.datasets.checks import build_datasets, check_datasets
@@ -18,7 +20,7 @@ from ravlt_dense.dist import finish_distributed, setup_cpu_distributed
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Train a detector or a segmentor')
-    parser.add_argument('config', help='train config file path')
+    parser.add_argument('config', help='train config file path, or a name of the model zoo')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument('--amp', action='store_true',
                         help='enable automatic mixed precision training (needs a GPU)')
@@ -26,7 +28,8 @@ def parse_args():
                         help='scale the lr by the total batch size (auto_scale_lr in the config)')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from the given checkpoint, or from the latest one in the '
-                        'work dir when no path is given')
+                        'work dir when no path is given (a damaged latest one is skipped for '
+                        'the newest earlier one that loads, with a warning)')
     return parse_tool_args(parser)
 
 
@@ -51,6 +54,10 @@ def main():
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
+    # a damaged checkpoint to resume from: skipped (auto) or named (a path), before the run
+    resume_warnings = check_resume(cfg)
+    # checkpoints written under a temporary name and renamed when whole
+    save_checkpoints_atomically(cfg)
 
     if cfg.get('compile'):  # dynamo cannot trace an optimizer with ConfigDict param groups
         cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='PlainParamGroupsHook')]
@@ -58,6 +65,8 @@ def main():
     check_datasets(cfg, loaders=('train_dataloader', 'val_dataloader'))
     setup_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    for warning in resume_warnings:  # in the run's log, now that it has one
+        print_log(warning, logger='current', level=logging.WARNING)
     build_datasets(runner, cfg, ('train_loop', 'val_loop'))
     runner.train()
     finish_distributed()

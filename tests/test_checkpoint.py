@@ -251,8 +251,17 @@ def test_code_carrying_files_are_refused_by_mmengine_on_either_stack(tmp_path,
     CODE_RAN.clear()
     register_checkpoint_loaders()  # what `import ravlt_dense` does, after mmengine's own
     with pytest.raises(pickle.UnpicklingError, match=rf'(?s){re.escape(str(path))} holds Python '
-                       r'objects that torch will not unpickle safely.*--unsafe-load'):
+                       r'objects that torch will not unpickle safely.*in this whole process.*'
+                       r'add_safe_globals') as refused:
         CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+    assert 'ravlt_release_to_mm' not in str(refused.value)  # not a RAVLT file
+    assert CODE_RAN == []
+    # a file of RAVLT weights (the release's or ours) that carries code: the converter
+    torch.save(dict(state_dict={'backbone.layers.0.RoPE.angle': torch.ones(2)},
+                    meta=dict(hook=CarriesCode())), tmp_path / 'ravlt.pth')
+    with pytest.raises(pickle.UnpicklingError, match=r'(?s)will not unpickle safely.*convert it '
+                       r'once with tools/model_converters/ravlt_release_to_mm\.py .*--unsafe-load'):
+        CheckpointLoader.load_checkpoint(str(tmp_path / 'ravlt.pth'), map_location='cpu')
     assert CODE_RAN == []
     # and files of plain data load as before, through the same loader
     torch.save(dict(state_dict=dict(w=torch.ones(2)), meta=dict(epoch=np.int64(3))),

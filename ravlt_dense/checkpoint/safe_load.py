@@ -4,13 +4,15 @@ Checkpoint files are pickles; a pickle can carry code. torch >= 2.6 refuses glob
 know; the plain-data types that mmengine's and the release's files hold are allowed here
 (:func:`register_safe_globals`), and mmengine's loader of local files is replaced by one that
 never falls back to unpickling code (:func:`register_checkpoint_loaders`). ``import
-ravlt_dense`` does both.
+ravlt_dense`` does both, for the whole process: every local checkpoint that mmengine loads
+afterwards (``load_from``, ``--resume``, any model's) is unpickled weights-only.
 """
 import argparse
 import collections
 import os
 import os.path as osp
 import pickle
+import pickletools
 import zipfile
 
 import torch
@@ -72,11 +74,31 @@ def _is_weights_only_refusal(err: Exception) -> bool:
 
 
 def _refusal(filename: str, path: str, err: Exception) -> pickle.UnpicklingError:
+    if _holds_ravlt_weights(path):
+        way_out = (f'If you trust the file, convert it once with tools/model_converters/'
+                   f'ravlt_release_to_mm.py {path} OUT.pth --unsafe-load and use OUT.pth.')
+    else:
+        way_out = ('ravlt_dense loads checkpoints weights-only in this whole process. If you '
+                   'trust the file, allow the types the error names with '
+                   'torch.serialization.add_safe_globals([...]) before loading, or save its '
+                   'weights once into a plain file: torch.save({"state_dict": torch.load('
+                   f'"{path}", weights_only=False)["state_dict"]}}, "OUT.pth").')
     return pickle.UnpicklingError(
         f'{filename} holds Python objects that torch will not unpickle safely '
-        f'(weights_only=True): {err}\nIf you trust the file, convert it once with '
-        f'tools/model_converters/ravlt_release_to_mm.py {path} OUT.pth --unsafe-load '
-        f'and use OUT.pth.')
+        f'(weights_only=True): {err}\n{way_out}')
+
+
+def _holds_ravlt_weights(path: str) -> bool:
+    """Whether the pickle of a torch zip file names RAVLT's backbone keys (the release's
+    files and ours have ``...layers.0.RoPE.angle``), read without unpickling anything."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pkl = next(n for n in archive.namelist() if n.endswith('/data.pkl'))
+            ops = pickletools.genops(archive.read(pkl))
+            return any(isinstance(arg, str) and arg.endswith('layers.0.RoPE.angle')
+                       for _, arg, _ in ops)
+    except Exception:  # not a zip, no pickle, damaged: nothing says it is RAVLT's
+        return False
 
 
 def load_from_local_checked(filename: str, map_location=None) -> dict:

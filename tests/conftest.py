@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = 'configs/quickstart/maskrcnn_ravlt_t_shapes.py'
 IMG = 64
 
-# Free GiB under the temporary folder below which a session starts with a warning.
+# Free GiB under the temporary folder below which a test run starts with a warning.
 LOW_DISK_GIB = 2
 
 # A RAVLT small enough for unit tests: every code path of the full variants, 8..64 channels.

@@ -90,7 +90,7 @@ elif [ -n "$(pin torch)" ]; then
   pip_quiet install "$(pin torch)"
 else
   die "the $STACK stack pins no CUDA torch: mmcv 2.1.0's CUDA ops are reported not to build against
-  torch >= 2.9 with CUDA 13 (mmcv issue 3310). Use STACK=onedl (the default with a GPU), or install
+  torch >= 2.9 with CUDA 13 (open-mmlab/mmcv#3310). Use STACK=onedl (the default with a GPU), or install
   a CUDA torch that mmcv 2.1.0 builds against (with the matching nvcc) into $VENV first."
 fi
 TORCH_VERSION=$(vpy -W ignore -c 'import torch; print(torch.__version__)')

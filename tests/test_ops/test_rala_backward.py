@@ -110,18 +110,21 @@ def attention_gradients(attn, x, rope):
 
 
 @pytest.mark.parametrize('height, width', [(9, 13), (5, 7)])
-def test_attention_trains_every_parameter_through_the_kernels(kernel_on_this_device, height,
-                                                             width):
+def test_attention_trains_every_parameter_through_the_kernels(kernel_on_this_device,
+                                                             fused_kernels, height, width):
     torch.manual_seed(0)
     attn = RALAttention(64, num_heads=2).to(DEVICE)
+    attn.kernel_backward = True  # RAVLT's rala_kernel_backward=True
     rope = RoPE(32).to(DEVICE)
     x = torch.randn(2, 64, height, width, device=DEVICE, requires_grad=True)
     forward = mock.Mock(wraps=ops.rala_triton)
-    with mock.patch('ravlt_dense.models.backbones.ravlt.rala_triton', forward):
+    backward = mock.Mock(wraps=fused_kernels.rala_backward)
+    with mock.patch('ravlt_dense.models.backbones.ravlt.rala_triton', forward), \
+            mock.patch.object(fused_kernels, 'rala_backward', backward):
         fused = attention_gradients(attn, x, rope)
     attn.attn_impl = 'reference'
     expected = attention_gradients(attn, x, rope)
-    assert forward.call_count == 1
+    assert forward.call_count == 1 and backward.call_count == 1
     for name, a, b in zip(['x'] + [n for n, _ in attn.named_parameters()], fused, expected):
         assert (a - b).abs().max() <= 1e-5 * max(1., b.abs().max().item()), name
 
@@ -131,33 +134,41 @@ def test_backbone_trains_through_the_kernels_as_through_pytorch(kernel_on_this_d
     # with_cp recomputes each block's forward (the kernels again) inside the backward
     arch = dict(embed_dims=[8, 16, 32, 64], depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2],
                 mlp_ratio=2., layer_scale_init=[1.] * 4)
+    # (the backward kernels opted in; the last two: the default, autograd's backward, and none)
     results = []
-    for with_cp, kernel in ((True, True), (False, True), (False, False)):
+    for with_cp, kernel, backward_kernel in ((True, True, True), (False, True, True),
+                                             (True, True, False), (False, False, False)):
         torch.manual_seed(0)
-        model = RAVLT(arch, attn_types=('rala', ) * 4, with_cp=with_cp,
-                      rala_kernel=kernel).to(DEVICE).train()
+        model = RAVLT(arch, attn_types=('rala', ) * 4, with_cp=with_cp, rala_kernel=kernel,
+                      rala_kernel_backward=backward_kernel).to(DEVICE).train()
         x = torch.randn(1, 3, 32, 40, device=DEVICE)
         backward = mock.Mock(wraps=fused_kernels.rala_backward)
         with mock.patch.object(fused_kernels, 'rala_backward', backward):
             weighted_sum(model(x)).backward()
-        assert backward.call_count == (4 if kernel else 0)
+        assert backward.call_count == (4 if backward_kernel else 0)
         results.append([p.grad for p in model.parameters()])
-    for fused_cp, fused, pytorch in zip(*results):
-        assert (fused_cp - pytorch).abs().max() <= 1e-5 * max(1., pytorch.abs().max().item())
-        assert (fused - pytorch).abs().max() <= 1e-5 * max(1., pytorch.abs().max().item())
+    for *fused, pytorch in zip(*results):
+        for grad in fused:
+            assert (grad - pytorch).abs().max() <= 1e-5 * max(1., pytorch.abs().max().item())
 
 
-def test_amp_training_takes_the_kernels_with_half_inputs(kernel_on_this_device):
+@pytest.mark.parametrize('backward_kernels', [True, False])
+def test_amp_training_takes_the_kernels_with_half_inputs(kernel_on_this_device, fused_kernels,
+                                                         backward_kernels):
     half = torch.float16 if DEVICE == 'cuda' else torch.bfloat16
     torch.manual_seed(0)
     attn = RALAttention(64, num_heads=2).to(DEVICE)
+    attn.kernel_backward = backward_kernels
     rope = RoPE(32).to(DEVICE)
     x = torch.randn(1, 64, 6, 7, device=DEVICE, requires_grad=True)
     forward = mock.Mock(wraps=ops.rala_triton)
+    backward = mock.Mock(wraps=fused_kernels.rala_backward)
     with mock.patch('ravlt_dense.models.backbones.ravlt.rala_triton', forward), \
+            mock.patch.object(fused_kernels, 'rala_backward', backward), \
             torch.autocast(DEVICE, dtype=half):
         amp = attention_gradients(attn, x, rope)
     assert forward.call_args.args[0].dtype == half
+    assert backward.call_count == int(backward_kernels)
     attn.attn_impl = 'reference'
     expected = attention_gradients(attn, x, rope)
     for a, b in zip(amp, expected):

@@ -34,6 +34,7 @@ def custom_ops(graph):
 def test_compiled_training_keeps_the_kernels_and_matches_eager(kernel_on_this_device):
     torch.manual_seed(0)
     model = Attention().to(DEVICE)
+    model.attn.kernel_backward = True  # RAVLT's rala_kernel_backward=True
     graphs = []
 
     def keep(gm, _):
@@ -62,6 +63,29 @@ def test_compiled_training_keeps_the_kernels_and_matches_eager(kernel_on_this_de
     assert custom_ops(backward_graph) == ['ravlt.rala_backward.default']
     for a, b in zip(*results):
         assert (a - b).abs().max() <= 1e-5 * max(1., b.abs().max().item())
+
+
+def test_compiled_training_takes_pytorch_ops_unless_the_backward_kernels_are_on(
+        kernel_on_this_device):
+    # RAVLT's default (rala_kernel_backward=False): graphs that need gradients hold PyTorch's
+    # ops for RALA, inference graphs the forward operator
+    torch.manual_seed(0)
+    model = Attention().to(DEVICE)
+    graphs = []
+
+    def backend(gm, _):
+        graphs.append(gm.graph)
+        return gm.forward
+
+    compiled = torch.compile(model, backend=backend, fullgraph=True)
+    x = torch.randn(2, 64, 7, 9, device=DEVICE)
+    training = compiled(x)
+    with torch.no_grad():
+        inference = compiled(x)  # grad mode is guarded: a second graph
+        expected = model(x)
+    assert [custom_ops(g) for g in graphs] == [[], ['ravlt.rala_forward.default']]
+    for out in (training, inference):
+        assert (out - expected).abs().max() <= 1e-5 * max(1., expected.abs().max().item())
 
 
 def test_torch_export_keeps_the_kernel_operator(kernel_on_this_device):

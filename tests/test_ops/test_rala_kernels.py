@@ -141,8 +141,14 @@ def test_backbone_takes_the_kernel_for_inference_and_matches_reference(kernel_on
         assert (a - b).abs().max() <= 2e-5
 
 
-def test_training_takes_the_kernels_forward_and_backward(kernel_on_this_device, fused_kernels):
-    model = RAVLT(TINY, attn_types=('rala', ) * 4).to(DEVICE).train()
+@pytest.mark.parametrize('opt_in', [False, True])
+def test_training_takes_the_backward_kernels_only_when_opted_in(kernel_on_this_device,
+                                                                fused_kernels, opt_in):
+    # by default the forward kernels with PyTorch's autograd for the gradients (the backward
+    # kernels have not run on a GPU yet); rala_kernel_backward=True: the backward kernels too
+    torch.manual_seed(0)
+    model = RAVLT(TINY, attn_types=('rala', ) * 4,
+                  **(dict(rala_kernel_backward=True) if opt_in else {})).to(DEVICE).train()
     x = torch.randn(2, 3, 64, 64, device=DEVICE)
     forward = mock.Mock(wraps=ops.rala_triton)
     backward = mock.Mock(wraps=fused_kernels.rala_backward)
@@ -150,9 +156,27 @@ def test_training_takes_the_kernels_forward_and_backward(kernel_on_this_device, 
             mock.patch.object(fused_kernels, 'rala_backward', backward):
         weighted_sum(model(x)).backward()
     blocks = sum(TINY['depths'])
-    assert forward.call_count == blocks and backward.call_count == blocks
+    assert forward.call_count == blocks and backward.call_count == (blocks if opt_in else 0)
     assert all('lepe' not in call.kwargs for call in forward.call_args_list)  # no epilogue
-    assert model.layers[0].blocks[0].attn.qkvo.weight.grad.abs().sum() > 0
+    fused = [p.grad for p in model.parameters()]
+    assert fused[0].abs().sum() > 0
+    model.zero_grad()
+    weighted_sum(model.set_rala_kernel(False)(x)).backward()  # PyTorch ops throughout
+    assert forward.call_count == blocks
+    for a, b in zip(fused, [p.grad for p in model.parameters()]):
+        assert (a - b).abs().max() <= 1e-5 * max(1., b.abs().max().item())
+
+
+def test_set_rala_kernel_switches_the_backward_kernels_too():
+    model = RAVLT(TINY, attn_types=('rala', ) * 4)
+    attns = [m for m in model.modules() if isinstance(m, RALAttention)]
+    assert all(a.use_kernel and not a.kernel_backward for a in attns)  # the defaults
+    model.set_rala_kernel(True, backward=True)
+    assert all(a.use_kernel and a.kernel_backward for a in attns)
+    model.set_rala_kernel(False)  # the backward setting is kept for when the kernels return
+    assert all(not a.use_kernel and a.kernel_backward for a in attns)
+    model.set_rala_kernel(True, backward=False)
+    assert all(a.use_kernel and not a.kernel_backward for a in attns)
 
 
 def test_kernel_applies_to_recent_cuda_gpus_with_triton():

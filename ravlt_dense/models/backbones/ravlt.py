@@ -24,10 +24,11 @@ On CUDA the fast path also writes a few layers another way where PyTorch's CUDA 
 spend extra passes on the portable spelling (``cuda_forms``: 1x1 convs as matrix products with
 the bias inside, the norms of the blocks in half precision under autocast).
 
-On CUDA with triton installed the fast path hands RALA to fused Triton kernels
-(``ravlt_dense.ops``, same math in three passes over the tokens instead of a dozen, and three
-for the backward in training; compiled and exported graphs keep them as the operator
-``ravlt::rala_forward``); ``rala_kernel=False`` keeps the PyTorch ops, and so do the ONNX and
+On CUDA with triton installed the fast path hands RALA's forward to fused Triton kernels
+(``ravlt_dense.ops``, same math in three passes over the tokens instead of a dozen; compiled
+and exported graphs keep them as the operator ``ravlt::rala_forward``); in training PyTorch's
+autograd gives its gradients, or with ``rala_kernel_backward=True`` three backward kernels
+(not yet run on a GPU). ``rala_kernel=False`` keeps the PyTorch ops, and so do the ONNX and
 TorchScript exports.
 """
 import math
@@ -261,6 +262,32 @@ def rala_fast(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return out.to(out_dtype)
 
 
+class RALAKernelForward(torch.autograd.Function):
+    """RALA with the fused forward kernels and PyTorch's autograd for the gradients: the
+    backward recomputes ``rala_fast`` from the saved q, k, v (the kernels keep no activations)
+    and differentiates it, as training with ``rala_kernel=False`` does. What RAVLT trains
+    through on CUDA unless ``rala_kernel_backward`` opts in to the backward kernels.
+
+    ``apply(q, k, v, rotation, scale)``: the arguments of ``rala_triton`` without the epilogue;
+    raises ``KernelUnavailable`` where the forward kernels cannot run.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, rotation, scale):
+        ctx.save_for_backward(q, k, v)
+        ctx.rotation, ctx.scale = rotation, scale
+        return rala_triton(q, k, v, rotation, scale)  # (no gradient recorded in here)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        rotation = ctx.rotation
+        with torch.enable_grad():
+            inputs = [t.detach().requires_grad_() for t in ctx.saved_tensors]
+            out = rala_fast(*inputs, lambda x: apply_rope_complex(x, rotation), ctx.scale)
+            return (*torch.autograd.grad(out, inputs, grad), None, None)
+
+
 def softmax_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                                 sin: torch.Tensor, cos: torch.Tensor, scale: float
                                 ) -> torch.Tensor:
@@ -275,8 +302,10 @@ class RALAttention(nn.Module):
 
     qkvo = Conv1x1(C -> 4C) gives q, k, v and the output gate o; a 5x5 depth-wise conv on v
     (``lepe``) adds a local branch; y = proj((attention + lepe) * o). On CUDA (``use_kernel``:
-    see ``RAVLT``'s ``rala_kernel``) RALA runs in fused Triton kernels (``ravlt_dense.ops``),
-    forward and backward; where no gradient is needed, the two steps after it too.
+    see ``RAVLT``'s ``rala_kernel``) RALA's forward runs in fused Triton kernels
+    (``ravlt_dense.ops``), where no gradient is needed the two steps after it too; its backward
+    is PyTorch's autograd (``RALAKernelForward``) unless ``kernel_backward`` (``RAVLT``'s
+    ``rala_kernel_backward``) is set, then the backward kernels.
 
     Args:
         dim (int): Channels C of the input map.
@@ -299,6 +328,7 @@ class RALAttention(nn.Module):
         self.scale = self.head_dim**-0.5
         self.attn_type, self.attn_impl = attn_type, attn_impl
         self.use_kernel = True  # RALA's fused kernel where it applies (RAVLT's rala_kernel)
+        self.kernel_backward = False  # and its backward kernels (RAVLT's rala_kernel_backward)
         self.qkvo = PointwiseConv(dim, 4 * dim)
         self.lepe = nn.Conv2d(dim, dim, 5, padding=2, groups=dim)
         self.proj = PointwiseConv(dim, dim)
@@ -346,15 +376,26 @@ class RALAttention(nn.Module):
         """RALA through the fused kernels (``ravlt_dense.ops``): its (B, heads, N, d) output;
         ``lepe`` itself where no gradient is needed (eager), the kernel's epilogue having
         written (lepe + RALA) * o into it; None where the kernels cannot run for this case
-        (warned once)."""
+        (warned once) or where a ``torch.compile`` graph needs gradients without
+        ``kernel_backward`` (PyTorch's ops then, whose backward the compiler derives;
+        ``torch.export`` keeps the operator: its programs are for inference).
+
+        Where gradients are needed: the forward kernels with PyTorch's autograd for the
+        backward (``RALAKernelForward``), or with ``kernel_backward`` the operator
+        ``ravlt::rala_forward``, whose registered backward runs the backward kernels."""
         height, width = lepe.shape[-2:]
+        needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
+                                                  or v.requires_grad)
         try:
             if torch.compiler.is_compiling():  # the rotation from the angle buffer, in the graph
+                if needs_grad and not (self.kernel_backward or torch.compiler.is_exporting()):
+                    return None
                 return rala_triton(q, k, v, rope_table(*rope(height, width)), self.scale)
             rotation = rope.cached(height, width)
-            if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
-                                            or v.requires_grad):
+            if needs_grad and self.kernel_backward:
                 return rala_triton(q, k, v, rotation, self.scale)  # autograd: backward kernels
+            if needs_grad:
+                return RALAKernelForward.apply(q, k, v, rotation, self.scale)
             rala_triton(q, k, v, rotation, self.scale, lepe=self._split_heads(lepe),
                         gate=self._split_heads(o))
             return lepe
@@ -640,8 +681,17 @@ class RAVLT(BaseModule):
         norm_eval (bool): Keep BatchNorm layers in eval mode while training. Defaults to True.
         with_cp (bool): Activation checkpointing per block (saves memory, costs a re-forward).
         attn_impl (str): 'fast' (default) or 'reference' (the formulas as written, for checks).
-        rala_kernel (bool): Let the fast path run RALA (forward and, in training, backward)
-            through the fused Triton kernels on CUDA where triton is installed. Defaults to True.
+        rala_kernel (bool): Let the fast path run RALA's forward through the fused Triton
+            kernels (``ravlt_dense.ops``) on CUDA GPUs of compute capability 8.0 or newer where
+            triton is installed, in inference and in training (where PyTorch's autograd gives
+            the gradients, from a recomputation in the backward, unless
+            ``rala_kernel_backward``). Checked against the PyTorch ops on an NVIDIA H200.
+            Defaults to True.
+        rala_kernel_backward (bool): In training, compute RALA's gradients in the fused
+            Triton backward kernels too (where ``rala_kernel`` runs the forward; compiled
+            training graphs keep the kernels only with it). These have run only in Triton's
+            interpreter (CPU) and been compiled for sm_80 / sm_90, never on a GPU: opt in to
+            try them. Defaults to False.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)`` loads the
             authors' ImageNet checkpoints or ours, strictly, reporting any key that does not fit.
             ``None`` (default, training from scratch): the release's initialisation
@@ -676,6 +726,7 @@ class RAVLT(BaseModule):
                  with_cp: bool = False,
                  attn_impl: str = 'fast',
                  rala_kernel: bool = True,
+                 rala_kernel_backward: bool = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         arch = self._resolve_arch(arch)
@@ -711,7 +762,7 @@ class RAVLT(BaseModule):
         self.extra_norms = nn.ModuleList(
             LayerNorm2d(dims[i]) if i in out_indices else nn.Identity()
             for i in range(self.num_stages))
-        self.set_rala_kernel(rala_kernel)
+        self.set_rala_kernel(rala_kernel, backward=rala_kernel_backward)
         self._freeze_stages()
 
     @classmethod
@@ -744,11 +795,14 @@ class RAVLT(BaseModule):
                 m.attn_impl = attn_impl
         return self
 
-    def set_rala_kernel(self, enabled: bool) -> 'RAVLT':
-        """Allow (True) or forbid (False) the fused RALA kernel in the fast path."""
+    def set_rala_kernel(self, enabled: bool, backward: Optional[bool] = None) -> 'RAVLT':
+        """Allow (True) or forbid (False) the fused RALA kernels in the fast path, as
+        ``rala_kernel`` does; ``backward`` sets ``rala_kernel_backward`` (None: unchanged)."""
         for m in self.modules():
             if isinstance(m, RALAttention):
                 m.use_kernel = bool(enabled)
+                if backward is not None:
+                    m.kernel_backward = bool(backward)
         return self
 
     def init_weights(self):

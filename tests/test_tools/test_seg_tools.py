@@ -1,11 +1,13 @@
-"""Segmentation through the tools: tools/train.py, tools/test.py, resume and demo/seg_demo.py
-on the Semantic FPN quick-start config, and what a missing data set does.
+"""Segmentation through the tools: tools/train.py, tools/test.py, resume (also from a work dir
+whose last checkpoint is damaged) and demo/seg_demo.py on the Semantic FPN quick-start config,
+and what a missing data set does.
 
 CPU only: a few iterations on a tiny generated shapes set in tmp_path, in subprocesses, as a
 user runs the tools.
 """
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -35,7 +37,8 @@ def _last_scalars(work_dir):
 
 @pytest.fixture(scope='module')
 def trained(module_tmp, ade_gen):
-    """FPN quick-start trained 2 iterations (batch 2) on 4 generated images, validated at the end."""
+    """FPN quick-start trained 2 iterations (batch 2) on 4 generated images, validated at the end;
+    a checkpoint after each iteration."""
     tmp = module_tmp('seg_e2e')
     data = tmp / 'shapes'
     ade_gen.make_ade_shapes(str(data), num_train=4, num_val=2, size=64, seed=0)
@@ -44,13 +47,14 @@ def trained(module_tmp, ade_gen):
                f'val_dataloader.dataset.data_root={data}',
                f'test_dataloader.dataset.data_root={data}', 'train_dataloader.batch_size=2',
                'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
-               'default_hooks.checkpoint.interval=2', 'default_hooks.logger.interval=1']
+               'default_hooks.checkpoint.interval=1', 'default_hooks.checkpoint.max_keep_ckpts=2',
+               'default_hooks.logger.interval=1']
     proc = run_tool(['tools/train.py', FPN_QUICK, '--work-dir', work, *options])
     return dict(tmp=tmp, data=data, work=work, options=options, log=proc.stdout + proc.stderr)
 
 
 def test_train_and_val(trained):
-    assert (trained['work'] / 'iter_2.pth').is_file()
+    assert all((trained['work'] / f'iter_{i}.pth').is_file() for i in (1, 2))
     assert (trained['work'] / 'last_checkpoint').read_text().strip().endswith('iter_2.pth')
     scalars = _last_scalars(trained['work'])
     train = [s for s in scalars if 'loss' in s]
@@ -83,6 +87,53 @@ def test_resume_continues_from_saved_iteration(trained):
     scalars = _last_scalars(work)
     assert [s['iter'] for s in scalars if 'loss' in s] == [3]
     assert (work / 'last_checkpoint').read_text().strip().endswith('iter_3.pth')
+
+
+def _copy_with_damaged_last_checkpoint(trained, name, damage):
+    """The checkpoints of the trained work dir in a new one (its last_checkpoint naming its own
+    iter_2.pth), iter_2.pth damaged as a kill or a full disk (cut short) or a crash (zeros)
+    leave it. iter_1.pth is a hard link: saves replace files, they never write into them."""
+    work = trained['tmp'] / name
+    work.mkdir()
+    os.link(trained['work'] / 'iter_1.pth', work / 'iter_1.pth')
+    data = (trained['work'] / 'iter_2.pth').read_bytes()
+    (work / 'iter_2.pth').write_bytes(data[:len(data) // 2] if damage == 'cut short'
+                                      else bytes(len(data)))
+    (work / 'last_checkpoint').write_text(str(work / 'iter_2.pth'))
+    return work
+
+
+@pytest.mark.parametrize('damage', ['cut short', 'zero-filled'])
+def test_resume_skips_a_damaged_last_checkpoint(trained, damage):
+    from ravlt_dense.engine import checkpoint_damage
+    work = _copy_with_damaged_last_checkpoint(trained, damage.replace(' ', '_'), damage)
+    options = [o.replace('max_iters=2', 'max_iters=3') for o in trained['options']]
+    proc = run_tool(['tools/train.py', FPN_QUICK, '--work-dir', work, '--resume', *options])
+    log = proc.stdout + proc.stderr
+    warning = (f'{work}/last_checkpoint names {work}/iter_2.pth, which is damaged: it is {damage} '
+               rf'\(\d+ bytes.*\. Resuming from {work}/iter_1.pth instead, the newest checkpoint '
+               'before it that loads')
+    assert re.search(warning, log), log[-3000:]
+    run_log = sorted(work.glob('*/*.log'))[-1].read_text()
+    assert re.search(warning, run_log)  # in the run's log file too
+    assert 'resumed epoch: 0, iter: 1' in log
+    assert [s['iter'] for s in _last_scalars(work) if 'loss' in s] == [2, 3]
+    assert (work / 'last_checkpoint').read_text().strip() == str(work / 'iter_3.pth')
+    assert checkpoint_damage(str(work / 'iter_2.pth')) is None  # saved again, whole
+    assert not list(work.glob('.*.tmp*'))  # no temporary files of the atomic saves left over
+
+
+def test_resume_from_a_damaged_checkpoint_names_the_one_to_use(trained):
+    work = _copy_with_damaged_last_checkpoint(trained, 'damaged_path', 'cut short')
+    proc = run_tool(['tools/train.py', FPN_QUICK, '--work-dir', work, '--resume',
+                     work / 'iter_2.pth', *trained['options']], check=False)
+    assert proc.returncode != 0
+    assert re.search(rf'CorruptCheckpointError: Cannot resume from {work}/iter_2.pth: it is cut '
+                     rf'short \(\d+ bytes, the end of the zip archive that torch.save writes is '
+                     rf'missing\): the save was interrupted \(a killed process, a full disk\)\.\n'
+                     rf'The newest checkpoint before it that loads is {work}/iter_1.pth: resume '
+                     rf'from it with --resume {work}/iter_1.pth', proc.stderr), proc.stderr[-3000:]
+    assert 'PytorchStreamReader' not in proc.stderr  # refused before mmengine loads anything
 
 
 def test_demo_writes_overlays_and_label_maps(trained, tmp_path):

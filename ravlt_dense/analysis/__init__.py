@@ -1,9 +1,6 @@
-"""Analysis helpers: FLOP counting (traced and modules-only, plus hand counts), rank measures of
-attention, and the pieces of the benchmark tool: the models it compares (``models``), one case
-measured in a child process (``bench``), timing on a device (``timing``) and the reports
-(``report``)."""
-from .flops import (PAPER_COUNTING, TensorForward, attention_product_flops, block_flops,
-                    module_flops, traced_flops)
+"""Measurements of RAVLT and the models built on it: FLOP counting (``flops``: traced and
+modules-only, as the zoo's figures are counted by tools/analysis/get_flops.py) and the rank
+measures of the paper's attention analysis (``rank``)."""
+from .flops import PAPER_COUNTING, TensorForward, module_flops, traced_flops
 
-__all__ = ['PAPER_COUNTING', 'TensorForward', 'attention_product_flops', 'block_flops',
-           'module_flops', 'traced_flops']
+__all__ = ['PAPER_COUNTING', 'TensorForward', 'module_flops', 'traced_flops']

@@ -1,4 +1,5 @@
-"""Two FLOP counts and a hand count to check them.
+"""Two FLOP counts of a model's forward, and the wrapper that makes a detector or segmentor
+countable.
 
 Both counts use the fvcore / mmengine convention: one multiply-accumulate (MAC) = one FLOP, no
 cost for bias additions, activations, softmax or other element-wise ops, norms at 5 per element
@@ -90,9 +91,7 @@ class TensorForward(nn.Module):
         return self.model(inputs, self.data_samples, mode='tensor')
 
 
-# --------------------------------------------------------------------------------------------
-# Modules-only count: hooks on leaf modules, same per-op costs as the traced count
-# --------------------------------------------------------------------------------------------
+# The modules-only count: hooks on leaf modules, with the per-op costs of the traced count.
 _NORMS = (nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d)
 
 
@@ -153,45 +152,3 @@ def module_flops(model: nn.Module, inputs: Tuple) -> Dict[str, float]:
         for h in handles:
             h.remove()
     return dict(total=float(sum(counts.values())), by_module_type=dict(counts))
-
-
-# --------------------------------------------------------------------------------------------
-# Hand counts of one RAVLT block (B = 1), in the same convention as the counters
-# --------------------------------------------------------------------------------------------
-def attention_product_flops(attn_type: str, num_tokens: int, dim: int, num_heads: int,
-                            impl: str = 'fast') -> int:
-    """MACs of the matrix products inside one attention layer (what only the full count sees).
-
-    RALA per head (N tokens, head dim d): the two d x d products k^T v and q kv cost 2 N d^2; the
-    global-query logits q_bar k^T cost N d and the normaliser q (mean k)^T another N d. The fast
-    path also forms the re-weighted key mean as alpha k (N d more; the reference takes a mean,
-    which is element-wise). Softmax per head: q k^T and attn v, 2 N^2 d.
-    """
-    n, d = num_tokens, dim // num_heads
-    if attn_type == 'rala':
-        vector_products = 3 if impl == 'fast' else 2
-        return num_heads * (2 * n * d * d + vector_products * n * d)
-    if attn_type == 'softmax':
-        return num_heads * 2 * n * n * d
-    raise ValueError(f'unknown attention type {attn_type!r}')
-
-
-def block_flops(attn_type: str, dim: int, num_heads: int, height: int, width: int,
-                mlp_ratio: float = 3.5, impl: str = 'fast') -> Dict[str, int]:
-    """Hand count of one RAVLT block on a (1, dim, height, width) map.
-
-    Returns 'modules' (convolutions and LayerNorms) and 'full' (modules + attention products),
-    the two numbers ``module_flops`` and ``traced_flops`` must reproduce for the block.
-    """
-    n, c, hidden = height * width, dim, int(dim * mlp_ratio)
-    convs = (9 * n * c                  # pos: 3x3 depth-wise conditional position encoding
-             + 4 * c * c * n            # qkvo: 1x1, C -> 4C
-             + 25 * n * c               # lepe: 5x5 depth-wise on v
-             + c * c * n                # proj: 1x1, C -> C
-             + c * hidden * n           # ffn.fc1
-             + 9 * n * hidden           # ffn.dwconv 3x3 depth-wise
-             + hidden * c * n)          # ffn.fc2
-    norms = 2 * 5 * n * c               # norm1, norm2 (affine LayerNorm: 5 per element)
-    modules = convs + norms
-    return dict(modules=modules,
-                full=modules + attention_product_flops(attn_type, n, dim, num_heads, impl))

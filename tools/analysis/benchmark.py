@@ -1,6 +1,6 @@
 """Speed, memory and FLOPs of RAVLT against Swin, ResNet-50, PVTv2 and ConvNeXt, on CPU or CUDA.
 
-    python tools/analysis/benchmark.py [--preset gpu-session] [--level backbone|model]
+    python tools/analysis/benchmark.py [--preset cuda-detection] [--level backbone|model]
         [--models ravlt_s swin_t ...] [--shape H W [--shape H W ...]] [--batch 1 8]
         [--train-batch 2] [--device cpu|cuda] [--dtype float32|float16|bfloat16]
         [--paths fast fast-nokernel reference] [--compile [BACKEND]] [--repeat 3] [--warmup 1]
@@ -29,17 +29,20 @@ import time
 
 import torch
 
-from ravlt_dense.analysis import PAPER_COUNTING, bench, models, report
-from ravlt_dense.analysis.timing import cpu_model
+from ravlt_dense.analysis import PAPER_COUNTING
+
+# siblings: this folder is sys.path[0] when run as a script
+import benchmark_models as models
+import benchmark_report as report
+from benchmark_case import cpu_model, run_isolated
 
 DEFAULT_SHAPES = [(224, 224), (512, 512), (800, 1216)]
-# The GPU session's measurement (issue 17 item 4): RAVLT-T/S in both mixes with the kernels on
-# and off against Swin-T and ConvNeXt-T at the detection input, fp16, in well under 10 minutes.
-# ConvNeXt-T is timm's there: the GPU machine has timm, and onedl-mmpretrain does not import
-# beside its transformers 5 (docs/gpu.md). Swin-T is mmdet's, the baseline, where mmcv's ops are
-# built, and timm's too (the one of the earlier H200 figures; the baseline where mmcv's are not).
+# cuda-detection: RAVLT-T/S in both mixes, RALA's kernels on and off, against Swin-T and
+# ConvNeXt-T at a detection input on CUDA in fp16, in about 5 minutes. Swin-T is mmdet's (the
+# baseline, where mmcv's ops are built) and timm's; ConvNeXt-T is timm's, which imports where
+# mmpretrain does not (beside transformers 5).
 PRESETS = {
-    'gpu-session': dict(
+    'cuda-detection': dict(
         models=['ravlt_s', 'swin_t', 'swin_t_timm', 'ravlt_s_rala', 'convnext_t_timm',
                 'ravlt_t', 'ravlt_t_rala'],
         shape=[(800, 1216)], batch=[1, 8], train_batch=2, device='cuda', dtype='float16',
@@ -150,7 +153,7 @@ def run(cases, args):
         left = float('inf') if args.budget is None else args.budget - (time.monotonic() - start)
         budget_cut = left < args.timeout
         why = f'the {args.budget:.0f} s budget was spent' if budget_cut else ''
-        got = bench.run_isolated(case, min(args.timeout, left), why)
+        got = run_isolated(case, min(args.timeout, left), why)
         rows += got
         status = next((r['note'] for r in got if r.get('note')), 'ok')
         what = ' '.join(filter(None, (case['name'], case['path'],
@@ -184,7 +187,6 @@ def render(rows, notes, args, elapsed):
                   report.summary_table(measured, baseline), '',
                   '(ratio) = ours / Swin-T\'s for img/s and memory, Swin-T\'s / ours for times: '
                   'above 1 is faster, or more memory.', '']
-        lines += report.target_lines(measured, baseline) + ['']
     lines += ['## Every measurement', '', report.markdown_table(rows), '',
               '- Latency: per pass of the whole batch, median of the timed passes after the '
               'warm-up ones, IQR = inter-quartile range, img/s = batch / median. Inference: eval, '

@@ -17,8 +17,9 @@ from collections import defaultdict
 
 import torch
 
-from ravlt_dense.analysis.timing import autocast, synchronize
 from ravlt_dense.models.backbones.ravlt import RAVLT
+
+from benchmark_case import autocast, synchronize  # a sibling (sys.path[0])
 
 ATTN = dict(mix=('rala', 'rala', 'softmax', 'softmax'), rala=('rala', ) * 4)
 # Checked in this order: cuDNN's attention kernels also say cudnn, its convs also say gemm.
@@ -85,7 +86,7 @@ def operator_times(model, x, device, dtype, steps):
     events = profiled(model, x, device, dtype, steps).key_averages()
     on_device = device.startswith('cuda')
     # On GPU only the kernels (device-type events) count: the aten ops that launch them report
-    # the same device time again. On CPU the ops' self time is the time.
+    # the same GPU time again. On CPU the ops' self time is the time.
     if on_device:
         events = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
     rows = [(e.key, (e.self_device_time_total if on_device else e.self_cpu_time_total)

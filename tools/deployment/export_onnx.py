@@ -19,6 +19,8 @@ Needs the packages of requirements/export.txt (onnx, onnxruntime, onnxscript).
 import argparse
 import os
 import os.path as osp
+import statistics
+import timeit
 from typing import List, Sequence, Tuple
 
 import torch
@@ -26,12 +28,17 @@ import torch.nn as nn
 from mmengine.config import Config, DictAction
 from torch.utils._pytree import tree_flatten
 
-from ravlt_dense.analysis.timing import median_seconds
 from ravlt_dense.checkpoint import load_model_checkpoint
 from ravlt_dense.cli import add_shape_argument, parsed_shape
 from ravlt_dense.models import build_model
 
 EXPORT_PACKAGES = ('onnx', 'onnxruntime', 'onnxscript')
+
+
+def median_seconds(fn, repeat: int) -> float:
+    """Median wall time of ``fn()`` (work on the CPU) over ``repeat`` calls after one untimed."""
+    fn()
+    return statistics.median(timeit.repeat(fn, number=1, repeat=repeat))
 
 
 class TensorOutputs(nn.Module):

@@ -1,14 +1,15 @@
-"""What the benchmark compares: the one registry of backbones every table takes its models from
-(RAVLT's variants and mixes, and the competitors), the whole detectors / segmentors beside the
-same config with Swin-T, and how each is built."""
+"""What tools/analysis/benchmark.py compares: the registry of backbones (RAVLT's variants and
+mixes, and the competitors), the whole detectors / segmentors beside the same config with Swin-T,
+and how each is built."""
 import importlib.util
-import os
+from pathlib import Path
 from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 import torch.nn as nn
 
-from ravlt_dense.analysis.flops import TensorForward
-from ravlt_dense.zoo import REPO_ROOT
+from ravlt_dense.analysis import TensorForward
+
+REPO = Path(__file__).resolve().parents[2]  # the whole models' configs are the clone's
 
 RALA_ONLY = ('rala', ) * 4
 
@@ -43,10 +44,9 @@ def _convnext_t(shape) -> nn.Module:
         from mmpretrain.models import ConvNeXt
     except TypeError as err:  # its multimodal models, loaded beside transformers >= 5
         raise RuntimeError(
-            f'mmpretrain does not import here ({type(err).__name__}: {err}): with pycocotools '
-            'and transformers installed it loads its multimodal models, which need '
-            "transformers < 5. Measure 'convnext_t_timm' (the same network) instead, or "
-            "pip install 'transformers<5'") from err
+            f'mmpretrain does not import here ({type(err).__name__}: {err}): its multimodal '
+            "models need transformers < 5. Measure 'convnext_t_timm' (the same network) "
+            "instead, or pip install 'transformers<5'") from err
     return ConvNeXt(arch='tiny', out_indices=(0, 1, 2, 3), gap_before_final_norm=False)
 
 
@@ -73,27 +73,21 @@ def _timm(name: str, sized: bool = False) -> Callable[[Tuple[int, int]], nn.Modu
 
 
 # The competitors are OpenMMLab's implementations, the ones a user of this backbone swaps in
-# mmdet / mmseg configs (and the whole-model rows below swap in), and the only ones that import
-# beside the CPU torch here (timm needs a torchvision built for it). On a bare GPU machine they
-# need mmcv with its CUDA ops built (docs/gpu.md).
+# mmdet / mmseg configs (as the whole-model rows below do); they need mmcv with its ops built.
 SWIN_T = dict(type='SwinTransformer', embed_dims=96, depths=[2, 2, 6, 2],
               num_heads=[3, 6, 12, 24], window_size=7, out_indices=(0, 1, 2, 3))
 SWIN_S = dict(SWIN_T, depths=[2, 2, 18, 2])
 SWIN_T_CHANNELS = [96, 192, 384, 768]
 # The ratios of the summary table are against the first of these measured in the run: mmdet's
-# Swin-T, or timm's where mmcv's ops are not built (the GPU machine before its mmcv build).
+# Swin-T, or timm's where mmcv's ops are not built.
 BASELINES = ('swin_t', 'swin_t_timm')
 MMDET = ('mmdet', 'mmcv')  # what mmdet's models need installed
 
 BACKBONES: Dict[str, Backbone] = {
-    'ravlt_t': Backbone('RAVLT-T (released mix)', _ravlt('t', False), ravlt=True),
-    'ravlt_s': Backbone('RAVLT-S (released mix)', _ravlt('s', False), ravlt=True),
-    'ravlt_b': Backbone('RAVLT-B (released mix)', _ravlt('b', False), ravlt=True),
-    'ravlt_l': Backbone('RAVLT-L (released mix)', _ravlt('l', False), ravlt=True),
-    'ravlt_t_rala': Backbone('RAVLT-T all-RALA', _ravlt('t', True), ravlt=True),
-    'ravlt_s_rala': Backbone('RAVLT-S all-RALA', _ravlt('s', True), ravlt=True),
-    'ravlt_b_rala': Backbone('RAVLT-B all-RALA', _ravlt('b', True), ravlt=True),
-    'ravlt_l_rala': Backbone('RAVLT-L all-RALA', _ravlt('l', True), ravlt=True),
+    **{f'ravlt_{arch}{suffix}': Backbone(f'RAVLT-{arch.upper()} {mix}', _ravlt(arch, all_rala),
+                                         ravlt=True)
+       for all_rala, suffix, mix in ((False, '', '(released mix)'), (True, '_rala', 'all-RALA'))
+       for arch in 'tsbl'},
     'swin_t': Backbone('Swin-T (mmdet)', _mmdet(SWIN_T), MMDET),
     'swin_s': Backbone('Swin-S (mmdet)', _mmdet(SWIN_S), MMDET),
     'r50': Backbone('ResNet-50 (mmdet)', _mmdet(dict(type='ResNet', depth=50,
@@ -102,8 +96,7 @@ BACKBONES: Dict[str, Backbone] = {
                                                          embed_dims=64, num_layers=[3, 4, 6, 3])),
                          MMDET),
     'convnext_t': Backbone('ConvNeXt-T (mmpretrain)', _convnext_t, ('mmpretrain', 'mmcv')),
-    # the same networks where mmpretrain, or mmcv's ops, are missing (the GPU machine: see
-    # docs/gpu.md, "Competitors: one definition")
+    # the same networks where mmpretrain, or mmcv's ops, are missing
     'convnext_t_timm': Backbone('ConvNeXt-T (timm)', _timm('convnext_tiny'), ('timm', )),
     'swin_t_timm': Backbone('Swin-T (timm)', _timm('swin_tiny_patch4_window7_224', sized=True),
                             ('timm', )),
@@ -113,16 +106,13 @@ DEFAULT_BACKBONES = ('ravlt_t', 'ravlt_s', 'ravlt_b', 'ravlt_t_rala', 'ravlt_s_r
 
 # Whole models: name -> (description, config, replace the backbone by Swin-T?, default shape).
 # 1333 is padded to 1344 (a multiple of 32) as mmdet's data preprocessor does.
+COCO, ADE = (800, 1344), (512, 512)
 WHOLE_MODELS = {
-    'maskrcnn_ravlt_s': ('Mask R-CNN RAVLT-S', 'configs/maskrcnn_ravlt_s_coco.py', False,
-                         (800, 1344)),
-    'maskrcnn_swin_t': ('Mask R-CNN Swin-T', 'configs/maskrcnn_ravlt_s_coco.py', True,
-                        (800, 1344)),
-    'maskrcnn_ravlt_t': ('Mask R-CNN RAVLT-T', 'configs/maskrcnn_ravlt_t_coco.py', False,
-                         (800, 1344)),
-    'upernet_ravlt_s': ('UperNet RAVLT-S', 'configs/upernet_ravlt_s_ade20k.py', False,
-                        (512, 512)),
-    'upernet_swin_t': ('UperNet Swin-T', 'configs/upernet_ravlt_s_ade20k.py', True, (512, 512)),
+    'maskrcnn_ravlt_s': ('Mask R-CNN RAVLT-S', 'configs/maskrcnn_ravlt_s_coco.py', False, COCO),
+    'maskrcnn_swin_t': ('Mask R-CNN Swin-T', 'configs/maskrcnn_ravlt_s_coco.py', True, COCO),
+    'maskrcnn_ravlt_t': ('Mask R-CNN RAVLT-T', 'configs/maskrcnn_ravlt_t_coco.py', False, COCO),
+    'upernet_ravlt_s': ('UperNet RAVLT-S', 'configs/upernet_ravlt_s_ade20k.py', False, ADE),
+    'upernet_swin_t': ('UperNet Swin-T', 'configs/upernet_ravlt_s_ade20k.py', True, ADE),
 }
 DEFAULT_WHOLE_MODELS = ('maskrcnn_ravlt_s', 'maskrcnn_swin_t', 'upernet_ravlt_s',
                         'upernet_swin_t')
@@ -184,7 +174,7 @@ def _swap_to_swin(model_cfg) -> None:
 def build_whole_model(name: str, batch: int, shape: Tuple[int, int]) -> TensorForward:
     from mmengine.config import Config
     _, cfg_file, swin, _ = WHOLE_MODELS[name]
-    cfg = Config.fromfile(os.path.join(REPO_ROOT, cfg_file))
+    cfg = Config.fromfile(str(REPO / cfg_file))
     model_cfg = cfg.model
     model_cfg.backbone.pop('init_cfg', None)  # random weights: timing needs no checkpoint
     model_cfg.pop('pretrained', None)

@@ -1,11 +1,11 @@
-"""The benchmark's reports: CSV in and out, the table of every row, the summary against Swin-T
-with issue 17's targets, and the log-log scaling plot."""
+"""The reports of tools/analysis/benchmark.py: CSV in and out, the table of every row, the
+summary with each model's ratios to Swin-T, and the log-log scaling plot."""
 import csv
 import importlib.util
 import math
 from typing import Dict, List, Optional
 
-from ravlt_dense.analysis.models import baseline as pick_baseline, description
+from benchmark_models import baseline as pick_baseline  # a sibling (sys.path[0])
 
 COLUMNS = ['model', 'description', 'level', 'path', 'task', 'mode', 'input', 'pixels',
            'batch', 'device', 'dtype', 'params_M', 'flops_full_G', 'flops_modules_G',
@@ -58,14 +58,20 @@ def series(row: dict) -> str:
             f"b{row.get('batch', 1)}")
 
 
+def points(rows: List[dict], key: str) -> Dict[str, list]:
+    """Per series, its (pixels, ``key``) points where ``key`` was measured, by pixels."""
+    out = {}
+    for r in rows:
+        if isinstance(r.get(key), (int, float)) and r[key] > 0:
+            out.setdefault(series(r), []).append((r['pixels'], r[key]))
+    return {name: sorted(pts) for name, pts in out.items()}
+
+
 def scaling_slopes(rows: List[dict], key: str) -> Dict[str, float]:
     """log-log slope of ``key`` against pixels between each series' two largest shapes:
     1 = linear in pixels, 2 = quadratic."""
     slopes = {}
-    for name in dict.fromkeys(map(series, rows)):
-        pts = sorted((r['pixels'], r[key]) for r in rows
-                     if series(r) == name and isinstance(r.get(key), (int, float))
-                     and r[key] > 0)
+    for name, pts in points(rows, key).items():
         if len(pts) >= 2 and pts[-1][0] > pts[-2][0]:
             (p0, v0), (p1, v1) = pts[-2], pts[-1]
             slopes[name] = math.log(v1 / v0) / math.log(p1 / p0)
@@ -117,16 +123,10 @@ def _metrics(rows: List[dict]):
     ]
 
 
-# Issue 17's targets for RAVLT-S (released mix, fast path) against Swin-T in the same run:
-# ratio >= target for speed (Swin-T's time / ours, our img/s / Swin-T's), <= for memory.
-TARGETS = {'inference': 1.0, 'latency': 0.6, 'train': 0.8, 'compiled': 0.6, 'train_peak': 1.5}
-TARGET_MODEL = ('ravlt_s', 'fast')
-
-
 def summary_rows(rows: List[dict], baseline: Optional[str] = None) -> List[dict]:
-    """One row per (model, path, input): the metrics of issue 17 item 4 and each one's
-    ratio to the baseline's in the same run (>1 = better for speed; memory: ours / theirs).
-    The baseline is by default the first of ``models.BASELINES`` among the rows."""
+    """One row per (model, path, input): each metric of ``_metrics`` and its ratio to the
+    baseline's in the same run (>1 = better for speed; memory: ours / theirs). The baseline
+    is by default the first of ``benchmark_models.BASELINES`` among the rows."""
     baseline = baseline or pick_baseline(r['model'] for r in rows)
     metrics = _metrics(rows)
     out = []
@@ -173,28 +173,6 @@ def summary_table(rows: List[dict], baseline: Optional[str] = None) -> str:
     return '\n'.join(lines)
 
 
-def target_lines(rows: List[dict], baseline: Optional[str] = None) -> List[str]:
-    """Issue 17's targets for the target model against the baseline: met, or missed by how much."""
-    baseline = baseline or pick_baseline(r['model'] for r in rows)
-    lines = []
-    for s in summary_rows(rows, baseline):
-        if (s['model'], s['path']) != TARGET_MODEL:
-            continue
-        parts = []
-        for key, target in TARGETS.items():
-            ratio = s.get(key + '_ratio')
-            if ratio is None:
-                continue
-            met = ratio <= target if key == 'train_peak' else ratio >= target
-            sign = '<=' if key == 'train_peak' else '>='
-            gap = '' if met else f', missed by {abs(ratio / target - 1) * 100:.0f}%'
-            parts.append(f"{key} {ratio:.2f}x (target {sign} {target}{gap or ': met'})")
-        if parts:
-            lines.append(f"- {s['label']} vs {description(baseline, 'backbone')} at "
-                         f"{s['input']}: " + '; '.join(parts))
-    return lines
-
-
 def plot_scaling(rows: List[dict], path: str) -> Optional[str]:
     """Log-log latency, memory and full FLOPs against pixel count, one line per series, with
     slope-1 and slope-2 guides. Returns None on success or why no plot was made."""
@@ -211,19 +189,15 @@ def plot_scaling(rows: List[dict], path: str) -> Optional[str]:
         return 'no model was measured at two shapes: no scaling plot'
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 6), squeeze=False)
     colors = plt.get_cmap('tab20').colors
+    lines = list(dict.fromkeys(map(series, rows)))  # a series keeps its colour in every panel
     for ax, (key, name) in zip(axes[0], panels):
-        slopes = scaling_slopes(rows, key)
-        for idx, line in enumerate(dict.fromkeys(map(series, rows))):
-            pts = sorted((r['pixels'], r[key]) for r in rows if series(r) == line
-                         and isinstance(r.get(key), (int, float)) and r[key] > 0)
-            if not pts:
-                continue
+        slopes, by_series = scaling_slopes(rows, key), points(rows, key)
+        for line, pts in by_series.items():
             style = '--' if 'all-RALA' in line else '-'
             slope = f' (slope {slopes[line]:.2f})' if line in slopes else ''
-            ax.plot(*zip(*pts), style, marker='o', color=colors[idx % len(colors)],
+            ax.plot(*zip(*pts), style, marker='o', color=colors[lines.index(line) % len(colors)],
                     label=line + slope)
-        values = [(r['pixels'], r[key]) for r in rows
-                  if isinstance(r.get(key), (int, float)) and r[key] > 0]
+        values = [pt for pts in by_series.values() for pt in pts]
         if len({p for p, _ in values}) > 1:
             lo, hi = min(p for p, _ in values), max(p for p, _ in values)
             ref = min(v for p, v in values if p == lo)

@@ -1,13 +1,16 @@
-"""One benchmark case measured in a fresh child process (``tools/analysis/benchmark.py``).
+"""One case of tools/analysis/benchmark.py, measured in a fresh child process, and the timing
+helpers it shares with tools/analysis/profile_backbone.py.
 
 A case is one model (RAVLT: on one of its paths) at one input shape, eager or compiled. Each
-case runs in its own Python process, so peak memory is that model's alone (allocator caches,
-earlier models and the parent do not leak in), and a crash, a missing package or a time-out
-costs that case, not the run. The child prints each measurement as soon as it has it: a case
-stopped by its time limit or by the run's budget keeps what it measured.
+case runs in its own Python process (``python benchmark_case.py SPEC_JSON``), so peak memory is
+that model's alone (allocator caches, earlier models and the parent do not leak in), and a
+crash, a missing package or a time-out costs that case, not the run. The child prints each
+measurement as soon as it has it: a case stopped by its time limit or by the run's budget keeps
+what it measured.
 """
 import json
 import os
+import platform
 import queue
 import re
 import statistics
@@ -21,11 +24,43 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from ravlt_dense.analysis.models import build, description
-from ravlt_dense.analysis.timing import autocast, cuda_peak_mb, device_name, synchronize
-from ravlt_dense.zoo import REPO_ROOT
+# a sibling: this folder is sys.path[0] when run as a script (or the child)
+from benchmark_models import REPO, build, description
 
 RESULT_TAG = 'BENCH_RESULT_JSON:'
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``lscpu``), else what ``platform`` knows of it."""
+    try:
+        out = subprocess.run(['lscpu'], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.lower().startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    """``cuda:<GPU name>`` or ``cpu:<CPU model> xN threads`` (the threads torch uses): printed
+    beside every timing, which means nothing without it."""
+    if device.type == 'cuda':
+        return f'cuda:{torch.cuda.get_device_name(device)}'
+    return f'cpu:{cpu_model()} x{torch.get_num_threads()} threads'
+
+
+def synchronize(device) -> None:
+    """Wait for the work queued on ``device`` (CUDA runs asynchronously: a timer stopped
+    without this measures the kernel launches, not the kernels)."""
+    if torch.device(device).type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def autocast(device, dtype: str) -> torch.autocast:
+    """Autocast on ``device`` to ``dtype`` ('float16', 'bfloat16'); 'float32' turns it off."""
+    return torch.autocast(torch.device(device).type, dtype=getattr(torch, dtype),
+                          enabled=dtype != 'float32')
 
 
 def _proc_status(field: str) -> Optional[int]:
@@ -43,7 +78,13 @@ def _proc_status(field: str) -> Optional[int]:
 def peak_memory(fn: Callable[[], object], device: torch.device) -> Tuple[float, str]:
     """(MB, how measured) that one call of ``fn`` held at its peak over what was held before."""
     if device.type == 'cuda':
-        return cuda_peak_mb(fn, device), 'cuda max_memory_allocated delta'
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) - base
+        return peak / 2**20, 'cuda max_memory_allocated delta'
     try:  # reset the kernel's RSS high-water mark (VmHWM) to now (Linux >= 4.0)
         with open('/proc/self/clear_refs', 'w') as f:
             f.write('5')
@@ -94,6 +135,14 @@ def _readout(outputs) -> torch.Tensor:
     return sum(_readout(o) for o in outputs if isinstance(o, (torch.Tensor, list, tuple, dict)))
 
 
+def _case_row(spec: dict, device: str) -> dict:
+    """The columns that name the case, shared by its measured rows and a row saying it failed."""
+    h, w = spec['shape']
+    return dict(model=spec['name'], description=description(spec['name'], spec['level']),
+                level=spec['level'], input=f'{h}x{w}', pixels=h * w, device=device,
+                dtype=spec['dtype'], path=spec.get('path') or '')
+
+
 def measure(spec: dict, emit: Callable[[dict], None]) -> None:
     """Measure one case, ``emit``-ting each row as soon as it is measured.
 
@@ -105,22 +154,20 @@ def measure(spec: dict, emit: Callable[[dict], None]) -> None:
     inference at the largest batch, timed in turn with the eager model.
     """
     device = torch.device(spec['device'])
-    level, (h, w) = spec['level'], spec['shape']
+    h, w = spec['shape']
     batches, train_batch = sorted(spec['batches']), spec.get('train_batch', 0)
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = True  # the fastest convolution algorithms
     torch.manual_seed(0)
-    model = build(spec['name'], level, max(batches + [train_batch]), (h, w)).to(device)
+    model = build(spec['name'], spec['level'], max(batches + [train_batch]), (h, w)).to(device)
     if spec.get('path'):
         for m in model.modules():
             if hasattr(m, 'set_rala_kernel'):  # RAVLT, the backbone or the whole model's
                 m.set_attn_impl('reference' if spec['path'] == 'reference' else 'fast')
                 m.set_rala_kernel(spec['path'] == 'fast')
     samples = getattr(model, 'data_samples', None)
-    base = dict(model=spec['name'], description=description(spec['name'], level), level=level,
-                input=f'{h}x{w}', pixels=h * w, device=device_name(device),
-                dtype=spec['dtype'], path=spec.get('path') or '',
-                params_M=sum(p.numel() for p in model.parameters()) / 1e6, note='')
+    base = dict(_case_row(spec, device_name(device)), note='',
+                params_M=sum(p.numel() for p in model.parameters()) / 1e6)
     mixed_precision = autocast(device, spec['dtype'])
     if spec.get('flops'):
         base.update(_flops(model, spec, device))
@@ -159,6 +206,14 @@ def measure(spec: dict, emit: Callable[[dict], None]) -> None:
         emit(row)
         return
 
+    def eager(call, task, batch):
+        peak, mem_kind = peak_memory(call, device)  # the first pass: a warm-up too
+        for _ in range(warmup - 1):
+            call()
+        ts = interleaved_seconds(dict(call=call), repeat, device)['call']
+        emit(dict(base, task=task, mode='eager', batch=batch, peak_mem_MB=peak,
+                  mem_kind=mem_kind, **_latency(ts, batch)))
+
     if train_batch:
         model.train()
         x = torch.randn(train_batch, 3, h, w, device=device)
@@ -168,26 +223,15 @@ def measure(spec: dict, emit: Callable[[dict], None]) -> None:
                 loss = _readout(model(x))
             loss.backward()
             model.zero_grad(set_to_none=True)
-        peak, mem_kind = peak_memory(step, device)  # also the first warm-up step
-        for _ in range(warmup - 1):
-            step()
-        ts = interleaved_seconds(dict(step=step), repeat, device)['step']
-        emit(dict(base, task='train', mode='eager', batch=train_batch, peak_mem_MB=peak,
-                  mem_kind=mem_kind, **_latency(ts, train_batch)))
+        eager(step, 'train', train_batch)
         model.eval()
     for batch in batches:
-        call = inference(model, batch)
-        peak, mem_kind = peak_memory(call, device)  # the first pass: a warm-up too
-        for _ in range(warmup - 1):
-            call()
-        ts = interleaved_seconds(dict(call=call), repeat, device)['call']
-        emit(dict(base, task='inference', mode='eager', batch=batch, peak_mem_MB=peak,
-                  mem_kind=mem_kind, **_latency(ts, batch)))
+        eager(inference(model, batch), 'inference', batch)
 
 
 def _flops(model: nn.Module, spec: dict, device) -> dict:
     """Both counts for one image in fp32 (FLOPs do not depend on the batch or the dtype)."""
-    from .flops import module_flops, traced_flops
+    from ravlt_dense.analysis import module_flops, traced_flops
     h, w = spec['shape']
     samples = getattr(model, 'data_samples', None)
     if samples is not None:
@@ -209,14 +253,6 @@ def _flops(model: nn.Module, spec: dict, device) -> dict:
     return out
 
 
-def child_main() -> None:
-    """Entry point of the child process: one spec in (argv[1], JSON), one JSON line per row."""
-    import warnings
-    warnings.filterwarnings('ignore')
-    measure(json.loads(sys.argv[1]),
-            lambda row: print(RESULT_TAG + json.dumps(row), flush=True))
-
-
 def _stream(proc: subprocess.Popen, lines: 'queue.Queue') -> None:
     for line in proc.stdout:
         lines.put(line)
@@ -236,21 +272,18 @@ def run_isolated(spec: dict, timeout: float, stopped_why: str = '') -> List[dict
     """``measure(spec)`` in a fresh interpreter, given ``timeout`` seconds: the rows it measured,
     and a row with a note if it failed or ran out of time (``stopped_why`` then says why, e.g.
     the run's budget; default: the case's time limit)."""
-    cmd = [sys.executable, '-c', 'from ravlt_dense.analysis.bench import child_main; child_main()',
-           json.dumps(spec)]
+    cmd = [sys.executable, os.path.abspath(__file__), json.dumps(spec)]
+    # the clone's ravlt_dense, installed or not
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [REPO_ROOT] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
-    h, w = spec['shape']
-    fail = dict(model=spec['name'], description=description(spec['name'], spec['level']),
-                level=spec['level'], input=f'{h}x{w}', pixels=h * w, device=spec['device'],
-                dtype=spec['dtype'], path=spec.get('path') or '',
+        [str(REPO)] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
+    fail = dict(_case_row(spec, spec['device']),
                 mode='compiled' if spec.get('compile') else 'eager')
     if timeout <= 0:
         return [dict(fail, note=f'not run: {stopped_why or "no time left"}')]
     # stderr to a file: a full pipe would block the child and look like a hang
     with tempfile.TemporaryFile('w+') as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env,
-                                cwd=REPO_ROOT)
+                                cwd=REPO)
         lines: 'queue.Queue' = queue.Queue()
         threading.Thread(target=_stream, args=(proc, lines), daemon=True).start()
         rows, deadline = [], time.monotonic() + timeout
@@ -273,3 +306,9 @@ def run_isolated(spec: dict, timeout: float, stopped_why: str = '') -> List[dict
             err = _error_line(log.read())
             rows.append(dict(fail, note=f'failed (exit {proc.returncode}): {err}'[:300]))
     return rows
+
+
+if __name__ == '__main__':  # the child: one spec in (JSON), one JSON line out per row
+    import warnings
+    warnings.filterwarnings('ignore')
+    measure(json.loads(sys.argv[1]), lambda row: print(RESULT_TAG + json.dumps(row), flush=True))

@@ -1,15 +1,27 @@
-"""Rank measures for the paper's analysis: KV buffer and output feature map of plain linear
-attention, RALA and softmax attention, all computed from the same q, k, v of one RAVLT layer.
+"""Rank measures of RAVLT's attention, for the paper's claim that RALA lifts the rank of linear
+attention: the KV buffer and the output map of plain linear attention, linear attention with
+RoPE, RALA and softmax attention, all computed from the same q, k, v of one RAVLT layer.
+
+Use on any RAVLT (a bare backbone, or a trained detector's ``model.backbone``)::
+
+    from ravlt_dense.analysis import rank
+    for record in rank.capture_attention_inputs(ravlt, images):  # one per attention layer
+        rows = rank.layer_ranks(record)  # per image, head and variant: the ranks below
+
+``numerical_rank`` and ``energy_rank`` take any (batched) matrix; ``attention_variants`` the
+q, k, v of a layer. tools/analysis/rank_analysis.py tabulates and plots these over a model.
+The functions evaluate RALA with the model's own ``rala_terms``, so they follow its code.
 
 Two notions of rank, reported side by side:
+
 * numerical rank: singular values above ``rtol`` (default 1e-3) times the largest one;
 * energy rank: the fewest singular values holding ``energy`` (default 99 %) of sum(s^2), which
   ignores a long tail of tiny directions a 1e-3 threshold still counts.
+
 SVDs run in float64 so the 1e-3 threshold sits far above round-off.
 """
 from typing import Dict, List, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -151,38 +163,3 @@ def layer_ranks(record: dict, rtol: float = DEFAULT_RTOL, energy: float = DEFAUL
                     gated_rank=int(gated_num[b]), gated_energy_rank=int(gated_en[b]),
                     alpha_std=float(alpha_std[b, h])))
     return rows
-
-
-def procedural_images(num: int, height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A few RGB uint8 images (num, height, width, 3): smooth colour fields with random discs,
-    boxes and stripes, so that features vary in space the way natural images do."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
-    images = []
-    for _ in range(num):
-        img = np.zeros((height, width, 3))
-        for c in range(3):  # low-frequency background
-            fx, fy, ph = rng.uniform(0.5, 3, 2).tolist() + [rng.uniform(0, 6.3)]
-            img[..., c] = 0.5 + 0.3 * np.sin(2 * np.pi * (fx * xx + fy * yy) + ph)
-        for _ in range(rng.integers(3, 8)):
-            color = rng.uniform(0, 1, 3)
-            cx, cy, r = rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.9), rng.uniform(0.05, 0.25)
-            kind = rng.integers(3)
-            if kind == 0:
-                mask = (xx - cx)**2 + (yy - cy)**2 < r**2
-            elif kind == 1:
-                mask = (abs(xx - cx) < r) & (abs(yy - cy) < 0.6 * r)
-            else:
-                mask = (np.sin(40 * r * (xx * np.cos(cx * 6) + yy * np.sin(cx * 6))) > 0) & \
-                       ((xx - cx)**2 + (yy - cy)**2 < (1.5 * r)**2)
-            img[mask] = color
-        img += rng.normal(0, 0.03, img.shape)
-        images.append((img.clip(0, 1) * 255).astype(np.uint8))
-    return np.stack(images)
-
-
-def to_input(images: np.ndarray) -> torch.Tensor:
-    """uint8 (B, H, W, 3) RGB -> normalised float (B, 3, H, W) with the ImageNet statistics."""
-    mean = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
-    std = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
-    return (torch.from_numpy(images).permute(0, 3, 1, 2).float() - mean) / std

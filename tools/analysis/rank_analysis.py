@@ -5,11 +5,8 @@ RALA and softmax attention, computed from the same q, k, v of every attention la
         [--num-images 4] [--shape 224 224] [--stages 0 1 2 3] [--rtol 1e-3] [--energy 0.99]
         [--work-dir work_dirs/rank_analysis]
 
-The input of each attention layer (after its LayerNorm) is captured with a forward hook while the
-model runs on the images; the layer's own qkvo convolution then gives q, k, v, o and the three
-attentions are evaluated on them (see ravlt_dense/analysis/rank.py for the formulas). Ranks:
-numerical (singular values > rtol x largest) and energy (fewest values with `energy` of sum s^2).
-Writes rank_table.md, rank_per_head.csv and rank_analysis.png to the work dir.
+The measures and the variants' formulas are ravlt_dense.analysis.rank's. Writes rank_table.md,
+rank_per_head.csv and rank_analysis.png to the work dir.
 """
 import argparse
 import csv
@@ -49,6 +46,41 @@ def parse_args(argv=None):
     return args
 
 
+def procedural_images(num: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A few RGB uint8 images (num, height, width, 3): smooth colour fields with random discs,
+    boxes and stripes, so that features vary in space the way natural images do."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
+    images = []
+    for _ in range(num):
+        img = np.zeros((height, width, 3))
+        for c in range(3):  # low-frequency background
+            fx, fy, ph = rng.uniform(0.5, 3, 2).tolist() + [rng.uniform(0, 6.3)]
+            img[..., c] = 0.5 + 0.3 * np.sin(2 * np.pi * (fx * xx + fy * yy) + ph)
+        for _ in range(rng.integers(3, 8)):
+            color = rng.uniform(0, 1, 3)
+            cx, cy, r = rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.9), rng.uniform(0.05, 0.25)
+            kind = rng.integers(3)
+            if kind == 0:
+                mask = (xx - cx)**2 + (yy - cy)**2 < r**2
+            elif kind == 1:
+                mask = (abs(xx - cx) < r) & (abs(yy - cy) < 0.6 * r)
+            else:
+                mask = (np.sin(40 * r * (xx * np.cos(cx * 6) + yy * np.sin(cx * 6))) > 0) & \
+                       ((xx - cx)**2 + (yy - cy)**2 < (1.5 * r)**2)
+            img[mask] = color
+        img += rng.normal(0, 0.03, img.shape)
+        images.append((img.clip(0, 1) * 255).astype(np.uint8))
+    return np.stack(images)
+
+
+def to_input(images: np.ndarray) -> torch.Tensor:
+    """uint8 (B, H, W, 3) RGB -> normalised float (B, 3, H, W) with the ImageNet statistics."""
+    mean = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
+    std = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
+    return (torch.from_numpy(images).permute(0, 3, 1, 2).float() - mean) / std
+
+
 def load_images(args):
     """uint8 (B, H, W, 3) RGB and a description of where they came from."""
     import cv2
@@ -56,7 +88,7 @@ def load_images(args):
     if source is None and osp.isdir(SHAPES_DIR):
         source = SHAPES_DIR
     if source is None:
-        return (R.procedural_images(args.num_images, *args.shape, args.seed),
+        return (procedural_images(args.num_images, *args.shape, args.seed),
                 f'{args.num_images} procedural images')
     files = collect_images([source], recursive=True)[:args.num_images]
     imgs = [cv2.resize(cv2.cvtColor(read_image(f), cv2.COLOR_BGR2RGB), tuple(args.shape[::-1]),
@@ -93,7 +125,7 @@ def fmt(pair):
     return '–' if num is None else f'{num:.1f} / {en:.1f}'
 
 
-def table(summary, args):
+def table(summary):
     lines = [
         '| layer | native | N | heads x d | KV buffer (d x d): linear | linear+RoPE | RALA | '
         'output (N x C): linear | linear+RoPE | RALA | softmax | '
@@ -188,7 +220,7 @@ def main(argv=None):
         load_backbone_checkpoint(model, args.checkpoint)
     model.eval()  # random weights: PyTorch's default initialisation of every layer
     images, source = load_images(args)
-    records = R.capture_attention_inputs(model, R.to_input(images), args.stages)
+    records = R.capture_attention_inputs(model, to_input(images), args.stages)
     rows = []
     for rec in records:
         rows += R.layer_ranks(rec, args.rtol, args.energy, args.attn_matrix_rank)
@@ -209,7 +241,7 @@ def main(argv=None):
         'normalised, phi = elu+1, no RoPE; linear+RoPE = the same with RoPE (RALA without its '
         'key re-weighting); softmax has no d x d buffer. std(alpha N): spread of RALA\'s key '
         'weights (0 = uniform, i.e. no re-weighting).', '',
-        table(summary, args), '', 'RALA vs plain linear attention:'] + lines + [
+        table(summary), '', 'RALA vs plain linear attention:'] + lines + [
         '', f"Paper's claim (RALA's buffer and output ranks well above plain linear attention's): "
         f"{'holds' if holds else 'does not hold'} here (criterion: RALA higher in >= 75% of "
         'layers and >= 1.5x on average, for both the buffer and the output rank).'])

@@ -1,17 +1,16 @@
 """Compile every fused RALA kernel (ravlt_dense/ops/rala_kernels.py) for NVIDIA targets without a
 GPU, and print each one's resource use as ptxas reports it.
 
-Triton lowers each kernel to PTX and runs its bundled ptxas for the target architecture, so a
-kernel that compiles here compiles on that GPU with this triton. Per kernel, head dim and
-input dtype (the compile-time constants the launcher picks: block sizes, warps, pipeline
-stages, dot precision), the table gives registers per thread, spills, and shared memory per
-program (triton's own figure; the launch fails where it exceeds the GPU's). Integers are
-compiled unspecialised (a GPU run also specialises strides equal to 1 and multiples of 16,
-which changes the code a little but not the tiles).
+    python tools/analysis/compile_kernels.py [--archs 80 90] [--head-dims 32 64 96]
+        [--dtypes float32 float16] [--kernels grad_sums ...]
 
-Usage: python tools/analysis/compile_kernels.py [--archs 80 90] [--head-dims 32 64 96]
-[--dtypes float32 float16] [--kernels grad_sums ...] (seconds per kernel on a CPU;
-TRITON_INTERPRET must not be set). Exits non-zero if any variant fails to compile.
+Triton lowers each kernel to PTX and runs its bundled ptxas for the target, so a kernel that
+compiles here compiles on that GPU with this triton. Per kernel, head dim and input dtype (the
+constants the launcher picks: block sizes, warps, stages, dot precision): registers per thread,
+spills, and shared memory per program (the launch fails where it exceeds the GPU's). Integers
+are compiled unspecialised (a GPU run also specialises strides equal to 1 and multiples of 16,
+which changes the code a little but not the tiles). Seconds per kernel on a CPU; TRITON_INTERPRET
+must not be set. Exits non-zero if any variant fails to compile.
 """
 import argparse
 import os

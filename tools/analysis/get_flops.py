@@ -4,27 +4,18 @@
     python tools/analysis/get_flops.py configs/upernet_ravlt_s_ade20k.py [--shape 512 2048]
 
 ``--shape H W`` is the input's height and width; by default the size the zoo's figures are
-counted at (``Input Size`` of configs/metafile.yml, H W: 800 1280 for COCO, 512 2048 for
-ADE20K), else that of the config's task.
+counted at (``Input Size`` of configs/metafile.yml), else that of the config's task.
 
-The model is built through the registry of the config's ``default_scope`` (mmdet, mmseg) and
-its ``mode='tensor'`` forward (what mmdet's and mmseg's own get_flops tools count: backbone, neck
-and heads; for two-stage detectors the RoI heads on the RPN's proposals) runs on one random image
-through the model's data preprocessor. Two counts (``ravlt_dense.analysis.flops``, 1 multiply-add
-= 1 FLOP), for the whole model and for its backbone:
-
-* full: mmengine's FlopAnalyzer traces the forward and counts every convolution, linear layer,
-  norm and matrix product (attention: q k^T and attn v, scaled_dot_product_attention, the RALA
-  products);
-* modules only: hooks on convolution, linear, norm, pooling and upsampling modules, like the mmcv
-  1.x counter behind mmdet 2.x / mmseg 0.x get_flops. It does not see functional matrix
-  products, and the paper's FLOPs are consistent with it (the paper's figure is printed beside).
+The model is built through the registry of the config's ``default_scope`` (mmdet, mmseg), and
+its ``mode='tensor'`` forward (what mmdet's and mmseg's own get_flops tools count) runs on one
+random image through the model's data preprocessor. Both counts of ravlt_dense.analysis.flops
+(1 multiply-add = 1 FLOP), for the whole model and its backbone: full (traced, matrix products
+included) and modules only (the mmcv 1.x counter's kind, which the paper's figures match).
 Custom ops (RoIAlign, NMS) and element-wise ops are counted by neither.
 
 Cascade heads: mmdet 3.3's ``CascadeRoIHead.forward`` runs every mask stage on all 1000
 proposals, whereas the standard RoI head, and mmdet 2.x's ``forward_dummy`` that gave the paper's
-figures, run mask heads on the first 100 RoIs. The count caps the cascade's mask RoIs the same
-way (``cap_cascade_mask_rois``), so Mask R-CNN and Cascade Mask R-CNN are counted alike.
+figures, run mask heads on the first 100 RoIs; the count caps the cascade's mask RoIs alike.
 """
 import argparse
 import importlib
@@ -36,8 +27,7 @@ import torch.nn as nn
 from mmengine.config import Config, DictAction
 
 from ravlt_dense import zoo
-from ravlt_dense.analysis.flops import (PAPER_COUNTING, TensorForward, module_flops,
-                                        traced_flops)
+from ravlt_dense.analysis import PAPER_COUNTING, TensorForward, module_flops, traced_flops
 from ravlt_dense.cli import add_shape_argument, parsed_shape
 from ravlt_dense.models import build_model
 

@@ -2,17 +2,22 @@
 
 * ``check_datasets``: every annotation file and image folder exists, before the runner starts;
 * ``build_datasets``: the runner's loops, and with them its datasets, built before the run,
-  under ``explain_dataset_errors``: when building a dataset fails because a COCO-format
-  annotation file names none of the config's classes (mmdet then drops every image and mmengine
-  only says "need at least one array to concatenate"), the failure is re-raised with that
-  reason. A failure of the run itself is left as it is.
+  under ``explain_dataset_errors``: when building a dataset fails because a JSON annotation
+  file is cut short or broken (json only says where, not in which file), or because a
+  COCO-format annotation file names none of the config's classes (mmdet then drops every image
+  and mmengine only says "need at least one array to concatenate"), the failure is re-raised
+  with that reason. A failure of the run itself is left as it is. Once built, annotations whose
+  category_id no entry of their file's ``categories`` has (mmdet drops them) are counted and
+  named in a warning.
 """
 import contextlib
 import json
+import logging
 import os.path as osp
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
+from mmengine.logging import print_log
 
 # What a missing dataset should look like, by dataset type.
 DATASET_HELP = {
@@ -119,25 +124,150 @@ def find_class_mismatch(cfg: Config) -> Optional[str]:
     return None
 
 
+def _json_annotation_files(cfg: Config) -> Iterator[Tuple[str, str]]:
+    """(where, path) of the JSON annotation files the config names: its datasets' ``ann_file``
+    and its evaluators' (mmdet's CocoMetric reads the val/test annotations itself)."""
+    for loader, ds in _datasets(cfg):
+        if str(ds.get('ann_file') or '').endswith('.json'):
+            yield loader, osp.join(ds.get('data_root') or '', ds['ann_file'])
+    for name in ('val_evaluator', 'test_evaluator'):
+        evaluators = cfg.get(name) or []
+        for evaluator in evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]:
+            if str(evaluator.get('ann_file') or '').endswith('.json'):
+                yield name, evaluator['ann_file']
+
+
+def find_broken_json(cfg: Config) -> Optional[str]:
+    """What is wrong with the first JSON annotation file of ``cfg`` that does not parse (json's
+    own error names no file): where it breaks, and whether the file is cut short; None when all
+    parse."""
+    seen = set()
+    for where, path in _json_annotation_files(cfg):
+        if path in seen or not osp.isfile(path):
+            continue
+        seen.add(path)
+        try:
+            with open(path, encoding='utf-8') as f:
+                json.load(f)
+        except json.JSONDecodeError as err:
+            size = osp.getsize(path)
+            place = (f'{err.msg}: line {err.lineno}, column {err.colno} (character {err.pos} '
+                     f'of {len(err.doc)})')
+            if not err.doc.strip():
+                fix = (f'The file is empty ({size} bytes): write, copy or download it again.')
+            elif err.pos >= len(err.doc.rstrip()) or err.msg.startswith('Unterminated string'):
+                fix = (f'The file ends before its JSON does ({size} bytes): it is cut short '
+                       '(an interrupted download, copy or write). Copy, download or generate it '
+                       'again.')
+            else:
+                fix = 'Fix the JSON there, or copy or download the file again.'
+            return f'{where}: the annotation file {path} is not valid JSON: {place}. {fix}'
+        except (OSError, UnicodeDecodeError):
+            continue
+    return None
+
+
+def _caused_by(err: BaseException, kind: type) -> bool:
+    """Whether ``err`` is, or was raised from or while handling, an exception of ``kind``."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kind):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
 @contextlib.contextmanager
 def explain_dataset_errors(cfg: Config):
-    """Re-raise a failure of the wrapped run with the reason when the config's classes and an
-    annotation file's categories do not overlap (checked only on failure: reading a large
-    annotation file again costs time)."""
+    """Re-raise a failure of the wrapped run with the reason when a JSON annotation file does
+    not parse (naming it and where it breaks), or when the config's classes and an annotation
+    file's categories do not overlap (checked only on failure: reading a large annotation file
+    again costs time)."""
     try:
         yield
     except Exception as err:
-        reason = find_class_mismatch(cfg)
+        reason = find_broken_json(cfg) if _caused_by(err, json.JSONDecodeError) else None
+        if reason is None:
+            reason = find_class_mismatch(cfg)
         if reason is None:
             raise
         raise ValueError(reason) from err
 
 
+def _built_datasets(runner, loops: Sequence[str]) -> Iterator[object]:
+    """The datasets of the runner's built ``loops``, unwrapped from RepeatDataset,
+    ConcatDataset, MultiImageMixDataset and the like."""
+    stack = []
+    for loop in loops:
+        dataloader = getattr(getattr(runner, loop, None), 'dataloader', None)
+        if getattr(dataloader, 'dataset', None) is not None:
+            stack.append(dataloader.dataset)
+    while stack:
+        dataset = stack.pop()
+        if getattr(dataset, 'datasets', None):
+            stack.extend(dataset.datasets)
+        elif getattr(dataset, 'dataset', None) is not None:
+            stack.append(dataset.dataset)
+        else:
+            yield dataset
+
+
+def unknown_categories(dataset) -> Optional[Tuple[str, Dict[int, int]]]:
+    """The annotation file of a built COCO-format dataset and, by category_id, how many of its
+    annotations have a category_id that no entry of the file's ``categories`` has (mmdet drops
+    them without a word); None when there are none.
+
+    mmdet's CocoDataset keeps ``cat_img_map`` (category_id -> one image id per annotation) and
+    ``cat_ids`` (the ids of the config's classes): when every used id is one of those, nothing
+    is read. Otherwise the file's ``categories`` decide, read once more.
+    """
+    used = getattr(dataset, 'cat_img_map', None)
+    ann_file = str(getattr(dataset, 'ann_file', '') or '')
+    if not used or not ann_file.endswith('.json') or not osp.isfile(ann_file):
+        return None
+    others = set(used) - set(getattr(dataset, 'cat_ids', None) or [])
+    if not others:
+        return None
+    try:
+        with open(ann_file, encoding='utf-8') as f:
+            known = {c['id'] for c in json.load(f).get('categories', [])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    unknown = {cat_id: len(used[cat_id]) for cat_id in sorted(
+        others - known, key=lambda i: (not isinstance(i, int), i if isinstance(i, int) else 0,
+                                       str(i)))}
+    return (ann_file, unknown) if unknown else None
+
+
+def warn_unknown_categories(runner, loops: Sequence[str]) -> List[str]:
+    """Log one warning per annotation file whose annotations have category_ids that no entry
+    of its ``categories`` has: how many, which ids, the file. Returns the warnings."""
+    warnings, seen = [], set()
+    for dataset in _built_datasets(runner, loops):
+        found = unknown_categories(dataset)
+        if found is None or found[0] in seen:
+            continue
+        ann_file, unknown = found
+        seen.add(ann_file)
+        count = sum(unknown.values())
+        ids = ', '.join(map(str, list(unknown)[:20])) + (', ...' if len(unknown) > 20 else '')
+        warnings.append(
+            f'{ann_file}: {count} annotation(s) have a category_id that no entry of the file\'s '
+            f'"categories" has (category_id {ids}); mmdet leaves them out, so these objects are '
+            'neither trained on nor evaluated. Add the categories to the file, or correct the '
+            'ids of the annotations.')
+        print_log(warnings[-1], logger='current', level=logging.WARNING)
+    return warnings
+
+
 def build_datasets(runner, cfg: Config, loops: Sequence[str]) -> None:
     """Build the ``loops`` of an mmengine runner ('train_loop', 'val_loop', 'test_loop') and so
     their datasets, which the runner would build first thing in ``train()`` / ``test()``,
-    explaining a class mismatch there and only there: an error later in the run (an OOM hours
-    in) is raised as it is, without re-reading every annotation file on every rank.
+    explaining a broken JSON annotation file or a class mismatch there and only there: an error
+    later in the run (an OOM hours in) is raised as it is, without re-reading every annotation
+    file on every rank. Then warns of annotations whose category is in no entry of their
+    file's ``categories`` (:func:`warn_unknown_categories`).
 
     Args:
         runner (Runner): A runner built from ``cfg`` (its loops are properties that build the
@@ -148,3 +278,4 @@ def build_datasets(runner, cfg: Config, loops: Sequence[str]) -> None:
     with explain_dataset_errors(cfg):
         for loop in loops:
             getattr(runner, loop)
+    warn_unknown_categories(runner, loops)

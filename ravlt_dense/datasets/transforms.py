@@ -21,8 +21,9 @@ class LoadCheckedAnnotations(LoadAnnotations):
 
     In a pipeline it replaces ``LoadAnnotations``: the same ``gt_seg_map`` (stored values, then
     ``reduce_zero_label`` and the dataset's ``label_map`` applied as mmseg does), but a map that
-    does not decode, has more than one channel or holds a value that is no class raises a
-    ValueError naming the file, and the message shows the values as stored in it.
+    does not decode, has more than one channel, holds a value that is no class or has another
+    size than its image (as loaded, ``ori_shape``: before any resize) raises a ValueError naming
+    the file, and the message shows the values or the sizes.
 
     Valid stored values: ``0..num_classes - 1``, or with ``reduce_zero_label`` ``0..num_classes``
     (0 = unlabelled, class c stored as c + 1), plus ``ignore_index``. Without a
@@ -83,6 +84,21 @@ class LoadCheckedAnnotations(LoadAnnotations):
                 f'{self.num_classes} the stored values must be {rule} or {self.ignore_index} '
                 '(ignore). Check the dataset or num_classes in the config.')
 
+    @staticmethod
+    def _check_size(label: np.ndarray, results: dict) -> None:
+        """The label map must have its image's size: mmseg's transforms scale and crop both by
+        the same factors and offsets, and train on labels misaligned with their pixels
+        (``ori_shape`` is the image as loaded, whatever the pipeline did to it since)."""
+        shape = results.get('ori_shape')
+        if shape is None or tuple(label.shape[:2]) == tuple(shape[:2]):
+            return
+        raise ValueError(
+            f'Label map {results["seg_map_path"]} is {label.shape[0]}x{label.shape[1]} (height x '
+            f'width) but its image {results.get("img_path", "(unnamed)")} is {shape[0]}x'
+            f'{shape[1]}: each label map must have the size of its image, pixel for pixel. '
+            'Check that the two files belong together (img_suffix/seg_map_suffix and data_prefix '
+            'of the dataset) and that the label map was not resized.')
+
     def _load_seg_map(self, results: dict) -> None:
         # The method mmcv's LoadAnnotations.transform calls for the label map (mmseg's own
         # loader overrides it the same way); after the check, what mmseg's does with the map.
@@ -97,6 +113,7 @@ class LoadCheckedAnnotations(LoadAnnotations):
                              f'{self.__class__.__name__} reduce_zero_label={reduce_zero_label}: '
                              'set it on the dataset only')
         label = self._decode(path)
+        self._check_size(label, results)
         self._check(label, path, bool(reduce_zero_label))
         label = label.astype(np.uint8)
         if reduce_zero_label:  # 0 (unlabelled) -> 255 (ignored), class c + 1 -> c

@@ -1,13 +1,16 @@
-"""ravlt_dense.datasets.checks: what a missing dataset says, and the explanation given when a
-dataset's categories miss the config's classes."""
+"""ravlt_dense.datasets.checks: what a missing dataset says, the explanation given when a
+dataset's categories miss the config's classes or its annotation file is broken JSON, and the
+warning about annotations of no category."""
 import json
+import re
+import shutil
 
 import mmdet  # noqa: F401
 import pytest
 from mmengine.config import Config
 
-from conftest import QUICKSTART, REPO, load_script, run_tool
-from ravlt_dense.datasets.checks import check_datasets, find_class_mismatch
+from conftest import QUICKSTART, REPO, load_script, run_tool, shapes_options
+from ravlt_dense.datasets.checks import check_datasets, find_broken_json, find_class_mismatch
 
 
 def test_missing_data_root_is_named_with_the_layout_to_provide(tmp_path):
@@ -133,3 +136,86 @@ def test_a_failure_building_the_datasets_is_explained(tmp_path, monkeypatch):
     monkeypatch.setattr('sys.argv', ['tools/train.py', QUICKSTART, '--work-dir', str(tmp_path)])
     with pytest.raises(ValueError, match='^the classes do not match$'):
         script.main()
+
+
+# --------------------------------------------------------------------------------------------
+# A broken annotation file, annotations of no category
+# --------------------------------------------------------------------------------------------
+
+
+def test_train_tool_names_a_json_file_cut_short(tmp_path):
+    ann = tmp_path / 'annotations' / 'instances_train.json'
+    write_coco(ann, ['circle', 'square', 'triangle', 'star'])
+    text = ann.read_text()
+    ann.write_text(text[:len(text) * 2 // 3])  # an interrupted copy
+    write_coco(tmp_path / 'annotations' / 'instances_val.json', ['circle'])
+    for split in ('train', 'val'):
+        (tmp_path / split).mkdir()
+    root = f'{tmp_path}/'
+    proc = run_tool(['tools/train.py', QUICKSTART, '--work-dir', tmp_path / 'work',
+                     '--cfg-options', f'train_dataloader.dataset.data_root={root}',
+                     f'val_dataloader.dataset.data_root={root}', 'train_dataloader.num_workers=0',
+                     'train_dataloader.persistent_workers=False'], check=False)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f'ValueError: train_dataloader: the annotation file {ann} is not valid '
+                           'JSON: '), proc.stderr[-2000:]
+    assert re.search(r': line 1, column \d+ \(character \d+ of \d+\)\. The file ends before its '
+                     r'JSON does \(\d+ bytes\): it is cut short', last), last
+    assert 'JSONDecodeError' in proc.stderr  # json's own error stays in the traceback above
+
+
+@pytest.mark.parametrize('text, message', [
+    ('{"images": [], "annotations": [', r"Expecting value: line 1, column 32 \(character 31 "
+     r"of 31\)\. The file ends before its JSON does \(31 bytes\): it is cut short"),
+    ('{"images": [],\n "annotations": [1 2], "categories": []}', r"Expecting ',' delimiter: "
+     r"line 2, column 20 \(character 34 of 55\)\. Fix the JSON there"),
+    ('', r'Expecting value: line 1, column 1 \(character 0 of 0\)\. The file is empty'),
+])
+def test_broken_json_is_located(tmp_path, text, message):
+    (tmp_path / 'ann.json').write_text(text)
+    reason = find_broken_json(coco_config(tmp_path))
+    assert re.fullmatch(rf'train_dataloader: the annotation file {tmp_path}/ann.json is not valid '
+                        rf'JSON: {message}.*', reason), reason
+
+
+def test_broken_evaluator_json_is_named(tmp_path):
+    write_coco(tmp_path / 'ann.json', ['cat'])
+    (tmp_path / 'val.json').write_text('{"images": [')
+    cfg = coco_config(tmp_path)
+    cfg.val_evaluator = dict(type='CocoMetric', ann_file=str(tmp_path / 'val.json'))
+    assert find_broken_json(cfg).startswith(f'val_evaluator: the annotation file '
+                                            f'{tmp_path}/val.json is not valid JSON')
+
+
+def test_train_tool_warns_of_annotations_of_no_category(shapes, tmp_path):
+    root = tmp_path / 'shapes'
+    shutil.copytree(shapes, root)
+    ann = root / 'annotations' / 'instances_train.json'
+    coco = json.loads(ann.read_text())
+    for annotation, category in zip(coco['annotations'], (99, 7, 99)):
+        annotation['category_id'] = category
+    ann.write_text(json.dumps(coco))
+    proc = run_tool(['tools/train.py', QUICKSTART, '--work-dir', tmp_path / 'work',
+                     '--cfg-options', *shapes_options(root), 'train_cfg.max_epochs=0'])
+    log = proc.stdout + proc.stderr
+    warning = (f'{ann}: 3 annotation(s) have a category_id that no entry of the file\'s '
+               '"categories" has (category_id 7, 99); mmdet leaves them out')
+    assert log.count(warning) == 1, log[-3000:]
+    assert 'instances_val.json: ' not in log  # the whole file says nothing
+
+
+def test_annotations_of_a_class_left_out_by_the_config_are_no_mistake(tmp_path):
+    from mmengine.registry import init_default_scope
+    from mmdet.registry import DATASETS
+
+    from ravlt_dense.datasets.checks import unknown_categories
+    write_coco(tmp_path / 'ann.json', ['cat', 'dog', 'bird'])
+    init_default_scope('mmdet')
+    dataset = dict(type='CocoDataset', data_root=str(tmp_path), ann_file='ann.json',
+                   data_prefix=dict(img=''), metainfo=dict(classes=('cat', 'dog')), pipeline=[])
+    assert unknown_categories(DATASETS.build(dataset)) is None  # 'bird' is in 'categories'
+    coco = json.loads((tmp_path / 'ann.json').read_text())
+    coco['annotations'][2]['category_id'] = 12
+    (tmp_path / 'ann.json').write_text(json.dumps(coco))
+    assert unknown_categories(DATASETS.build(dataset)) == (f'{tmp_path}/ann.json', {12: 1})

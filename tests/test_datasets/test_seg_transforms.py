@@ -67,6 +67,19 @@ def test_label_out_of_range_is_named(tiny_shapes, value):
         _dataset(tiny_shapes, 'val')[1]
 
 
+def test_label_map_of_another_size_is_named_before_the_resize(tiny_shapes):
+    """The val pipeline resizes the image before loading its label map: the check compares the
+    sizes as loaded (ori_shape), not the resized image's."""
+    path = tiny_shapes / 'annotations' / 'validation' / '000000.png'
+    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(path), np.ascontiguousarray(label[:, :40]))
+    image = tiny_shapes / 'images' / 'validation' / '000000.jpg'
+    with pytest.raises(ValueError, match=rf'Label map {path} is 64x40 \(height x width\) but its '
+                       rf'image {image} is 64x64: each label map must have the size of its image'):
+        _dataset(tiny_shapes, 'val')[0]
+    assert _dataset(tiny_shapes, 'val')[1]['inputs'].shape[0] == 3  # same sizes: loads
+
+
 def test_ignore_value_255_is_allowed(tiny_shapes):
     path = tiny_shapes / 'annotations' / 'training' / '000000.png'
     label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)

@@ -1,6 +1,6 @@
 """Segmentation through the tools: tools/train.py, tools/test.py, resume (also from a work dir
 whose last checkpoint is damaged) and demo/seg_demo.py on the Semantic FPN quick-start config,
-and what a missing data set does.
+and what a missing data set or a label map of the wrong size does.
 
 CPU only: a few iterations on a tiny generated shapes set in tmp_path, in subprocesses, as a
 user runs the tools.
@@ -134,6 +134,23 @@ def test_resume_from_a_damaged_checkpoint_names_the_one_to_use(trained):
                      rf'The newest checkpoint before it that loads is {work}/iter_1.pth: resume '
                      rf'from it with --resume {work}/iter_1.pth', proc.stderr), proc.stderr[-3000:]
     assert 'PytorchStreamReader' not in proc.stderr  # refused before mmengine loads anything
+
+
+def test_label_map_of_another_size_is_named(tmp_path, ade_gen):
+    data = tmp_path / 'shapes'
+    ade_gen.make_ade_shapes(str(data), num_train=2, num_val=1, size=64, seed=0)
+    for path in (data / 'annotations' / 'training').glob('*.png'):  # e.g. a map of another set
+        label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(path), cv2.resize(label, (48, 32), interpolation=cv2.INTER_NEAREST))
+    proc = run_tool(['tools/train.py', FPN_QUICK, '--work-dir', tmp_path / 'work', '--cfg-options',
+                     f'train_dataloader.dataset.data_root={data}',
+                     f'val_dataloader.dataset.data_root={data}', 'train_cfg.max_iters=1'],
+                    check=False)
+    assert proc.returncode != 0
+    assert re.search(rf'ValueError: Label map {data}/annotations/training/(\d+)\.png is 32x48 '
+                     rf'\(height x width\) but its image {data}/images/training/\1\.jpg is 64x64: '
+                     'each label map must have the size of its image', proc.stderr), \
+        proc.stderr[-3000:]
 
 
 def test_demo_writes_overlays_and_label_maps(trained, tmp_path):

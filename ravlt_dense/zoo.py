@@ -19,7 +19,6 @@ _PACKAGE = osp.dirname(osp.abspath(__file__))
 # Where configs/ and model-index.yml are: the wheel's copy, else the clone the package is in.
 ROOT = osp.join(_PACKAGE, '.mim') if osp.isdir(osp.join(_PACKAGE, '.mim', 'configs')) \
     else osp.dirname(_PACKAGE)
-REPO_ROOT = ROOT
 METAFILE = osp.join(ROOT, 'configs', 'metafile.yml')
 URL_ROOT = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main'
 URL_ROOT_ENV = 'RAVLT_ZOO_URL_ROOT'

@@ -30,3 +30,9 @@ model = dict(
         rpn_proposal=dict(nms_pre=500, max_per_img=200),
         rcnn=dict(sampler=dict(num=64))),
     test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=100), rcnn=dict(max_per_img=20)))
+
+# One seed for every quick start (tools/misc/init_checkpoint.py's default too): mmengine's Runner
+# seeds Python's, NumPy's and torch's generators with it before it builds the model, and hands
+# it to the samplers (shuffling) and the loader workers. deterministic=False leaves cuDNN free
+# to pick its fastest algorithms on a GPU.
+randomness = dict(seed=0, deterministic=False)

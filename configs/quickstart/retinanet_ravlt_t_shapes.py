@@ -39,3 +39,9 @@ val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(metric='bbox')
 test_evaluator = val_evaluator
+
+# One seed for every quick start (tools/misc/init_checkpoint.py's default too): mmengine's Runner
+# seeds Python's, NumPy's and torch's generators with it before it builds the model, and hands
+# it to the samplers (shuffling) and the loader workers. deterministic=False leaves cuDNN free
+# to pick its fastest algorithms on a GPU.
+randomness = dict(seed=0, deterministic=False)

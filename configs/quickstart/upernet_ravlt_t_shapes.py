@@ -14,3 +14,9 @@ model = dict(
     backbone=dict(arch='t', init_cfg=None, norm_eval=False, drop_path_rate=0.),
     decode_head=dict(in_channels=[64, 128, 256, 512], channels=64, num_classes=5),
     auxiliary_head=dict(in_channels=256, channels=32, num_classes=5))
+
+# One seed for every quick start (tools/misc/init_checkpoint.py's default too): mmengine's Runner
+# seeds Python's, NumPy's and torch's generators with it before it builds the model, and hands
+# it to the samplers (shuffling) and the loader workers. deterministic=False leaves cuDNN free
+# to pick its fastest algorithms on a GPU.
+randomness = dict(seed=0, deterministic=False)

@@ -250,3 +250,47 @@ def test_wheel_runs_the_demo_and_the_inferencers_by_zoo_name(installed_wheel, tm
     assert 'ADE20KDataset not found: data/ade/ADEChallengeData2016' in proc.stderr, \
         proc.stderr[-3000:]
 
+
+
+def package_imports() -> dict:
+    """Module -> the ravlt_dense modules it imports, at the top or inside functions alike
+    (``from ravlt_dense import zoo`` and ``from . import x`` count as imports of that module)."""
+    import ast
+    package = REPO / 'ravlt_dense'
+    names = {}
+    for path in package.rglob('*.py'):
+        parts = path.relative_to(REPO).with_suffix('').parts
+        names['.'.join(parts[:-1] if parts[-1] == '__init__' else parts)] = path
+    graph = {}
+    for name, path in names.items():
+        is_package = path.name == '__init__.py'
+        base = name if is_package else name.rsplit('.', 1)[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                module = node.module or ''
+                if node.level:
+                    module = '.'.join(base.split('.')[:len(base.split('.')) - node.level + 1]
+                                      + ([module] if module else []))
+                for alias in node.names:  # a submodule imported by name, else the module
+                    sub = f'{module}.{alias.name}'
+                    found.add(sub if sub in names else module)
+        graph[name] = {m for m in found if m in names and m != name}
+    return graph
+
+
+def test_no_module_of_the_package_imports_one_that_imports_it_back():
+    graph = package_imports()
+    assert 'ravlt_dense.checkpoint.loading' in graph and graph['ravlt_dense.inference']
+
+    def reaches(start, goal, seen):
+        for nxt in graph[start]:
+            if nxt == goal or (nxt not in seen and not seen.add(nxt)
+                               and reaches(nxt, goal, seen)):
+                return True
+        return False
+
+    circles = [name for name in sorted(graph) if reaches(name, name, set())]
+    assert not circles, f'modules on an import circle: {circles}'

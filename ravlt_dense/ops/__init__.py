@@ -1,8 +1,8 @@
 """Fused kernels for RAVLT's attention (Triton), loaded only where they can run.
 
 ``rala_kernel_applies(x)`` says whether the kernels can take the tensor: a CUDA tensor on an
-Ampere or newer GPU (TF32 tensor cores; the kernels are checked on Hopper) and a triton they
-import with. The kernel module is imported on first use. ``rala_triton`` is RALA through the
+Ampere or newer GPU (TF32 tensor cores; the forward kernels were checked on an H200) and a
+triton they import with. The kernel module is imported on first use. ``rala_triton`` is RALA through the
 kernels: differentiable (a custom operator ``ravlt::rala_forward`` whose registered autograd
 runs the backward kernels), or for inference with the attention's epilogue fused in.
 
@@ -77,6 +77,7 @@ def _kernels():
         if STRICT:
             raise
         _give_up('import', 'every device', exc)
+    rala_kernels.set_backward(rala_backward_or_fallback)  # failures handled as said above
     return rala_kernels
 
 

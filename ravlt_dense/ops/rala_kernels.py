@@ -562,11 +562,22 @@ def _setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(q_global, kv, ksum, max_logit, denom)
 
 
+# The backward of ``rala_forward``'s autograd: the kernels themselves, until the package
+# (ravlt_dense.ops) installs its version that decides what a kernel failure means
+# (``set_backward``); compiled graphs keep the kernels either way.
+_backward_impl = None
+
+
+def set_backward(impl: Callable) -> None:
+    """Make ``impl`` (``rala_backward``'s signature) compute ``rala_forward``'s gradients."""
+    global _backward_impl
+    _backward_impl = impl
+
+
 def _backward(ctx, grad, *_):
     q, k, v, table, q_global, kv, ksum, max_logit, denom = ctx.saved_tensors
-    from . import rala_backward_or_fallback  # the package decides what a failure means
-    dq, dk, dv = rala_backward_or_fallback(grad, q, k, v, table, q_global, kv, ksum, max_logit,
-                                           denom, ctx.scale)
+    dq, dk, dv = (_backward_impl or rala_backward)(grad, q, k, v, table, q_global, kv, ksum,
+                                                   max_logit, denom, ctx.scale)
     return dq, dk, dv, None, None
 
 

@@ -59,17 +59,23 @@ def test_default_classes_of_the_dataset_type_are_compared(tmp_path):
     assert find_class_mismatch(coco_config(tmp_path)) is None
 
 
+def train_on(root):
+    """tools/train.py on the quick-start config with its COCO data under ``root``
+    (annotations/instances_{train,val}.json written by the test); it must fail."""
+    for split in ('train', 'val'):
+        (root / split).mkdir()
+    proc = run_tool(['tools/train.py', QUICKSTART, '--work-dir', root / 'work',
+                     '--cfg-options', f'train_dataloader.dataset.data_root={root}/',
+                     f'val_dataloader.dataset.data_root={root}/', 'train_dataloader.num_workers=0',
+                     'train_dataloader.persistent_workers=False'], check=False)
+    assert proc.returncode != 0
+    return proc
+
+
 def test_train_tool_reports_the_mismatch(tmp_path):
     write_coco(tmp_path / 'annotations' / 'instances_train.json', ['cat', 'dog'])
     write_coco(tmp_path / 'annotations' / 'instances_val.json', ['cat', 'dog'])
-    for split in ('train', 'val'):
-        (tmp_path / split).mkdir()
-    root = f'{tmp_path}/'
-    proc = run_tool(['tools/train.py', QUICKSTART, '--work-dir', tmp_path / 'work',
-                     '--cfg-options', f'train_dataloader.dataset.data_root={root}',
-                     f'val_dataloader.dataset.data_root={root}', 'train_dataloader.num_workers=0',
-                     'train_dataloader.persistent_workers=False'], check=False)
-    assert proc.returncode != 0
+    proc = train_on(tmp_path)
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith('ValueError: train_dataloader: the categories of'), proc.stderr[-2000:]
     assert "('circle', 'square', 'triangle', 'star')" not in last  # config shown, not as a fix
@@ -149,14 +155,7 @@ def test_train_tool_names_a_json_file_cut_short(tmp_path):
     text = ann.read_text()
     ann.write_text(text[:len(text) * 2 // 3])  # an interrupted copy
     write_coco(tmp_path / 'annotations' / 'instances_val.json', ['circle'])
-    for split in ('train', 'val'):
-        (tmp_path / split).mkdir()
-    root = f'{tmp_path}/'
-    proc = run_tool(['tools/train.py', QUICKSTART, '--work-dir', tmp_path / 'work',
-                     '--cfg-options', f'train_dataloader.dataset.data_root={root}',
-                     f'val_dataloader.dataset.data_root={root}', 'train_dataloader.num_workers=0',
-                     'train_dataloader.persistent_workers=False'], check=False)
-    assert proc.returncode != 0
+    proc = train_on(tmp_path)
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f'ValueError: train_dataloader: the annotation file {ann} is not valid '
                            'JSON: '), proc.stderr[-2000:]

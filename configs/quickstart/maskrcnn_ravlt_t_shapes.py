@@ -1,6 +1,6 @@
 # Quick start: Mask R-CNN + RAVLT-T from scratch on the synthetic shapes set (128 px images) on a
-# CPU, evaluated with mmdet's CocoMetric (bbox and segm). 8 epochs = 192 iterations: bbox/segm
-# mAP 0.000/0.000 untrained -> 0.347/0.342 (250 s on an idle 2-core CPU, `make quickstart`):
+# CPU, evaluated with mmdet's CocoMetric (bbox and segm), 8 epochs = 192 iterations (its figures:
+# the README's quick start, `make quickstart`):
 #     python tools/data/make_coco_shapes.py      # -> data/coco_shapes
 #     python tools/train.py configs/quickstart/maskrcnn_ravlt_t_shapes.py
 # The model of configs/maskrcnn_ravlt_t_coco.py with slimmer heads for 4 classes; data and CPU

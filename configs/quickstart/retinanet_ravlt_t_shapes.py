@@ -1,6 +1,6 @@
 # Quick start: RetinaNet + RAVLT-T from scratch on the synthetic shapes set (128 px images) on a
-# CPU, evaluated with mmdet's CocoMetric (bbox). 8 epochs = 192 iterations: bbox mAP 0.000
-# untrained -> 0.144 (156 s on an idle 2-core CPU, `make quickstart`):
+# CPU, evaluated with mmdet's CocoMetric (bbox), 8 epochs = 192 iterations (its figures: the
+# README's quick start, `make quickstart`):
 #     python tools/data/make_coco_shapes.py      # -> data/coco_shapes
 #     python tools/train.py configs/quickstart/retinanet_ravlt_t_shapes.py
 # The model of configs/retinanet_ravlt_t_coco.py with a slimmer head for 4 classes; data and CPU

@@ -51,7 +51,7 @@ def read_readme():
         return f.read()
 
 
-extras = {name: read_requirements(name) for name in ('tests', 'export')
+extras = {name: read_requirements(name) for name in ('tests', 'export', 'deploy')
           if osp.exists(osp.join(HERE, 'requirements', f'{name}.txt'))}
 extras['all'] = sorted({req for reqs in extras.values() for req in reqs})
 # The OpenMMLab packages come from one of two stacks whose distributions share import names

@@ -39,9 +39,12 @@ VENV=${VENV:-.venv}
 WHEELS=${RAVLT_WHEEL_CACHE:-$HOME/.cache/ravlt_dense/wheels}
 [ "$DEVICE" = cuda ] && NOT_DEVICE=cpu || NOT_DEVICE=cuda
 # requirement lines of a pin file for this device: no comments, no [build] lines
-pins_of() { grep -vE "^\s*(#|$)|# \[(build|$NOT_DEVICE)\]" "$1" | sed 's/ *#.*//'; }
+# ([no-deps] lines are installed apart, without their declared dependencies: see no_deps)
+pins_of() { grep -vE "^\s*(#|$)|# \[(build|no-deps|$NOT_DEVICE)\]" "$1" | sed 's/ *#.*//'; }
 pin() { pins_of "$REQ" | grep -E "^$1==" | head -n1 || true; }
 build_tools() { grep -E '^[^#].*# \[build\]' "$REQ" | sed 's/ *#.*//'; }
+# mmdeploy 1.3.1 declares protobuf<=3.20.2, which onnx excludes: pinned [no-deps] (stack.txt)
+no_deps() { grep -E '^[^#].*# \[no-deps\]' "$REQ" | sed 's/ *#.*//'; }
 # pip warns that torch wants setuptools>=77 while mmcv 2.1.0's build needs <70; torch runs fine.
 # pip_quiet COMMAND ARGS...: pip install/download, quiet, without those warnings
 pip_quiet() { $PIP "$1" -q "${@:2}" 2> >(grep -v "dependency resolver\|requires setuptools\|is ignored: it is neither" >&2); }
@@ -187,6 +190,13 @@ log "installing the rest of $REQ and ravlt_dense (editable)"
 pip_quiet install $(pins_of "$REQ" | grep -v '^torch==') $(build_tools | grep '^setuptools')
 # without --no-deps: pip checks the stack's ranges (the extra) against the pins just installed
 $PIP install -q --no-build-isolation -e ".[$STACK]"
+if [ -n "$(no_deps)" ]; then
+  log "installing $(no_deps | paste -sd' ') without their declared dependencies (requirements/deploy.txt)"
+  $PIP install -q --no-deps $(no_deps)
+  # tools/deployment/deploy.py needs it; the rest of the project does not
+  vpy -W ignore -c 'import ravlt_dense.deploy.rewriters' >/dev/null 2>&1 \
+    || log "WARNING: mmdeploy does not import with the $STACK stack: tools/deployment/deploy.py will say what is missing"
+fi
 vpy -W ignore - "$STACK" "$DEVICE" "$CACHE" <<'PY'
 import sys
 if sys.argv[1] == 'upstream':

@@ -1,0 +1,6 @@
+"""Deploying whole RAVLT detectors and segmentors with mmdeploy (tools/deployment/deploy.py).
+
+``import ravlt_dense.deploy.rewriters`` registers what mmdeploy 1.3.1 needs with current torch
+(it needs mmdeploy: ``pip install --no-deps mmdeploy==1.3.1``, see docs/deployment.md);
+:mod:`.pooling` and :mod:`.compare` need torch alone.
+"""

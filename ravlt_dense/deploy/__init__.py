@@ -2,5 +2,5 @@
 
 ``import ravlt_dense.deploy.rewriters`` registers what mmdeploy 1.3.1 needs with current torch
 (it needs mmdeploy: ``pip install --no-deps mmdeploy==1.3.1``, see docs/deployment.md);
-:mod:`.pooling` and :mod:`.compare` need torch alone.
+:mod:`.pooling` needs torch alone, :mod:`.configs` (the deploy configs by task) mmengine.
 """

@@ -13,6 +13,8 @@ mmdeploy's files are left as they are).
   (``avg_pool2d`` with kernel ``size // out``) is exact only when the input divides by the output
   size; :func:`~ravlt_dense.deploy.pooling.exact_adaptive_avg_pool2d` is exact at every size,
   static or dynamic (UperNet's pyramid pooling).
+* mmseg's ``Upsample`` for onnxruntime: its output size is computed in Python, which froze
+  dynamic Semantic FPN graphs at the export size.
 * The detection heads' post-processing for onnxruntime: mmdet's steps rather than mmdeploy's
   approximations (:mod:`ravlt_dense.deploy.detection`).
 
@@ -77,3 +79,16 @@ def roi_align__onnxruntime(g, input, rois, output_size, spatial_scale, sampling_
                 mode_s=pool_mode,
                 coordinate_transformation_mode_s='half_pixel' if aligned
                 else 'output_half_pixel')
+
+
+@FUNCTION_REWRITER.register_rewriter(
+    func_name='mmseg.models.utils.wrappers.Upsample.forward', backend='onnxruntime')
+def upsample__forward__dynamic(self, x):
+    """mmseg's Upsample (Semantic FPN's scale heads) computes its output size in Python
+    (``int(t * scale_factor)``), which a traced graph keeps as the export size; interpolating
+    by the factor itself gives the same size (floored) and the same sampling at every size."""
+    ctx = FUNCTION_REWRITER.get_context()
+    if self.size or not self.scale_factor:
+        return ctx.origin_func(self, x)
+    return torch.nn.functional.interpolate(x, scale_factor=self.scale_factor, mode=self.mode,
+                                           align_corners=self.align_corners)

@@ -78,7 +78,7 @@ DETECTORS = {
 }
 # static or dynamic: each path once; the dynamic ones see both image sizes in one graph
 CASES = [('retinanet', False), ('maskrcnn', True), ('cascade', False), ('upernet', True),
-         ('fpn', False)]
+         ('fpn', True)]
 
 
 @pytest.mark.parametrize('name,dynamic', CASES, ids=[f'{n}-{"dynamic" if d else "static"}'
@@ -98,6 +98,12 @@ def test_whole_model_matches_pytorch_in_onnxruntime(name, dynamic, images, tmp_p
         assert 'argmax differs at 0% of pixels' in out, out
     else:
         assert '100 detections (PyTorch) vs 100 (onnxruntime), unmatched 0' in out, out
+    if name == 'retinanet':  # the demo draws the file's detections
+        demo = load_script('demo/onnx_demo.py')
+        demo.main([config, str(tmp_path / 'out' / 'end2end.onnx'), images[0], '--out-dir',
+                   str(tmp_path / 'demo'), '--pred-score-thr', '0.2', '--cfg-options', *SMALL])
+        assert 'instance(s) with score >= 0.2 -> ' in capsys.readouterr().out
+        assert cv2.imread(str(tmp_path / 'demo' / 'vis' / 'wide.png')).shape == (64, 96, 3)
 
 
 def test_doctored_model_is_refused_and_deleted(images, tmp_path, monkeypatch, capsys):

@@ -11,7 +11,8 @@ post-processing (NMS, masks, the segmentation logits), goes to WORK_DIR/end2end.
 mmdeploy's export (mmdeploy.apis.onnx.export, as mmdeploy's own tools/deploy.py), with the
 project's deploy configs (configs/deploy/: opset 17, static or ``--dynamic`` height and width).
 Importing ravlt_dense.deploy.rewriters registers, in mmdeploy's rewriter registries, what
-mmdeploy 1.3.1 needs with current torch and an exact adaptive average pooling (UperNet).
+mmdeploy 1.3.1 needs with current torch, an exact adaptive average pooling (UperNet), sizes
+that follow the input (Semantic FPN) and mmdet's own post-processing (docs/deployment.md).
 
 Then every IMAGE runs through PyTorch and onnxruntime (the first image is the one exported;
 with ``--dynamic`` give images of other sizes too), and the results are compared:
@@ -36,21 +37,8 @@ import timeit
 import numpy as np
 import torch
 
-# the deploy configs of the project, by task and shape
-DEPLOY_CONFIGS = {
-    ('ObjectDetection', False): 'detection_onnxruntime_static.py',
-    ('ObjectDetection', True): 'detection_onnxruntime_dynamic.py',
-    ('InstanceSegmentation', False): 'instance-seg_onnxruntime_static.py',
-    ('InstanceSegmentation', True): 'instance-seg_onnxruntime_dynamic.py',
-    ('Segmentation', False): 'segmentation_onnxruntime_static.py',
-    ('Segmentation', True): 'segmentation_onnxruntime_dynamic.py',
-}
 INSTALL_HINT = ('pip install -e ".[deploy]" && pip install --no-deps mmdeploy==1.3.1 '
                 '(or `make env`; see docs/deployment.md)')
-
-
-def repo_root() -> str:
-    return osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def parse_args(argv=None):
@@ -108,14 +96,6 @@ def require_mmdeploy():
                          f'{INSTALL_HINT}')
 
 
-def model_task(model_cfg) -> str:
-    """mmdeploy's task of a model config."""
-    if model_cfg.get('default_scope', 'mmdet') == 'mmseg':
-        return 'Segmentation'
-    roi_head = model_cfg.model.get('roi_head') or {}
-    return 'InstanceSegmentation' if roi_head.get('mask_head') else 'ObjectDetection'
-
-
 def post_processing_of(model_cfg) -> dict:
     """mmdeploy's post-processing thresholds set to the model's own test_cfg, so that the graph
     keeps the detections PyTorch keeps (mmdeploy's two-stage rewriters read the RPN's and the
@@ -143,6 +123,7 @@ def load_configs(args):
     from mmengine.config import Config
 
     from ravlt_dense import zoo
+    from ravlt_dense.deploy.configs import deploy_config_path, model_task
     config, _ = zoo.resolve(args.config)
     if not osp.isfile(config):
         raise SystemExit(f'config not found: {args.config}')
@@ -150,8 +131,7 @@ def load_configs(args):
     if args.cfg_options:
         model_cfg.merge_from_dict(args.cfg_options)
     task = model_task(model_cfg)
-    deploy_file = args.deploy_cfg or osp.join(repo_root(), 'configs', 'deploy',
-                                              DEPLOY_CONFIGS[task, args.dynamic])
+    deploy_file = args.deploy_cfg or deploy_config_path(model_cfg, args.dynamic)
     deploy_cfg = Config.fromfile(deploy_file)
     if deploy_cfg.backend_config.type != args.backend:
         raise SystemExit(f'{deploy_file} is for {deploy_cfg.backend_config.type}; this tool '

@@ -1,0 +1,89 @@
+"""Run an ONNX file written by tools/deployment/deploy.py in onnxruntime and draw its results, as
+demo/image_demo.py and demo/seg_demo.py draw PyTorch's.
+
+    python demo/onnx_demo.py CONFIG ONNX_FILE IMAGE_OR_DIR [...] [--out-dir outputs]
+        [--pred-score-thr 0.3] [--cfg-options KEY=VALUE ...]
+
+CONFIG is the model's config (file or zoo name) the file was exported from: its test pipeline
+prepares the images, its dataset names the classes. Inference goes through mmdeploy's
+End2EndModel (boxes scaled back to the image, masks pasted, the segmentation argmax). For
+every image NAME.EXT it writes OUT_DIR/vis/NAME.png.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+from ravlt_dense.inputs import collect_images, unique_stem
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('config', help='config (file or zoo name) the ONNX file was exported '
+                        'from')
+    parser.add_argument('onnx', help='end2end.onnx of tools/deployment/deploy.py')
+    parser.add_argument('inputs', nargs='+', metavar='IMAGE_OR_DIR')
+    parser.add_argument('--out-dir', default='outputs', help='where vis/ goes')
+    parser.add_argument('--pred-score-thr', type=float, default=0.3,
+                        help='draw detections with at least this score')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='the settings given to tools/deployment/deploy.py, if any')
+    args = parser.parse_args(argv)
+    if not osp.isfile(args.onnx):
+        parser.error(f'ONNX file not found: {args.onnx}')
+    try:
+        args.images = collect_images(args.inputs)
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(str(err))
+    return args
+
+
+def is_dynamic(onnx_file: str) -> bool:
+    """Whether the graph's input has a symbolic height or width."""
+    import onnx
+    dims = onnx.load(onnx_file, load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return any(not d.HasField('dim_value') for d in dims[2:])
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        import ravlt_dense.deploy.rewriters  # noqa: F401
+        from mmdeploy.apis import build_task_processor
+        from mmdeploy.utils import get_input_shape
+    except ImportError as err:
+        raise SystemExit(f'{err}: pip install -e ".[deploy]" && pip install --no-deps '
+                         'mmdeploy==1.3.1 (docs/deployment.md)')
+    from mmengine.config import Config
+
+    from ravlt_dense import zoo
+    from ravlt_dense.deploy.configs import deploy_config_path, model_task
+    config, _ = zoo.resolve(args.config)
+    model_cfg = Config.fromfile(config)
+    if args.cfg_options:
+        model_cfg.merge_from_dict(args.cfg_options)
+    deploy_cfg = Config.fromfile(deploy_config_path(model_cfg, is_dynamic(args.onnx)))
+    task_processor = build_task_processor(model_cfg, deploy_cfg, 'cpu')
+    model = task_processor.build_backend_model(
+        [args.onnx], data_preprocessor_updater=task_processor.update_data_preprocessor)
+    vis_dir = osp.join(args.out_dir, 'vis')
+    os.makedirs(vis_dir, exist_ok=True)
+    used = set()
+    for path in args.images:
+        data = task_processor.create_input(path, get_input_shape(deploy_cfg))[0]
+        result = model.test_step(data)[0]
+        summary = 'segmented'
+        if model_task(model_cfg) != 'Segmentation':
+            result.pred_instances = result.pred_instances[
+                result.pred_instances.scores >= args.pred_score_thr]
+            summary = f'{len(result.pred_instances)} instance(s) with score >= ' \
+                f'{args.pred_score_thr}'
+        vis_file = osp.join(vis_dir, unique_stem(path, used) + '.png')
+        task_processor.visualize(image=path, model=model, result=result, output_file=vis_file,
+                                 window_name='onnx_demo', show_result=False)
+        print(f'{path}: {summary} -> {vis_file}', flush=True)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

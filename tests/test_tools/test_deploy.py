@@ -161,3 +161,10 @@ def test_pyramid_pooling_is_exact_at_odd_sizes_through_onnx(tmp_path):
             expected = torch.nn.functional.adaptive_avg_pool2d(x, scale)
             assert np.abs(got - expected.numpy()).max() < 1e-5, (height, width, scale)
             assert torch.allclose(exact_adaptive_avg_pool2d(x, scale), expected, atol=1e-6)
+
+
+def test_without_mmdeploy_the_tool_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(__import__('sys').modules, 'mmdeploy', None)  # import fails
+    with pytest.raises(SystemExit, match=r'mmdeploy is not installed .*pip install --no-deps '
+                       r'mmdeploy==1\.3\.1'):
+        deploy.require_mmdeploy()

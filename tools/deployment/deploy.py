@@ -19,6 +19,7 @@ with ``--dynamic`` give images of other sizes too), and the results are compared
 detections (labels, boxes, scores; masks for instance segmentation) or the segmentation logits
 and their argmax. When they differ beyond the tolerances the file is deleted and the tool
 exits with status 1, naming the difference. ``--benchmark`` then times both on this machine.
+tools/deployment/test_onnx.py evaluates the file on a data set (metrics as tools/test.py's).
 
 Needs mmdeploy 1.3.1 installed without its dependencies (it declares protobuf<=3.20.2, which
 the onnx it exports with excludes): ``make env`` does it, else

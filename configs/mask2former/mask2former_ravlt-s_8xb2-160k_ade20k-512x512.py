@@ -1,0 +1,36 @@
+# Mask2Former, RAVLT-S, ADE20K semantic segmentation, 160k iterations, 512x512 crops: mmseg's
+# config (mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py) with the ResNet-50 replaced by
+# RAVLT-S from the authors' ImageNet-1k weights. Config only: no trained weights of this model
+# exist.
+#   python tools/train.py configs/mask2former/mask2former_ravlt-s_8xb2-160k_ade20k-512x512.py
+#   bash tools/dist_train.sh configs/mask2former/mask2former_ravlt-s_8xb2-160k_ade20k-512x512.py 8
+# All four RAVLT outputs (strides 4-32, 64/128/320/512 channels for S) feed the head: its
+# deformable pixel decoder refines the stride 8-32 maps and adds the stride-4 map to make the
+# per-pixel embeddings the 100 queries' masks are read from.
+# The recipe is mmseg's: AdamW lr 1e-4, wd 0.05, grad clip 0.01, poly (power 0.9), batch 16;
+# the backbone learns at 0.1x and, as in mmseg's Swin configs, its norms, layer scales and
+# position terms are not decayed (../_base_/schedules/ravlt_query_head_paramwise.py).
+# Data at data/ade/ADEChallengeData2016 (mmseg's layout).
+_base_ = [
+    'mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py',
+    '../_base_/schedules/ravlt_query_head_paramwise.py'
+]
+
+# the authors' ImageNet-1k weights, downloaded once into the torch hub cache
+pretrained = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main/RAVLT_S.pth'
+
+custom_imports = dict(
+    imports=['mmdet.models', 'ravlt_dense', 'ravlt_dense.datasets'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='RAVLT',
+        arch='s',
+        drop_path_rate=0.15,
+        out_indices=(0, 1, 2, 3),
+        norm_eval=True,  # the stem's and downsamplings' BNs stay frozen, as in every RAVLT config
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    decode_head=dict(in_channels=[64, 128, 320, 512]))
+
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={{_base_.ravlt_custom_keys}}))

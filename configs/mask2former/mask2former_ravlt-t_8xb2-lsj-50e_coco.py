@@ -1,0 +1,10 @@
+# Mask2Former, RAVLT-T, COCO instance segmentation, 50 epochs: the RAVLT-S config with RAVLT-T
+# (as mmdet's Swin-T beside Swin-S). Config only: no trained weights of this model exist.
+_base_ = './mask2former_ravlt-s_8xb2-lsj-50e_coco.py'
+
+pretrained = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main/RAVLT_T.pth'
+
+model = dict(
+    backbone=dict(
+        arch='t', drop_path_rate=0.1, init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    panoptic_head=dict(in_channels=[64, 128, 256, 512]))

@@ -1,0 +1,321 @@
+"""The query-based heads (DINO, Mask2Former) on RAVLT: configs/dino/ and configs/mask2former/
+inherit mmdet's and mmseg's own configs. Each full config builds with RAVLT-S, loads a fake
+release ImageNet checkpoint strictly and runs one training step and one inference on a small
+image on the CPU; its optimizer follows the Swin versions of these configs. The quick-start
+variants train a few iterations through tools/train.py with the loss going down.
+"""
+import importlib
+import json
+from pathlib import Path
+
+import mmdet.models  # noqa: F401  mmseg's Mask2Former builds mmdet's modules
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
+
+from conftest import REPO, randomised, release_imagenet_checkpoint, run_tool, shapes_options
+from ravlt_dense.models import build_model
+from ravlt_dense.models.backbones.ravlt import RAVLT
+
+CONFIGS = REPO / 'configs'
+DINO = CONFIGS / 'dino' / 'dino-4scale_ravlt-s_8xb2-12e_coco.py'
+DINO_QUICK = CONFIGS / 'quickstart' / 'dino-4scale_ravlt-t_shapes.py'
+HF = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main/'
+
+
+@pytest.fixture(scope='module')
+def imagenet_s(module_tmp, one_thread):
+    """Random RAVLT-S weights in the authors' ImageNet layout, and the backbone they came from."""
+    source = randomised(RAVLT('s'))
+    path = module_tmp('in1k') / 'RAVLT_S.pth'
+    torch.save(release_imagenet_checkpoint(source), path)
+    return path, source.state_dict()
+
+
+def official(name):
+    """An OpenMMLab config by its ``mmdet::`` / ``mmseg::`` name (Config.fromfile takes paths)."""
+    package, path = name.split('::')
+    root = Path(importlib.import_module(package).__file__).parent / '.mim' / 'configs'
+    return Config.fromfile(root / path)
+
+
+def unscoped(node):
+    """A config node without the ``_scope_`` keys that an ``mmdet::`` base adds."""
+    if isinstance(node, dict):
+        return {k: unscoped(v) for k, v in node.items() if k != '_scope_'}
+    if isinstance(node, (list, tuple)):
+        return type(node)(unscoped(v) for v in node)
+    return node
+
+
+def build_pretrained(config, checkpoint):
+    """The config's model with its backbone initialised from ``checkpoint``."""
+    cfg = Config.fromfile(config)
+    assert cfg.model.backbone.init_cfg == dict(type='Pretrained', checkpoint=HF + 'RAVLT_S.pth')
+    cfg.model.backbone.init_cfg.checkpoint = str(checkpoint)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model.init_weights()
+    return cfg, model
+
+
+def assert_backbone_loaded(model, expected):
+    loaded = model.backbone.state_dict()
+    keys = [k for k in expected if not k.startswith('extra_norms.')]
+    assert keys and all(torch.equal(loaded[k], expected[k]) for k in keys)
+
+
+def assert_swin_style_optimizer(model, cfg, head_lr, head_decay):
+    """Backbone at 0.1x the lr; its norms, layer scales and position terms not decayed."""
+    cfg.optim_wrapper.type = 'OptimWrapper'
+    groups = build_optim_wrapper(model, cfg.optim_wrapper).optimizer.param_groups
+    by_param = {id(p): g for g in groups for p in g['params']}
+    names = dict(model.named_parameters())
+
+    def lr_decay(name):
+        group = by_param[id(names[name])]
+        return group['lr'], group['weight_decay']
+
+    for name in ('backbone.patch_embed.proj.1.weight', 'backbone.patch_embed.proj.10.bias',
+                 'backbone.layers.0.blocks.0.norm1.norm.weight',
+                 'backbone.layers.2.blocks.8.norm2.norm.bias',
+                 'backbone.layers.1.downsample.norm.weight',
+                 'backbone.extra_norms.3.norm.weight', 'backbone.layers.2.blocks.8.gamma_1',
+                 'backbone.layers.3.blocks.2.gamma_2', 'backbone.layers.1.blocks.4.pos.weight'):
+        assert lr_decay(name) == pytest.approx((head_lr * 0.1, 0.0)), name
+    for name in ('backbone.layers.0.blocks.0.attn.qkvo.weight',
+                 'backbone.patch_embed.proj.0.weight', 'backbone.layers.2.blocks.8.ffn.fc1.weight',
+                 'backbone.layers.2.downsample.reduction.weight'):
+        assert lr_decay(name) == pytest.approx((head_lr * 0.1, head_decay)), name
+    return lr_decay
+
+
+def det_batch(height=64, width=80, num_boxes=2):
+    """One image with ``num_boxes`` boxes, as PackDetInputs delivers it."""
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    torch.manual_seed(0)
+    shape = (height, width)
+    sample = DetDataSample(metainfo=dict(img_shape=shape, ori_shape=shape, pad_shape=shape,
+                                         scale_factor=(1., 1.)))
+    sample.gt_instances = InstanceData(
+        bboxes=torch.tensor([[4., 6., 30., 40.], [40., 20., 76., 60.]])[:num_boxes],
+        labels=torch.tensor([3, 17])[:num_boxes])
+    return dict(inputs=[torch.randint(0, 256, (3, height, width), dtype=torch.uint8)],
+                data_samples=[sample])
+
+
+def train_and_predict(model, cfg, batch):
+    """One optimizer step in train mode, then one prediction in eval mode."""
+    cfg.optim_wrapper.type = 'OptimWrapper'
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    model.train()
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    log_vars = model.train_step(batch, optim_wrapper)
+    assert all(torch.isfinite(v).all() for v in log_vars.values())
+    changed = [k for k, v in model.named_parameters() if not torch.equal(v, before[k])]
+    assert any(k.startswith('backbone.') for k in changed)
+    model.eval()
+    with torch.no_grad():
+        return log_vars, model.test_step(batch)
+
+
+# --------------------------------------------------------------------------------------------
+# DINO 4-scale
+# --------------------------------------------------------------------------------------------
+def test_dino_config_is_mmdets_with_ravlt_strides_8_to_32():
+    cfg = Config.fromfile(DINO)
+    mmdets = official('mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py')
+    backbone = cfg.model.backbone
+    assert backbone.type == 'RAVLT' and backbone.arch == 's' and backbone.norm_eval
+    assert backbone.out_indices == (1, 2, 3)
+    assert backbone.drop_path_rate == RAVLT.arch_zoo['s']['drop_path_rate']
+    dims = RAVLT.arch_zoo['s']['embed_dims']
+    assert cfg.model.neck.in_channels == [dims[i] for i in backbone.out_indices]
+    assert cfg.model.neck.num_outs == 4
+    # everything else is mmdet's recipe
+    for key in ('encoder', 'decoder', 'bbox_head', 'dn_cfg', 'train_cfg', 'test_cfg'):
+        assert unscoped(cfg.model[key]) == unscoped(mmdets.model[key]), key
+    for key in ('train_dataloader', 'val_dataloader', 'param_scheduler', 'train_cfg',
+                'auto_scale_lr'):
+        assert unscoped(cfg[key]) == unscoped(mmdets[key]), key
+    for key in ('optimizer', 'clip_grad'):
+        assert unscoped(cfg.optim_wrapper[key]) == unscoped(mmdets.optim_wrapper[key]), key
+
+
+def test_dino_loads_imagenet_weights_trains_and_predicts(imagenet_s):
+    checkpoint, expected = imagenet_s
+    cfg, model = build_pretrained(DINO, checkpoint)
+    assert_backbone_loaded(model, expected)
+    lr_decay = assert_swin_style_optimizer(model, cfg, head_lr=1e-4, head_decay=1e-4)
+    assert lr_decay('bbox_head.cls_branches.0.weight') == pytest.approx((1e-4, 1e-4))
+    # DINO picks its 900 queries among the encoder's tokens: 256x256 gives 1360 (strides 8-64)
+    log_vars, (pred, ) = train_and_predict(model, cfg, det_batch(256, 256))
+    assert {'loss_cls', 'loss_bbox', 'loss_iou', 'dn_loss_cls', 'enc_loss_cls'} <= set(log_vars)
+    assert len(pred.pred_instances) == 300  # mmdet's max_per_img
+    assert pred.pred_instances.bboxes.shape == (300, 4)
+
+
+def _losses(work_dir):
+    """The training losses logged by a tools/train.py run."""
+    log = next(work_dir.glob('*/vis_data/scalars.json'))
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    return [r['loss'] for r in rows if 'loss' in r]
+
+
+def test_dino_quickstart_trains_with_the_loss_going_down(shapes, tmp_path):
+    # the shapes of the suite (IMG px) at the quick start's 128 px: its 100 queries are picked
+    # among the encoder's 340 tokens there (16x16 + 8x8 + 4x4 + 2x2)
+    options = [o for o in shapes_options(shapes)
+               if not o.startswith('model.test_cfg.rcnn') and '.scale=' not in o]
+    options += [f'{loader}.dataset.pipeline.{i}.scale=(128,128)' for loader, i in
+                (('train_dataloader', 2), ('val_dataloader', 1), ('test_dataloader', 1))]
+    proc = run_tool(['tools/train.py', DINO_QUICK, '--work-dir', tmp_path, '--cfg-options',
+                     *options, 'train_cfg.max_epochs=3', 'train_cfg.val_interval=3',
+                     'param_scheduler.1.end=3'])
+    losses = _losses(tmp_path)
+    assert len(losses) == 12  # 3 epochs of 4 iterations
+    assert sum(losses[-3:]) < 0.9 * sum(losses[:3]), losses
+    assert 'coco/bbox_mAP' in proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Mask2Former: all four RAVLT outputs
+# --------------------------------------------------------------------------------------------
+M2F_ADE = CONFIGS / 'mask2former' / 'mask2former_ravlt-s_8xb2-160k_ade20k-512x512.py'
+M2F_COCO = CONFIGS / 'mask2former' / 'mask2former_ravlt-s_8xb2-lsj-50e_coco.py'
+M2F_PANOPTIC = CONFIGS / 'mask2former' / 'mask2former_ravlt-s_8xb2-lsj-50e_coco-panoptic.py'
+M2F_QUICK = CONFIGS / 'quickstart' / 'mask2former_ravlt-t_shapes.py'
+# each RAVLT-S config, the OpenMMLab config it inherits, and its head
+M2F = {M2F_ADE: ('mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py', 'decode_head'),
+       M2F_COCO: ('mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco.py', 'panoptic_head'),
+       M2F_PANOPTIC: ('mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco-panoptic.py',
+                      'panoptic_head')}
+
+
+@pytest.mark.parametrize('config', list(M2F), ids=lambda p: p.stem)
+def test_mask2former_config_is_the_openmmlab_one_with_ravlt(config):
+    cfg = Config.fromfile(config)
+    base, head = M2F[config]
+    theirs = official(base)
+    backbone = cfg.model.backbone
+    assert backbone.type == 'RAVLT' and backbone.arch == 's' and backbone.norm_eval
+    assert backbone.out_indices == (0, 1, 2, 3)
+    assert backbone.drop_path_rate == RAVLT.arch_zoo['s']['drop_path_rate']
+    assert cfg.model[head].in_channels == list(RAVLT.arch_zoo['s']['embed_dims'])
+    assert 'SyncBN' not in cfg.pretty_text
+    mine = {k: v for k, v in cfg.model[head].items() if k != 'in_channels'}
+    assert unscoped(mine) == unscoped({k: v for k, v in theirs.model[head].items()
+                                       if k != 'in_channels'})
+    for key in ('train_dataloader', 'val_dataloader', 'val_evaluator', 'param_scheduler',
+                'train_cfg', 'auto_scale_lr'):
+        assert unscoped(cfg[key]) == unscoped(theirs[key]), key
+    for key in ('optimizer', 'clip_grad'):
+        assert unscoped(cfg.optim_wrapper[key]) == unscoped(theirs.optim_wrapper[key]), key
+    # the T variant: RAVLT-T's widths, weights and drop path, everything else the S config's
+    tiny = Config.fromfile(config.parent / config.name.replace('ravlt-s', 'ravlt-t'))
+    assert tiny.model.backbone.arch == 't' and tiny.model.backbone.drop_path_rate == 0.1
+    assert tiny.model.backbone.init_cfg.checkpoint == HF + 'RAVLT_T.pth'
+    assert tiny.model[head].in_channels == list(RAVLT.arch_zoo['t']['embed_dims'])
+    assert tiny.optim_wrapper == cfg.optim_wrapper and tiny.train_cfg == cfg.train_cfg
+
+
+def seg_batch(size=128, num_classes=150):
+    """One image and its semantic label map, as PackSegInputs delivers them."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    torch.manual_seed(0)
+    label = torch.zeros(1, size, size, dtype=torch.long)
+    label[:, size // 4:, :] = 3
+    label[:, size // 2:size - 8, size // 4:size // 2] = num_classes - 1
+    sample = SegDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size),
+                                         pad_shape=(size, size)))
+    sample.gt_sem_seg = PixelData(data=label)
+    return dict(inputs=[torch.randint(0, 256, (3, size, size), dtype=torch.uint8)],
+                data_samples=[sample])
+
+
+def test_mask2former_ade20k_loads_imagenet_weights_trains_and_predicts(imagenet_s):
+    checkpoint, expected = imagenet_s
+    cfg = Config.fromfile(M2F_ADE)
+    cfg.model.data_preprocessor.size = (128, 128)  # 512x512 crops in the recipe
+    cfg.dump(str(checkpoint.parent / 'ade.py'))
+    cfg, model = build_pretrained(checkpoint.parent / 'ade.py', checkpoint)
+    assert_backbone_loaded(model, expected)
+    lr_decay = assert_swin_style_optimizer(model, cfg, head_lr=1e-4, head_decay=0.05)
+    assert lr_decay('decode_head.query_embed.weight') == pytest.approx((1e-4, 0.0))
+    assert lr_decay('decode_head.cls_embed.weight') == pytest.approx((1e-4, 0.05))
+    log_vars, (pred, ) = train_and_predict(model, cfg, seg_batch())
+    assert {'decode.loss_cls', 'decode.loss_mask', 'decode.loss_dice'} <= set(log_vars)
+    assert pred.pred_sem_seg.data.shape == (1, 128, 128)
+    assert pred.seg_logits.data.shape == (150, 128, 128)
+
+
+def test_mask2former_quickstart_trains_with_the_loss_going_down(tmp_path, ade_gen):
+    data = tmp_path / 'ade_shapes'
+    ade_gen.make_ade_shapes(str(data), num_train=8, num_val=2, seed=0)
+    root = f'{data}'
+    proc = run_tool(['tools/train.py', M2F_QUICK, '--work-dir', tmp_path / 'work',
+                     '--cfg-options', f'train_dataloader.dataset.data_root={root}',
+                     f'val_dataloader.dataset.data_root={root}',
+                     f'test_dataloader.dataset.data_root={root}', 'train_dataloader.batch_size=4',
+                     'train_cfg.max_iters=16', 'train_cfg.val_interval=16',
+                     'param_scheduler.0.end=4', 'param_scheduler.1.begin=4',
+                     'param_scheduler.1.end=16', 'default_hooks.logger.interval=1',
+                     'default_hooks.checkpoint.interval=16'])
+    losses = _losses(tmp_path / 'work')
+    assert len(losses) == 16
+    assert sum(losses[-4:]) < 0.9 * sum(losses[:4]), losses
+    assert 'mIoU' in proc.stdout + proc.stderr
+
+
+def coco_mask_batch(size=128, stuff=None):
+    """One image with two thing instances (boxes and masks) and, for panoptic training, a
+    semantic map of the stuff class ``stuff`` (255 elsewhere), as PackDetInputs delivers them."""
+    import numpy as np
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData, PixelData
+    batch = det_batch(size, size)
+    sample = batch['data_samples'][0]
+    masks = np.zeros((2, size, size), dtype=np.uint8)
+    for mask, (x0, y0, x1, y1) in zip(masks, sample.gt_instances.bboxes.int().tolist()):
+        mask[y0:y1, x0:x1] = 1
+    sample.gt_instances.masks = BitmapMasks(masks, size, size)
+    if stuff is not None:
+        sem = torch.full((1, size, size), 255, dtype=torch.long)
+        sem[:, size // 2:, :] = stuff
+        sem[:, torch.from_numpy(masks.any(0))] = 255
+        sample.gt_sem_seg = PixelData(sem_seg=sem)
+    assert isinstance(sample, DetDataSample) and isinstance(sample.gt_instances, InstanceData)
+    return batch
+
+
+@pytest.mark.parametrize('config', [M2F_COCO, M2F_PANOPTIC], ids=['instance', 'panoptic'])
+def test_mask2former_coco_loads_imagenet_weights_trains_and_predicts(config, imagenet_s):
+    checkpoint, expected = imagenet_s
+    cfg = Config.fromfile(config)
+    # 1024x1024 in the recipe (LSJ): the batch is padded to 128x128 here
+    cfg.model.data_preprocessor.batch_augments[0].size = (128, 128)
+    cfg.dump(str(checkpoint.parent / 'coco.py'))
+    cfg, model = build_pretrained(checkpoint.parent / 'coco.py', checkpoint)
+    assert_backbone_loaded(model, expected)
+    lr_decay = assert_swin_style_optimizer(model, cfg, head_lr=1e-4, head_decay=0.05)
+    assert lr_decay('panoptic_head.query_embed.weight') == pytest.approx((1e-4, 0.0))
+    panoptic = config == M2F_PANOPTIC
+    batch = coco_mask_batch(stuff=100 if panoptic else None)
+    log_vars, (pred, ) = train_and_predict(model, cfg, batch)
+    assert {'loss_cls', 'loss_mask', 'loss_dice', 'd0.loss_dice'} <= set(log_vars)
+    # mmdet keeps the 100 best (query, class) pairs, in the panoptic model those of things only
+    instances = pred.pred_instances
+    assert len(instances) == (len(instances) if panoptic else 100) <= 100
+    assert instances.masks.shape[1:] == (128, 128)
+    assert all(label < 80 for label in instances.labels.tolist())  # things
+    if panoptic:
+        # panoptic ids: label + id * INSTANCE_OFFSET (1000), unlabelled pixels 133 (mmdet)
+        ids = pred.pred_panoptic_seg.sem_seg
+        assert ids.shape == (1, 128, 128)
+        assert int((ids % 1000).max()) <= 133
+    else:
+        assert 'pred_panoptic_seg' not in pred

@@ -186,7 +186,8 @@ def test_dino_quickstart_trains_with_the_loss_going_down(shapes, tmp_path):
 M2F_ADE = CONFIGS / 'mask2former' / 'mask2former_ravlt-s_8xb2-160k_ade20k-512x512.py'
 M2F_COCO = CONFIGS / 'mask2former' / 'mask2former_ravlt-s_8xb2-lsj-50e_coco.py'
 M2F_PANOPTIC = CONFIGS / 'mask2former' / 'mask2former_ravlt-s_8xb2-lsj-50e_coco-panoptic.py'
-M2F_QUICK = CONFIGS / 'quickstart' / 'mask2former_ravlt-t_shapes.py'
+M2F_QUICK = CONFIGS / 'quickstart' / 'mask2former_ravlt-t_ade-shapes.py'
+M2F_COCO_QUICK = CONFIGS / 'quickstart' / 'mask2former_ravlt-t_coco-shapes.py'
 # each RAVLT-S config, the OpenMMLab config it inherits, and its head
 M2F = {M2F_ADE: ('mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py', 'decode_head'),
        M2F_COCO: ('mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco.py', 'panoptic_head'),
@@ -319,3 +320,15 @@ def test_mask2former_coco_loads_imagenet_weights_trains_and_predicts(config, ima
         assert int((ids % 1000).max()) <= 133
     else:
         assert 'pred_panoptic_seg' not in pred
+
+
+def test_mask2former_instance_quickstart_trains_with_the_loss_going_down(shapes, tmp_path):
+    options = [o for o in shapes_options(shapes) if not o.startswith('model.test_cfg.rcnn')]
+    proc = run_tool(['tools/train.py', M2F_COCO_QUICK, '--work-dir', tmp_path, '--cfg-options',
+                     *options, 'train_cfg.max_iters=12', 'train_cfg.val_interval=12',
+                     'param_scheduler.1.begin=4', 'param_scheduler.1.end=12',
+                     'default_hooks.checkpoint.interval=12'])
+    losses = _losses(tmp_path)
+    assert len(losses) == 12
+    assert sum(losses[-3:]) < 0.9 * sum(losses[:3]), losses
+    assert 'coco/segm_mAP' in proc.stdout + proc.stderr

@@ -1,7 +1,7 @@
 # Quick start: Mask2Former + RAVLT-T from scratch on the synthetic shapes set (semantic labels,
 # ADE20K layout), a few minutes on a 2-core CPU:
 #     python tools/data/make_ade_shapes.py   # -> data/ade_shapes
-#     python tools/train.py configs/quickstart/mask2former_ravlt-t_shapes.py
+#     python tools/train.py configs/quickstart/mask2former_ravlt-t_ade-shapes.py
 # The model of configs/mask2former/mask2former_ravlt-s_8xb2-160k_ade20k-512x512.py with RAVLT-T,
 # the 5 shapes classes and a slim head: 64 channels (256 there), 1 pixel-decoder layer (6),
 # 3 transformer-decoder layers (9, one round over the three scales), 20 queries (100) and

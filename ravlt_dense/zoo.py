@@ -1,7 +1,9 @@
 """The model zoo: ``configs/metafile.yml`` (OpenMMLab's metafile format) read in one place.
 
 The metafile lists every config with the paper's parameters, FLOPs and metrics and the
-authors' weights; tools, tests and the README take these figures from here.
+authors' weights; tools, tests and the README take these figures from here. Configs without
+trained weights (RAVLT under DINO and Mask2Former: no one has released such weights) are listed
+too, with our parameter count only: no Weights, no paper figures, no Results.
 
 The configs and the metafile come with the package: a wheel carries them in
 ``ravlt_dense/.mim/`` (as mmdet and mmseg carry theirs), a clone has them beside the package.
@@ -62,9 +64,18 @@ def config_path(name: str, metafile: Optional[str] = None) -> str:
     return config if osp.isabs(config) else osp.join(ROOT, config)
 
 
+def has_weights(name: str, metafile: Optional[str] = None) -> bool:
+    """Whether trained weights of ``name`` exist (False for the configs-only rows)."""
+    return bool(get(name, metafile).get('Weights'))
+
+
 def weights_url(name: str, metafile: Optional[str] = None) -> str:
-    """URL of the weights of ``name``, under ``$RAVLT_ZOO_URL_ROOT`` when that is set."""
-    url = get(name, metafile)['Weights']
+    """URL of the weights of ``name``, under ``$RAVLT_ZOO_URL_ROOT`` when that is set;
+    ValueError for a config without trained weights."""
+    url = get(name, metafile).get('Weights')
+    if not url:
+        raise ValueError(f'Model {name!r} of the zoo is a config without trained weights: '
+                         f'no one has released any; train it or pass a checkpoint of your own')
     root = os.environ.get(URL_ROOT_ENV)
     if root and url.startswith(URL_ROOT + '/'):
         url = root.rstrip('/') + url[len(URL_ROOT):]
@@ -77,20 +88,25 @@ def metrics(name: str, metafile: Optional[str] = None) -> Dict[str, float]:
             for k, v in result['Metrics'].items()}
 
 
-def paper_figures(name: str, metafile: Optional[str] = None) -> dict:
-    """The paper's params (M), FLOPs (G) and the input size (H, W) its FLOPs are counted at."""
+def paper_figures(name: str, metafile: Optional[str] = None) -> Optional[dict]:
+    """The paper's params (M), FLOPs (G) and the input size (H, W) its FLOPs are counted at;
+    None for a config the paper does not report (the configs without trained weights)."""
     meta = get(name, metafile)['Metadata']
+    if 'Parameters' not in meta:
+        return None
     return dict(params=meta['Parameters'] / 1e6, flops=meta['FLOPs'] / 1e9,
                 shape=list(meta['Input Size']))
 
 
 def measured(name: str, metafile: Optional[str] = None) -> dict:
-    """Our build's exact parameter count and FLOPs (modules only, and traced) of ``name``."""
+    """Our build's exact parameter count and FLOPs (modules only, and traced) of ``name``;
+    the FLOPs are None where they were not counted (the configs without trained weights)."""
     found = get(name, metafile)['Metadata'].get('Measured')
     if not found:
         raise ValueError(f'Model {name!r} of the zoo has no measured figures')
-    return dict(params=found['Parameters'], flops=found['FLOPs'] / 1e9,
-                flops_traced=found['FLOPs Traced'] / 1e9)
+    flops, traced = found.get('FLOPs'), found.get('FLOPs Traced')
+    return dict(params=found['Parameters'], flops=flops and flops / 1e9,
+                flops_traced=traced and traced / 1e9)
 
 
 def name_of_config(config: str, metafile: Optional[str] = None) -> Optional[str]:

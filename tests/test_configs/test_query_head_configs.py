@@ -15,6 +15,7 @@ from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 
 from conftest import REPO, randomised, release_imagenet_checkpoint, run_tool, shapes_options
+from ravlt_dense import zoo
 from ravlt_dense.models import build_model
 from ravlt_dense.models.backbones.ravlt import RAVLT
 
@@ -332,3 +333,17 @@ def test_mask2former_instance_quickstart_trains_with_the_loss_going_down(shapes,
     assert len(losses) == 12
     assert sum(losses[-3:]) < 0.9 * sum(losses[:3]), losses
     assert 'coco/segm_mAP' in proc.stdout + proc.stderr
+
+
+CONFIG_ONLY = sorted([*(CONFIGS / 'dino').glob('*.py'), *(CONFIGS / 'mask2former').glob('*.py')])
+
+
+@pytest.mark.parametrize('config', CONFIG_ONLY, ids=lambda p: p.stem)
+def test_zoo_lists_the_config_with_its_parameter_count_and_no_weights(config):
+    name = zoo.name_of_config(str(config))
+    assert name == config.stem and not zoo.has_weights(name)
+    cfg = Config.fromfile(config)
+    backbone = zoo.get(name)['Metadata']['Backbone']
+    assert cfg.model.backbone.init_cfg.checkpoint == zoo.weights_url(backbone)
+    model = build_model(cfg)
+    assert sum(p.numel() for p in model.parameters()) == zoo.measured(name)['params']

@@ -26,9 +26,9 @@ def _figures(name):
 
 def _links(name):
     """Links to the config (relative to configs/README.md) and to the weights."""
-    config, weights = zoo.get(name)['Config'], zoo.get(name)['Weights']
+    config, weights = zoo.get(name)['Config'], zoo.get(name).get('Weights')
     return (f'[config]({posixpath.relpath(config, "configs")})',
-            f'[{posixpath.basename(weights)}]({weights})')
+            f'[{posixpath.basename(weights)}]({weights})' if weights else None)
 
 
 def _size(names):
@@ -39,17 +39,31 @@ def _size(names):
     return sizes.pop()
 
 
+def _config_only_row(name):
+    """A config without trained weights: our parameter count, its task, and no weights."""
+    meta, ours = zoo.get(name)['Metadata'], zoo.measured(name)
+    tasks = ', '.join(meta.get('Tasks') or ())
+    flops = (f'{ours["flops"]:.1f}G / {ours["flops_traced"]:.1f}G' if ours['flops']
+             else 'not counted')
+    return (f'| {name} | {zoo.get(name)["In Collection"]} | {tasks}, {meta["Training Data"]} | '
+            f'{ours["params"] / 1e6:.2f}M | {flops} | {_links(name)[0]} | '
+            f'none: no trained weights exist |')
+
+
 def tables() -> str:
-    """Markdown: ImageNet backbones, COCO detectors, ADE20K segmentors (paper's figures)."""
+    """Markdown: ImageNet backbones, COCO detectors, ADE20K segmentors (paper's figures), and
+    the configs without trained weights."""
     coco_names, ade_names = [], []
     rows = ['ImageNet-1k backbones (classification params and FLOPs at 224x224; the dense '
             'backbone drops the head and adds four output norms):', '',
             '| backbone | params | dense backbone params | FLOPs | top-1 | weights |',
             '|---|---|---|---|---|---|']
-    coco, ade = [], []
+    coco, ade, config_only = [], [], []
     for name, model in zoo.models().items():
         meta, metrics = model['Metadata'], zoo.metrics(name)
-        if not model.get('Config'):
+        if model.get('Config') and not zoo.has_weights(name):
+            config_only.append(_config_only_row(name))
+        elif not model.get('Config'):
             top1 = metrics.get('Top 1 Accuracy')
             rows.append(f'| {name} | {meta["Parameters"] / 1e6:.2f}M | '
                         f'{meta["Backbone Parameters"]:,} | {meta["FLOPs"] / 1e9:g}G | '
@@ -68,7 +82,14 @@ def tables() -> str:
             f'{columns} box AP | mask AP | config | weights |', '|---' * 8 + '|'] + coco
     ade = [f'ADE20K (FLOPs at {_size(ade_names)}; the paper\'s single-scale mIoU on val):', '',
            f'{columns} mIoU | config | weights |', '|---' * 7 + '|'] + ade
-    return '\n'.join(rows + [''] + coco + [''] + ade)
+    config_only = [
+        'Configs only, **no trained weights exist** (neither the authors nor this project have '
+        'trained these models; the backbone starts from the ImageNet-1k weights above; FLOPs '
+        'at 800x1280, where tools/analysis/get_flops.py can count them):', '',
+        '| model | head | task, data | params (ours) | FLOPs modules only / traced (ours) | '
+        'config | weights |', '|---' * 7 + '|'
+    ] + config_only
+    return '\n'.join(rows + [''] + coco + [''] + ade + [''] + config_only)
 
 
 def generated_section(text: str) -> str:

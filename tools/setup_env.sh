@@ -43,7 +43,8 @@ WHEELS=${RAVLT_WHEEL_CACHE:-$HOME/.cache/ravlt_dense/wheels}
 pins_of() { grep -vE "^\s*(#|$)|# \[(build|no-deps|$NOT_DEVICE)\]" "$1" | sed 's/ *#.*//'; }
 pin() { pins_of "$REQ" | grep -E "^$1==" | head -n1 || true; }
 build_tools() { grep -E '^[^#].*# \[build\]' "$REQ" | sed 's/ *#.*//'; }
-# mmdeploy 1.3.1 declares protobuf<=3.20.2, which onnx excludes: pinned [no-deps] (stack.txt)
+# pinned [no-deps]: mmdeploy 1.3.1 declares protobuf<=3.20.2, which onnx excludes; panopticapi-lite
+# 0.2.0 declares numpy<2 (its panopticapi runs on numpy 2)
 no_deps() { grep -E '^[^#].*# \[no-deps\]' "$REQ" | sed 's/ *#.*//'; }
 # pip warns that torch wants setuptools>=77 while mmcv 2.1.0's build needs <70; torch runs fine.
 # pip_quiet COMMAND ARGS...: pip install/download, quiet, without those warnings
@@ -191,7 +192,7 @@ pip_quiet install $(pins_of "$REQ" | grep -v '^torch==') $(build_tools | grep '^
 # without --no-deps: pip checks the stack's ranges (the extra) against the pins just installed
 $PIP install -q --no-build-isolation -e ".[$STACK]"
 if [ -n "$(no_deps)" ]; then
-  log "installing $(no_deps | paste -sd' ') without their declared dependencies (requirements/deploy.txt)"
+  log "installing $(no_deps | paste -sd' ') without their declared dependencies (deployment, panoptic)"
   $PIP install -q --no-deps $(no_deps)
   # tools/deployment/deploy.py needs it; the rest of the project does not
   vpy -W ignore -c 'import ravlt_dense.deploy.rewriters' >/dev/null 2>&1 \

@@ -14,7 +14,8 @@ import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 
-from conftest import REPO, randomised, release_imagenet_checkpoint, run_tool, shapes_options
+from conftest import (IMG, REPO, load_script, randomised, release_imagenet_checkpoint, run_tool,
+                      shapes_options)
 from ravlt_dense import zoo
 from ravlt_dense.models import build_model
 from ravlt_dense.models.backbones.ravlt import RAVLT
@@ -189,6 +190,7 @@ M2F_COCO = CONFIGS / 'mask2former' / 'mask2former_ravlt-s_8xb2-lsj-50e_coco.py'
 M2F_PANOPTIC = CONFIGS / 'mask2former' / 'mask2former_ravlt-s_8xb2-lsj-50e_coco-panoptic.py'
 M2F_QUICK = CONFIGS / 'quickstart' / 'mask2former_ravlt-t_ade-shapes.py'
 M2F_COCO_QUICK = CONFIGS / 'quickstart' / 'mask2former_ravlt-t_coco-shapes.py'
+M2F_PANOPTIC_QUICK = CONFIGS / 'quickstart' / 'mask2former_ravlt-t_coco-panoptic-shapes.py'
 # each RAVLT-S config, the OpenMMLab config it inherits, and its head
 M2F = {M2F_ADE: ('mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py', 'decode_head'),
        M2F_COCO: ('mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco.py', 'panoptic_head'),
@@ -333,6 +335,47 @@ def test_mask2former_instance_quickstart_trains_with_the_loss_going_down(shapes,
     assert len(losses) == 12
     assert sum(losses[-3:]) < 0.9 * sum(losses[:3]), losses
     assert 'coco/segm_mAP' in proc.stdout + proc.stderr
+
+
+
+@pytest.fixture(scope='module')
+def panoptic_shapes(module_tmp):
+    """A generated COCO-panoptic shapes set of 8 + 4 images of IMG px."""
+    root = module_tmp('coco_panoptic_shapes')
+    gen = load_script('tools/data/make_coco_panoptic_shapes.py')
+    gen.make_coco_panoptic_shapes(str(root), num_train=8, num_val=4, size=IMG, seed=0,
+                                  max_objects=3)
+    return root
+
+
+def test_mask2former_panoptic_quickstart_trains_and_reports_pq(panoptic_shapes, tmp_path):
+    # mmdet's LoadPanopticAnnotations and CocoPanopticMetric import it (requirements/stack*.txt)
+    pytest.importorskip('panopticapi', reason='needs panopticapi '
+                        '(pip install --no-deps panopticapi-lite==0.2.0)')
+    root = f'{panoptic_shapes}/'
+    options = [
+        *(f'{split}_dataloader.{key}' for split in ('train', 'val', 'test')
+          for key in (f'dataset.data_root={root}', 'batch_size=2')),
+        *(f'{split}_evaluator.{key}' for split in ('val', 'test')
+          for key in (f'ann_file={root}annotations/panoptic_val.json',
+                      f'seg_prefix={root}annotations/panoptic_val/')),
+        f'train_dataloader.dataset.pipeline.2.scale=({IMG},{IMG})',
+        f'val_dataloader.dataset.pipeline.1.scale=({IMG},{IMG})',
+        f'test_dataloader.dataset.pipeline.1.scale=({IMG},{IMG})',
+        'default_hooks.logger.interval=1', 'param_scheduler.0.end=4', 'randomness.seed=0',
+        'train_cfg.max_iters=12', 'train_cfg.val_interval=12', 'param_scheduler.1.begin=4',
+        'param_scheduler.1.end=12', 'default_hooks.checkpoint.interval=12',
+    ]
+    proc = run_tool(['tools/train.py', M2F_PANOPTIC_QUICK, '--work-dir', tmp_path,
+                     '--cfg-options', *options])
+    losses = _losses(tmp_path)
+    assert len(losses) == 12
+    assert sum(losses[-3:]) < 0.9 * sum(losses[:3]), losses
+    # PQ of things and stuff (12 iterations from scratch: not yet above 0)
+    log = next(tmp_path.glob('*/vis_data/scalars.json')).read_text().splitlines()
+    pq = json.loads(log[-1])
+    assert {'coco_panoptic/PQ', 'coco_panoptic/PQ_th', 'coco_panoptic/PQ_st'} <= set(pq), pq
+    assert 'Panoptic Evaluation Results' in proc.stdout + proc.stderr
 
 
 CONFIG_ONLY = sorted([*(CONFIGS / 'dino').glob('*.py'), *(CONFIGS / 'mask2former').glob('*.py')])

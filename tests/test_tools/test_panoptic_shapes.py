@@ -1,6 +1,6 @@
 """tools/data/make_coco_panoptic_shapes.py: COCO's panoptic format, read back as mmdet reads it
-(its CocoPanopticDataset; decoding the PNGs as panopticapi's rgb2id does, which is not installed
-here: mmdet's LoadPanopticAnnotations and CocoPanopticMetric need it)."""
+(its CocoPanopticDataset; decoding the PNGs as panopticapi's rgb2id does, without needing
+panopticapi, which mmdet's LoadPanopticAnnotations and CocoPanopticMetric import)."""
 import json
 
 import cv2

@@ -14,6 +14,8 @@ cost for bias additions, activations, softmax or other element-wise ops, norms a
   works. Functional matrix products are invisible to it. The paper's dense-prediction FLOPs
   match this kind of count (see ``PAPER_COUNTING``).
 """
+import functools
+import inspect
 from collections import Counter
 from math import prod
 from typing import Dict, Tuple
@@ -70,6 +72,24 @@ def traced_flops(model: nn.Module, inputs: Tuple) -> Dict[str, float]:
                 unsupported=dict(analyzer.unsupported_ops()))
 
 
+def feed_data_samples_to_decode_head(model: nn.Module, data_samples) -> bool:
+    """Give a segmentor's query decode head (mmseg's Mask2Former / MaskFormer) the batch's data
+    samples in the tensor forward.
+
+    mmseg's ``EncoderDecoder._forward`` calls ``decode_head.forward(x)``, whereas these heads
+    need ``forward(x, batch_data_samples)`` (mmseg's own get_flops refuses them). As mmdet's
+    get_flops does for its detectors, the data samples out of the data preprocessor are bound to
+    the call. Changes this instance only; returns whether the model has such a head.
+    """
+    head = getattr(model, 'decode_head', None)
+    if head is None or isinstance(head.forward, functools.partial):
+        return False
+    if 'batch_data_samples' not in inspect.signature(head.forward).parameters:
+        return False
+    head.forward = functools.partial(head.forward, batch_data_samples=data_samples)
+    return True
+
+
 class TensorForward(nn.Module):
     """A detector's or segmentor's ``mode='tensor'`` forward on fixed data samples, callable
     with the image batch alone (for tracing, counting and timing). This is what mmdet's and
@@ -86,6 +106,7 @@ class TensorForward(nn.Module):
         super().__init__()
         self.model = model
         self.data_samples = data_samples
+        feed_data_samples_to_decode_head(model, data_samples)
 
     def forward(self, inputs: torch.Tensor):
         return self.model(inputs, self.data_samples, mode='tensor')

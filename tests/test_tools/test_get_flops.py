@@ -55,3 +55,21 @@ def test_get_flops_runs_cascade_mask_heads_on_100_rois_like_mask_rcnn():
     assert len(roi_outs) == 5 and all(m.shape[0] == 100 for m in roi_outs[2:])
     # models without a cascade mask head are left as they are
     assert not get_flops.cap_cascade_mask_rois(RAVLT('t'))
+
+
+def test_get_flops_counts_mask2former_of_mmdet_and_mmseg():
+    """Mask2Former's head needs the data samples in the tensor forward: mmdet's detector passes
+    them, mmseg's EncoderDecoder does not, so TensorForward binds them to its decode head."""
+    counts = {}
+    for task in ('lsj-50e_coco', '160k_ade20k-512x512'):
+        result = get_flops.main([f'configs/mask2former/mask2former_ravlt-t_8xb2-{task}.py',
+                                 '--shape', '64', '64', '--json'])
+        assert result['input_shape'] == [1, 3, 64, 64]
+        assert result['flops_traced'] > result['flops_modules_only'] > 0
+        # the pixel decoder and transformer decoder are counted, not the backbone alone
+        assert result['flops_modules_only'] > 2 * result['backbone_flops_modules_only']
+        counts[task] = result
+    # the same network under both scopes (their class counts differ: 80 + 53 things/stuff vs 150)
+    coco, ade = counts.values()
+    assert abs(coco['params'] - ade['params']) < 0.1e6
+    assert abs(coco['flops_modules_only'] / ade['flops_modules_only'] - 1) < 0.05

@@ -16,6 +16,11 @@ Custom ops (RoIAlign, NMS) and element-wise ops are counted by neither.
 Cascade heads: mmdet 3.3's ``CascadeRoIHead.forward`` runs every mask stage on all 1000
 proposals, whereas the standard RoI head, and mmdet 2.x's ``forward_dummy`` that gave the paper's
 figures, run mask heads on the first 100 RoIs; the count caps the cascade's mask RoIs alike.
+
+Mask2Former: mmdet's (COCO instance, panoptic) gets the data samples through its detector's
+tensor forward; mmseg's (ADE20K) decode head is called without them by ``EncoderDecoder``, so
+TensorForward binds them to the head (mmseg's own get_flops refuses Mask2Former). DINO needs
+more multi-scale tokens than its 900 queries: an input of at least about 256x256.
 """
 import argparse
 import importlib

@@ -237,3 +237,22 @@ def test_a_failed_case_is_a_row_naming_its_error():
     assert row['note'] == ("failed (exit 1): AttributeError: module 'torch' has no attribute "
                            "'float17'")
     assert (row['model'], row['input'], row['mode']) == ('ravlt_t', '64x64', 'eager')
+
+
+def test_whole_models_pair_ravlt_s_with_swin_t_under_each_query_head():
+    """DINO and Mask2Former: RAVLT-S and Swin-T under the same head, Mask2Former's Swin-T from
+    mmdet's / mmseg's own configs (scope::path), built by that scope's registry."""
+    import os
+    for head in ('dino', 'mask2former', 'mask2former_{}_ade20k'):
+        pair = [head.format(b) if '{}' in head else f'{head}_{b}' for b in ('ravlt_s', 'swin_t')]
+        assert all(name in models.WHOLE_MODELS for name in pair)
+        assert len({models.WHOLE_MODELS[name][3] for name in pair}) == 1  # same input size
+    for name, (_, cfg_file, swin, _) in models.WHOLE_MODELS.items():
+        if '::' in cfg_file and importlib.util.find_spec(cfg_file.partition('::')[0]):
+            assert os.path.isfile(models.config_path(cfg_file)), cfg_file
+            assert not swin
+        expected = 'mmseg' if ('upernet' in name or 'ade20k' in name) else 'mmdet'
+        assert models.scope_of(name) == expected
+    if importlib.util.find_spec('mmseg'):
+        path = 'mask2former/mask2former_swin-t_8xb2-160k_ade20k-512x512.py'
+        assert models.config_path('mmseg::' + path).endswith('mmseg/.mim/configs/' + path)

@@ -113,6 +113,24 @@ WHOLE_MODELS = {
     'maskrcnn_ravlt_t': ('Mask R-CNN RAVLT-T', 'configs/maskrcnn_ravlt_t_coco.py', False, COCO),
     'upernet_ravlt_s': ('UperNet RAVLT-S', 'configs/upernet_ravlt_s_ade20k.py', False, ADE),
     'upernet_swin_t': ('UperNet Swin-T', 'configs/upernet_ravlt_s_ade20k.py', True, ADE),
+    # Query heads: Mask2Former's Swin-T is mmdet's / mmseg's own config (scope::path).
+    'dino_ravlt_s': ('DINO-4scale RAVLT-S', 'configs/dino/dino-4scale_ravlt-s_8xb2-12e_coco.py',
+                     False, COCO),
+    # mmdet has no DINO Swin-T config: ours with Swin-T's stride 8-32 maps, as mmdet's DINO Swin-L.
+    'dino_swin_t': ('DINO-4scale Swin-T', 'configs/dino/dino-4scale_ravlt-s_8xb2-12e_coco.py',
+                    True, COCO),
+    'mask2former_ravlt_s': ('Mask2Former RAVLT-S (COCO instance)',
+                            'configs/mask2former/mask2former_ravlt-s_8xb2-lsj-50e_coco.py',
+                            False, COCO),
+    'mask2former_swin_t': ('Mask2Former Swin-T (COCO instance)',
+                           'mmdet::mask2former/mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco.py',
+                           False, COCO),
+    'mask2former_ravlt_s_ade20k': (
+        'Mask2Former RAVLT-S (ADE20K)',
+        'configs/mask2former/mask2former_ravlt-s_8xb2-160k_ade20k-512x512.py', False, ADE),
+    'mask2former_swin_t_ade20k': (
+        'Mask2Former Swin-T (ADE20K)',
+        'mmseg::mask2former/mask2former_swin-t_8xb2-160k_ade20k-512x512.py', False, ADE),
 }
 DEFAULT_WHOLE_MODELS = ('maskrcnn_ravlt_s', 'maskrcnn_swin_t', 'upernet_ravlt_s',
                         'upernet_swin_t')
@@ -127,7 +145,7 @@ def missing_requirement(name: str, level: str) -> Optional[str]:
     else:
         if name not in WHOLE_MODELS:
             return f'unknown model (choose from {sorted(WHOLE_MODELS)})'
-        needs = MMDET if 'maskrcnn' in name else ('mmseg', ) + MMDET
+        needs = MMDET if scope_of(name) == 'mmdet' else ('mmseg', ) + MMDET
     for pkg in needs:
         if importlib.util.find_spec(pkg) is None:
             return f'{pkg} is not installed'
@@ -156,10 +174,11 @@ def has_rala(name: str, level: str) -> bool:
 
 def _swap_to_swin(model_cfg) -> None:
     """Swin-T in place of the backbone; the first consumer's in_channels follow (neck or head)."""
-    model_cfg.backbone = dict(SWIN_T, type='mmdet.SwinTransformer')
+    out_indices = tuple(model_cfg.backbone.get('out_indices', SWIN_T['out_indices']))
+    model_cfg.backbone = dict(SWIN_T, type='mmdet.SwinTransformer', out_indices=out_indices)
     neck = model_cfg.get('neck')
     if neck is not None and 'in_channels' in neck:
-        neck.in_channels = list(SWIN_T_CHANNELS)
+        neck.in_channels = [SWIN_T_CHANNELS[i] for i in out_indices]
         return
     for key in ('decode_head', 'auxiliary_head'):
         head = model_cfg.get(key)
@@ -171,10 +190,27 @@ def _swap_to_swin(model_cfg) -> None:
             head.in_channels = SWIN_T_CHANNELS[head.in_index]
 
 
+def config_path(cfg_file: str) -> str:
+    """A whole model's config file: the clone's, or ``scope::path`` in mmdet's / mmseg's own."""
+    scope, sep, rel = cfg_file.partition('::')
+    if not sep:
+        return str(REPO / cfg_file)
+    spec = importlib.util.find_spec(scope)
+    return str(Path(spec.origin).parent / '.mim' / 'configs' / rel)
+
+
+def scope_of(name: str) -> str:
+    """'mmdet' or 'mmseg': whose registry builds whole model ``name``."""
+    cfg_file = WHOLE_MODELS[name][1]
+    if '::' in cfg_file:
+        return cfg_file.partition('::')[0]
+    return 'mmseg' if 'ade20k' in cfg_file else 'mmdet'
+
+
 def build_whole_model(name: str, batch: int, shape: Tuple[int, int]) -> TensorForward:
     from mmengine.config import Config
     _, cfg_file, swin, _ = WHOLE_MODELS[name]
-    cfg = Config.fromfile(str(REPO / cfg_file))
+    cfg = Config.fromfile(config_path(cfg_file))
     model_cfg = cfg.model
     model_cfg.backbone.pop('init_cfg', None)  # random weights: timing needs no checkpoint
     model_cfg.pop('pretrained', None)
@@ -184,7 +220,7 @@ def build_whole_model(name: str, batch: int, shape: Tuple[int, int]) -> TensorFo
     meta = dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w),
                 scale_factor=(1.0, 1.0))
     import ravlt_dense  # noqa: F401  (registers RAVLT)
-    if 'maskrcnn' in name:
+    if scope_of(name) == 'mmdet':
         from mmdet.registry import MODELS
         from mmdet.structures import DetDataSample as Sample
         from mmdet.utils import register_all_modules

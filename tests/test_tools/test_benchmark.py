@@ -251,6 +251,7 @@ def test_whole_models_pair_ravlt_s_with_swin_t_under_each_query_head():
         if '::' in cfg_file and importlib.util.find_spec(cfg_file.partition('::')[0]):
             assert os.path.isfile(models.config_path(cfg_file)), cfg_file
             assert not swin
+        assert models.has_rala(name, 'model') == ('ravlt' in name)
         expected = 'mmseg' if ('upernet' in name or 'ade20k' in name) else 'mmdet'
         assert models.scope_of(name) == expected
     if importlib.util.find_spec('mmseg'):

@@ -169,7 +169,10 @@ def has_rala(name: str, level: str) -> bool:
     """Whether the model is or holds RAVLT, i.e. has PATHS to measure."""
     if level == 'backbone':
         return name in BACKBONES and BACKBONES[name].ravlt
-    return name in WHOLE_MODELS and not WHOLE_MODELS[name][2]
+    if name not in WHOLE_MODELS:
+        return False
+    _, cfg_file, swin, _ = WHOLE_MODELS[name]
+    return not swin and '::' not in cfg_file  # mmdet's / mmseg's own configs hold no RAVLT
 
 
 def _swap_to_swin(model_cfg) -> None:

@@ -85,7 +85,7 @@ def tables() -> str:
     config_only = [
         'Configs only, **no trained weights exist** (neither the authors nor this project have '
         'trained these models; the backbone starts from the ImageNet-1k weights above; FLOPs '
-        'at 800x1280, where tools/analysis/get_flops.py can count them):', '',
+        'of tools/analysis/get_flops.py at 800x1280 on COCO, 512x512 on ADE20K):', '',
         '| model | head | task, data | params (ours) | FLOPs modules only / traced (ours) | '
         'config | weights |', '|---' * 7 + '|'
     ] + config_only

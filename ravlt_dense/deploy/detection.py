@@ -84,6 +84,15 @@ def _flat_level(cls_score, bbox_pred, channels, reg_dim):
     return scores, deltas
 
 
+def _dense_head_inputs(head, cls_scores, batch_img_metas, cfg):
+    """(test cfg, image shape, priors of every level) of a dense head's one-image batch."""
+    _batch_one(cls_scores[0])
+    priors = head.prior_generator.grid_priors(
+        [s.shape[-2:] for s in cls_scores], dtype=cls_scores[0].dtype,
+        device=cls_scores[0].device)
+    return (head.test_cfg if cfg is None else cfg), batch_img_metas[0]['img_shape'], priors
+
+
 @FUNCTION_REWRITER.register_rewriter(
     func_name='mmdet.models.dense_heads.base_dense_head.BaseDenseHead.predict_by_feat',
     backend='onnxruntime')
@@ -96,12 +105,7 @@ def base_dense_head__predict_by_feat__exact(self, cls_scores, bbox_preds, score_
         raise NotImplementedError(
             f'{type(self).__name__}: the exact onnxruntime post-processing covers sigmoid '
             'heads without score factors (RetinaNet); this head needs its own rewrite')
-    _batch_one(cls_scores[0])
-    cfg = self.test_cfg if cfg is None else cfg
-    img_shape = batch_img_metas[0]['img_shape']
-    priors = self.prior_generator.grid_priors(
-        [s.shape[-2:] for s in cls_scores], dtype=cls_scores[0].dtype,
-        device=cls_scores[0].device)
+    cfg, img_shape, priors = _dense_head_inputs(self, cls_scores, batch_img_metas, cfg)
     nms_pre = cfg.get('nms_pre', -1)
     num_classes = self.cls_out_channels
     all_boxes, all_scores, all_labels = [], [], []
@@ -134,12 +138,7 @@ def rpn_head__predict_by_feat__exact(self, cls_scores, bbox_preds, score_factors
                                      with_nms=True, **kwargs):
     """The RPN's proposals (mmdet's ``RPNHead._predict_by_feat_single`` and
     ``_bbox_post_process``): per-level top-k, empty boxes dropped, NMS within each level."""
-    _batch_one(cls_scores[0])
-    cfg = self.test_cfg if cfg is None else cfg
-    img_shape = batch_img_metas[0]['img_shape']
-    priors = self.prior_generator.grid_priors(
-        [s.shape[-2:] for s in cls_scores], dtype=cls_scores[0].dtype,
-        device=cls_scores[0].device)
+    cfg, img_shape, priors = _dense_head_inputs(self, cls_scores, batch_img_metas, cfg)
     nms_pre = cfg.get('nms_pre', -1)
     all_boxes, all_scores, all_levels = [], [], []
     for level, (cls_score, bbox_pred, prior) in enumerate(zip(cls_scores, bbox_preds, priors)):

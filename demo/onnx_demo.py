@@ -14,6 +14,7 @@ import os
 import os.path as osp
 import sys
 
+from ravlt_dense.deploy import require_mmdeploy
 from ravlt_dense.inputs import collect_images, unique_stem
 
 
@@ -39,31 +40,21 @@ def parse_args(argv=None):
     return args
 
 
-def is_dynamic(onnx_file: str) -> bool:
-    """Whether the graph's input has a symbolic height or width."""
-    import onnx
-    dims = onnx.load(onnx_file, load_external_data=False).graph.input[0].type.tensor_type.shape.dim
-    return any(not d.HasField('dim_value') for d in dims[2:])
-
-
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        import ravlt_dense.deploy.rewriters  # noqa: F401
-        from mmdeploy.apis import build_task_processor
-        from mmdeploy.utils import get_input_shape
-    except ImportError as err:
-        raise SystemExit(f'{err}: pip install -e ".[deploy]" && pip install --no-deps '
-                         'mmdeploy==1.3.1 (docs/deployment.md)')
+    require_mmdeploy()  # mmdeploy, onnxruntime, RAVLT and the project's rewrites
+    from mmdeploy.apis import build_task_processor
+    from mmdeploy.utils import get_input_shape
     from mmengine.config import Config
 
     from ravlt_dense import zoo
     from ravlt_dense.deploy.configs import deploy_config_path, model_task
+    from ravlt_dense.deploy.evaluation import onnx_input_size
     config, _ = zoo.resolve(args.config)
     model_cfg = Config.fromfile(config)
     if args.cfg_options:
         model_cfg.merge_from_dict(args.cfg_options)
-    deploy_cfg = Config.fromfile(deploy_config_path(model_cfg, is_dynamic(args.onnx)))
+    deploy_cfg = Config.fromfile(deploy_config_path(model_cfg, onnx_input_size(args.onnx) is None))
     task_processor = build_task_processor(model_cfg, deploy_cfg, 'cpu')
     model = task_processor.build_backend_model(
         [args.onnx], data_preprocessor_updater=task_processor.update_data_preprocessor)

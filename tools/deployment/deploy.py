@@ -38,8 +38,7 @@ import timeit
 import numpy as np
 import torch
 
-INSTALL_HINT = ('pip install -e ".[deploy]" && pip install --no-deps mmdeploy==1.3.1 '
-                '(or `make env`; see docs/deployment.md)')
+from ravlt_dense.deploy import require_mmdeploy
 
 
 def parse_args(argv=None):
@@ -79,22 +78,6 @@ def parse_args(argv=None):
         if not osp.isfile(image):
             parser.error(f'image not found: {image}')
     return args
-
-
-def require_mmdeploy():
-    """Import mmdeploy and our rewriters, or exit saying what is missing."""
-    try:
-        import mmdeploy  # noqa: F401
-    except ImportError as err:
-        raise SystemExit(f'mmdeploy is not installed ({err}): {INSTALL_HINT}')
-    try:
-        import onnxruntime  # noqa: F401
-        import ravlt_dense.deploy.rewriters  # noqa: F401
-        from mmdeploy.apis import build_task_processor  # noqa: F401
-    except ImportError as err:
-        raise SystemExit(f'mmdeploy {mmdeploy.__version__} does not import with this stack: '
-                         f'{err}. Tested: mmdeploy 1.3.1 with requirements/stack.txt; '
-                         f'{INSTALL_HINT}')
 
 
 def post_processing_of(model_cfg) -> dict:

@@ -25,6 +25,8 @@ import numbers
 import os.path as osp
 import sys
 
+from ravlt_dense.deploy import require_mmdeploy
+
 
 def parse_args(argv=None):
     from mmengine.config import DictAction
@@ -94,14 +96,8 @@ def exact_model(backend_model, model_cfg, onnx_file, deploy_cfg):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        import onnxruntime  # noqa: F401
-        from mmdeploy.apis import build_task_processor
-
-        import ravlt_dense.deploy.rewriters  # noqa: F401  RAVLT, the project's rewrites
-    except ImportError as err:
-        raise SystemExit(f'{err}: pip install -e ".[deploy]" && pip install --no-deps '
-                         'mmdeploy==1.3.1 (docs/deployment.md)')
+    require_mmdeploy()  # mmdeploy, onnxruntime, RAVLT and the project's rewrites
+    from mmdeploy.apis import build_task_processor
     from ravlt_dense.datasets.checks import check_datasets
     from ravlt_dense.deploy.evaluation import check_deploy_config
     config, model_cfg, deploy_cfg = load_configs(args)

@@ -180,10 +180,20 @@ def installed_wheel(tmp_path_factory):
     """A fresh venv outside the clone with the wheel of ravlt_dense installed; the OpenMMLab
     stack comes from this environment (a .pth line), ravlt_dense only from the wheel."""
     import sysconfig
+    import shutil
     root = tmp_path_factory.mktemp('wheel')
+    # the files of the tree (tracked, or new and not ignored), as a fresh clone has them: setuptools
+    # builds in the source's build/, where an earlier build's files would ride along
+    source = root / 'source'
+    files = subprocess.check_output(['git', 'ls-files', '-z', '--cached', '--others',
+                                     '--exclude-standard'], cwd=REPO, text=True).split('\0')
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     pip = [sys.executable, '-m', 'pip']
-    subprocess.run([*pip, 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w', root, REPO],
-                   check=True, capture_output=True, timeout=600)
+    subprocess.run([*pip, 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w', root,
+                    source], check=True, capture_output=True, timeout=600)
     wheel = next(root.glob('ravlt_dense-*.whl'))
     venv = root / 'venv'
     subprocess.run([sys.executable, '-m', 'venv', '--without-pip', venv], check=True)

@@ -2,6 +2,7 @@
 with mmdet's and mmseg's tools, the config they load from them, and the one spelling of an
 image size, ``--shape H W`` (mmdet's get_flops style), of the tools that take one."""
 import argparse
+import importlib.util
 import os
 import os.path as osp
 from typing import Optional, Sequence, Union
@@ -31,9 +32,7 @@ def load_config(args) -> Config:
     """The config of a train/test command line (a file, or a name of the model zoo):
     --cfg-options, --launcher and the work dir (``--work-dir``, else the config's, else
     work_dirs/CONFIG_NAME), as mmdet's tools do."""
-    if not (osp.isfile(args.config) or args.config.endswith('.py')):
-        from ravlt_dense import zoo
-        args.config = zoo.config_path(args.config)  # ValueError naming the zoo's models
+    args.config = config_file(args.config)
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
@@ -43,6 +42,29 @@ def load_config(args) -> Config:
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     return cfg
+
+
+def config_file(config: str) -> str:
+    """The file of a config named as the tools take it: a path, a name of RAVLT's model zoo
+    (``maskrcnn_ravlt_s_coco``), or an OpenMMLab package's own config as ``_base_`` lists name
+    them (``mmdet::mask2former/mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco.py``)."""
+    if '::' in config:
+        package, _, path = config.partition('::')
+        spec = importlib.util.find_spec(package) if package.isidentifier() else None
+        if spec is None or spec.origin is None:
+            raise ValueError(f"{config}: no installed package '{package}' to read it from "
+                             '(package::path names a config of an installed OpenMMLab '
+                             'package, e.g. mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py)')
+        root = osp.join(osp.dirname(spec.origin), '.mim', 'configs')
+        file = osp.join(root, path)
+        if not osp.isfile(file):
+            raise FileNotFoundError(f"{config}: {package} has no config '{path}' (looked in "
+                                    f'{root}; the names are those of {package}\'s configs/)')
+        return file
+    if osp.isfile(config) or config.endswith('.py'):
+        return config
+    from ravlt_dense import zoo
+    return zoo.config_path(config)  # ValueError naming the zoo's models
 
 
 def add_shape_argument(parser: argparse.ArgumentParser, help: str = 'input height and width',

@@ -1,5 +1,6 @@
 """tools/analysis/get_flops.py: both counts of a whole model beside the zoo's figures, and
 cascade mask heads counted like Mask R-CNN's."""
+import pytest
 import torch
 from mmengine.config import Config
 
@@ -73,3 +74,23 @@ def test_get_flops_counts_mask2former_of_mmdet_and_mmseg():
     coco, ade = counts.values()
     assert abs(coco['params'] - ade['params']) < 0.1e6
     assert abs(coco['flops_modules_only'] / ade['flops_modules_only'] - 1) < 0.05
+
+
+def test_get_flops_takes_openmmlab_config_names(capsys):
+    """The same head on Swin-T, straight from mmdet's own config (as ``_base_`` names it)."""
+    name = 'mmdet::mask2former/mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco.py'
+    swin = get_flops.main([name, '--shape', '64', '64', '--json'])
+    ravlt = get_flops.main(['mask2former_ravlt-t_8xb2-lsj-50e_coco', '--shape', '64', '64',
+                            '--json'])  # a zoo name
+    # Swin-T (27.5M, its four output norms included) and RAVLT-T under the same 80-class head
+    assert 27.4e6 < swin['backbone_params'] < 27.6e6
+    assert ravlt['backbone_params'] == sum(p.numel() for p in RAVLT('t').parameters())
+    head = swin['params'] - swin['backbone_params']
+    assert 0.9 < head / (ravlt['params'] - ravlt['backbone_params']) < 1.1
+    capsys.readouterr()
+    for bad, message in (('mmdet::mask2former/no_such_config.py', "mmdet has no config "
+                          "'mask2former/no_such_config.py'"),
+                         ('mmnothing::a/b.py', "no installed package 'mmnothing'")):
+        with pytest.raises(SystemExit):
+            get_flops.main([bad])
+        assert message in capsys.readouterr().err

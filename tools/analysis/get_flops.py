@@ -2,6 +2,10 @@
 
     python tools/analysis/get_flops.py configs/maskrcnn_ravlt_s_coco.py [--shape 800 1280]
     python tools/analysis/get_flops.py configs/upernet_ravlt_s_ade20k.py [--shape 512 2048]
+    python tools/analysis/get_flops.py mmdet::mask2former/mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco.py
+
+CONFIG is a file, a name of the model zoo (``maskrcnn_ravlt_s_coco``) or an mmdet / mmseg
+config by its ``package::path`` name, to count the same head on another backbone.
 
 ``--shape H W`` is the input's height and width; by default the size the zoo's figures are
 counted at (``Input Size`` of configs/metafile.yml), else that of the config's task.
@@ -33,7 +37,7 @@ from mmengine.config import Config, DictAction
 
 from ravlt_dense import zoo
 from ravlt_dense.analysis import PAPER_COUNTING, TensorForward, module_flops, traced_flops
-from ravlt_dense.cli import add_shape_argument, parsed_shape
+from ravlt_dense.cli import add_shape_argument, config_file, parsed_shape
 from ravlt_dense.models import build_model
 
 # Data sample type that each scope's models expect next to the image tensor.
@@ -123,7 +127,8 @@ def analyse(cfg: Config, height: int, width: int) -> dict:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Params and FLOPs of a whole model')
-    parser.add_argument('config', help='config file (detection or segmentation)')
+    parser.add_argument('config', help='config (detection or segmentation): a file, a zoo '
+                        'name, or mmdet::PATH / mmseg::PATH')
     add_shape_argument(parser, help='input size', default='the Input Size of the zoo model '
                        '(configs/metafile.yml), else 800 1280 for detection, 512 2048 for '
                        'segmentation')
@@ -131,7 +136,12 @@ def parse_args(argv=None):
                         help='override settings of the config')
     parser.add_argument('--json', action='store_true', help='print one JSON object instead')
     args = parser.parse_args(argv)
-    args.shape = parsed_shape(parser, args.shape) if args.shape else default_shape(args.config)
+    try:
+        args.config_file = config_file(args.config)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    args.shape = (parsed_shape(parser, args.shape) if args.shape
+                  else default_shape(args.config_file))
     return args
 
 
@@ -151,7 +161,7 @@ def default_shape(config_path: str) -> list:
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)  # runs custom_imports: registers RAVLT
+    cfg = Config.fromfile(args.config_file)  # runs custom_imports: registers RAVLT
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     # Counting needs no weights: do not ask for the ImageNet checkpoint.
@@ -159,7 +169,7 @@ def main(argv=None):
         cfg.model.backbone.init_cfg = None
     result = analyse(cfg, *args.shape)
     result['config'] = args.config
-    result['paper'] = paper_entry(args.config)
+    result['paper'] = paper_entry(args.config_file)
     if args.json:
         print(json.dumps(result))
         return result

@@ -52,9 +52,11 @@ def unscoped(node):
 
 
 def build_pretrained(config, checkpoint):
-    """The config's model with its backbone initialised from ``checkpoint``."""
+    """The config's model with its backbone initialised from ``checkpoint`` (a file named as
+    the release's, e.g. RAVLT_S.pth, in place of the config's URL)."""
     cfg = Config.fromfile(config)
-    assert cfg.model.backbone.init_cfg == dict(type='Pretrained', checkpoint=HF + 'RAVLT_S.pth')
+    assert cfg.model.backbone.init_cfg == dict(type='Pretrained',
+                                               checkpoint=HF + Path(checkpoint).name)
     cfg.model.backbone.init_cfg.checkpoint = str(checkpoint)
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -376,6 +378,72 @@ def test_mask2former_panoptic_quickstart_trains_and_reports_pq(panoptic_shapes, 
     pq = json.loads(log[-1])
     assert {'coco_panoptic/PQ', 'coco_panoptic/PQ_th', 'coco_panoptic/PQ_st'} <= set(pq), pq
     assert 'Panoptic Evaluation Results' in proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# RAVLT-B: where mmdet / mmseg ship a Swin-B Mask2Former (COCO panoptic, ADE20K at 640x640)
+# --------------------------------------------------------------------------------------------
+M2F_B_PANOPTIC = CONFIGS / 'mask2former' / 'mask2former_ravlt-b_8xb2-lsj-50e_coco-panoptic.py'
+M2F_B_ADE = CONFIGS / 'mask2former' / 'mask2former_ravlt-b_8xb2-160k_ade20k-640x640.py'
+M2F_B = {
+    M2F_B_PANOPTIC: ('mmdet::mask2former/mask2former_swin-b-p4-w12-384_8xb2-lsj-50e_coco-panoptic'
+                     '.py', 'panoptic_head'),
+    M2F_B_ADE: ('mmseg::mask2former/mask2former_swin-b-in1k-384x384-pre_8xb2-160k_ade20k-640x640'
+                '.py', 'decode_head'),
+}
+
+
+@pytest.fixture(scope='module')
+def imagenet_b(module_tmp, one_thread):
+    """Random RAVLT-B weights in the authors' ImageNet layout, and the backbone they came from."""
+    source = randomised(RAVLT('b'))
+    path = module_tmp('in1k_b') / 'RAVLT_B.pth'
+    torch.save(release_imagenet_checkpoint(source), path)
+    return path, source.state_dict()
+
+
+@pytest.mark.parametrize('config', list(M2F_B), ids=lambda p: p.stem)
+def test_mask2former_ravlt_b_is_the_swin_b_config_with_ravlt(config):
+    cfg = Config.fromfile(config)
+    base, head = M2F_B[config]
+    theirs = official(base)
+    backbone = cfg.model.backbone
+    assert backbone.type == 'RAVLT' and backbone.arch == 'b' and backbone.norm_eval
+    assert backbone.out_indices == (0, 1, 2, 3)
+    assert backbone.drop_path_rate == RAVLT.arch_zoo['b']['drop_path_rate']
+    assert backbone.init_cfg == dict(type='Pretrained', checkpoint=HF + 'RAVLT_B.pth')
+    assert cfg.model[head].in_channels == list(RAVLT.arch_zoo['b']['embed_dims'])
+    mine = {k: v for k, v in cfg.model[head].items() if k != 'in_channels'}
+    assert unscoped(mine) == unscoped({k: v for k, v in theirs.model[head].items()
+                                       if k != 'in_channels'})
+    # Swin-B's recipe: data (ADE20K: 640x640 crops), schedule and optimizer
+    for key in ('train_dataloader', 'val_dataloader', 'val_evaluator', 'param_scheduler',
+                'train_cfg', 'auto_scale_lr'):
+        assert unscoped(cfg[key]) == unscoped(theirs[key]), key
+    assert unscoped(cfg.model.data_preprocessor) == unscoped(theirs.model.data_preprocessor)
+    for key in ('optimizer', 'clip_grad'):
+        assert unscoped(cfg.optim_wrapper[key]) == unscoped(theirs.optim_wrapper[key]), key
+    # RAVLT's parameter rules in place of Swin's (no Swin name is left to match nothing)
+    keys = cfg.optim_wrapper.paramwise_cfg.custom_keys
+    assert not [k for k in keys if 'stages' in k or 'relative_position' in k
+                or 'absolute_pos_embed' in k or k == 'backbone.norm']
+    assert all(keys[k] == dict(lr_mult=1.0, decay_mult=0.0)
+               for k in ('query_embed', 'query_feat', 'level_embed'))
+
+
+def test_mask2former_ravlt_b_ade20k_loads_imagenet_weights_trains_and_predicts(imagenet_b):
+    checkpoint, expected = imagenet_b
+    cfg = Config.fromfile(M2F_B_ADE)
+    cfg.model.data_preprocessor.size = (128, 128)  # 640x640 crops in the recipe
+    cfg.dump(str(checkpoint.parent / 'ade_b.py'))
+    cfg, model = build_pretrained(checkpoint.parent / 'ade_b.py', checkpoint)
+    assert_backbone_loaded(model, expected)
+    lr_decay = assert_swin_style_optimizer(model, cfg, head_lr=1e-4, head_decay=0.05)
+    assert lr_decay('decode_head.query_embed.weight') == pytest.approx((1e-4, 0.0))
+    assert lr_decay('backbone.layers.2.blocks.11.gamma_1') == pytest.approx((1e-5, 0.0))
+    log_vars, (pred, ) = train_and_predict(model, cfg, seg_batch())
+    assert {'decode.loss_cls', 'decode.loss_mask', 'decode.loss_dice'} <= set(log_vars)
+    assert pred.seg_logits.data.shape == (150, 128, 128)
 
 
 CONFIG_ONLY = sorted([*(CONFIGS / 'dino').glob('*.py'), *(CONFIGS / 'mask2former').glob('*.py')])

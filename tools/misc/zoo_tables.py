@@ -85,7 +85,8 @@ def tables() -> str:
     config_only = [
         'Configs only, **no trained weights exist** (neither the authors nor this project have '
         'trained these models; the backbone starts from the ImageNet-1k weights above; FLOPs '
-        'of tools/analysis/get_flops.py at 800x1280 on COCO, 512x512 on ADE20K):', '',
+        'of tools/analysis/get_flops.py at 800x1280 on COCO, on ADE20K at the crop size that '
+        'ends the name):', '',
         '| model | head | task, data | params (ours) | FLOPs modules only / traced (ours) | '
         'config | weights |', '|---' * 7 + '|'
     ] + config_only

@@ -9,6 +9,7 @@ test_ade20k_config_param_count), which build them anyway.
 import json
 import os.path as osp
 import re
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -45,7 +46,7 @@ def test_metafile_lists_every_config_with_the_authors_weights():
     config_only = [p.stem for folder in CONFIG_ONLY_FOLDERS
                    for p in (REPO / 'configs' / folder).glob('*.py')]
     assert sorted(names) == sorted(configs + config_only)
-    assert len(configs) == 21 and len(config_only) == 7
+    assert len(configs) == 21 and len(config_only) == 9
     with open(REPO / 'model-index.yml') as f:
         assert 'configs/metafile.yml' in f.read()
     collections = {c['Name'] for c in Config.fromfile(zoo.METAFILE)['Collections']}
@@ -144,6 +145,23 @@ def test_unknown_names_are_errors():
         inference.resolve_demo_model('photo.jpg', ['x.jpg'])
     with pytest.raises(FileNotFoundError, match='config not found: nope.py'):
         inference.resolve_demo_model('nope.py', ['ckpt.pth', 'x.jpg'])
+
+
+def test_tools_read_a_config_as_a_file_a_zoo_name_or_a_package_name():
+    """What tools/train.py, test.py and get_flops.py take for CONFIG."""
+    from ravlt_dense.cli import config_file
+    assert config_file('configs/maskrcnn_ravlt_s_coco.py') == 'configs/maskrcnn_ravlt_s_coco.py'
+    assert config_file('maskrcnn_ravlt_s_coco') == zoo.config_path('maskrcnn_ravlt_s_coco')
+    swin = config_file('mmdet::mask2former/mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco.py')
+    assert Path(swin).is_file() and Path(swin).parts[-5:] == (
+        'mmdet', '.mim', 'configs', 'mask2former',
+        'mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco.py')
+    with pytest.raises(FileNotFoundError, match="mmseg has no config 'mask2former/nope.py'"):
+        config_file('mmseg::mask2former/nope.py')
+    with pytest.raises(ValueError, match="no installed package 'mmnothing'"):
+        config_file('mmnothing::a/b.py')
+    with pytest.raises(ValueError, match="Unknown model 'maskrcnn_ravlt_x_coco'"):
+        config_file('maskrcnn_ravlt_x_coco')
 
 
 def test_variants_are_the_arch_zoo_and_every_model_names_one():

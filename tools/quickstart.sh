@@ -2,6 +2,8 @@
 # The main job (`make quickstart`): every RAVLT variant, then on the shipped synthetic datasets
 # train, evaluate (before and after training) and run the demo, for detection and segmentation.
 #   QUICK_MODELS="maskrcnn fpn" bash tools/quickstart.sh    # a subset
+#   QUICK_MODELS="dino mask2former mask2former-panoptic mask2former-ade" bash tools/quickstart.sh
+#                                                           # the query-based heads
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-${VENV:-.venv}/bin/python}  # make passes VENV
@@ -16,14 +18,25 @@ $PY tools/analysis/ravlt_variants.py --shape 223 301
 step "Synthetic datasets: data/coco_shapes (COCO format), data/ade_shapes (ADE20K layout)"
 $PY tools/data/make_coco_shapes.py --out data/coco_shapes
 $PY tools/data/make_ade_shapes.py --out data/ade_shapes
+case " $MODELS " in
+  *" mask2former-panoptic "*) $PY tools/data/make_coco_panoptic_shapes.py --out data/coco_panoptic_shapes ;;
+esac
 
 for model in $MODELS; do
   case $model in
-    maskrcnn|retinanet) task=det; images=data/coco_shapes/val; demo=demo/image_demo.py ;;
-    fpn|upernet) task=seg; images=data/ade_shapes/images/validation; demo=demo/seg_demo.py ;;
-    *) echo "unknown model '$model' in QUICK_MODELS" >&2; exit 2 ;;
+    maskrcnn|retinanet|fpn|upernet) cfg=configs/quickstart/${model}_ravlt_t_shapes.py ;;
+    dino) cfg=configs/quickstart/dino-4scale_ravlt-t_shapes.py ;;
+    mask2former) cfg=configs/quickstart/mask2former_ravlt-t_coco-shapes.py ;;
+    mask2former-panoptic) cfg=configs/quickstart/mask2former_ravlt-t_coco-panoptic-shapes.py ;;
+    mask2former-ade) cfg=configs/quickstart/mask2former_ravlt-t_ade-shapes.py ;;
+    *) echo "unknown model '$model' in QUICK_MODELS (maskrcnn retinanet fpn upernet dino" \
+         "mask2former mask2former-panoptic mask2former-ade)" >&2; exit 2 ;;
   esac
-  cfg=configs/quickstart/${model}_ravlt_t_shapes.py
+  case $model in
+    fpn|upernet|mask2former-ade) images=data/ade_shapes/images/validation; demo=demo/seg_demo.py ;;
+    mask2former-panoptic) images=data/coco_panoptic_shapes/val; demo=demo/image_demo.py ;;
+    *) images=data/coco_shapes/val; demo=demo/image_demo.py ;;
+  esac
   out=$WORK/$model
   step "$model + RAVLT-T: evaluate the untrained model"
   $PY tools/misc/init_checkpoint.py "$cfg" "$out/untrained.pth"

@@ -7,7 +7,8 @@ import glob
 import json
 import os.path as osp
 
-METRICS = ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'mIoU', 'aAcc')
+METRICS = ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'coco_panoptic/PQ',
+           'mIoU', 'aAcc')
 
 
 def test_metrics(run_dir: str) -> dict:
@@ -38,7 +39,7 @@ def fmt(key: str, value) -> str:
         return '-'
     if isinstance(value, str):
         return value
-    return f'{value:.3f}' if key.startswith('coco/') else f'{value:.2f}'  # mAP in 0..1, IoU in %
+    return f'{value:.3f}' if key.startswith('coco/') else f'{value:.2f}'  # mAP 0..1, PQ/IoU %
 
 
 def main(argv=None):

@@ -29,7 +29,8 @@ def parse_tool_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
 
 
 def load_config(args) -> Config:
-    """The config of a train/test command line (a file, or a name of the model zoo):
+    """The config of a train/test command line (a file, a name of the model zoo or an
+    ``mmdet::`` / ``mmseg::`` name, see :func:`config_file`):
     --cfg-options, --launcher and the work dir (``--work-dir``, else the config's, else
     work_dirs/CONFIG_NAME), as mmdet's tools do."""
     args.config = config_file(args.config)

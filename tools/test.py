@@ -23,7 +23,8 @@ from ravlt_dense.dist import finish_distributed, setup_cpu_distributed
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Test (and evaluate) a detector or segmentor')
-    parser.add_argument('config', help='test config file path, or a name of the model zoo')
+    parser.add_argument('config', help='test config: a file, a name of the model zoo, or '
+                        'mmdet::PATH / mmseg::PATH (a config of those packages)')
     parser.add_argument('checkpoint', help='checkpoint file, URL or model zoo name: ours, or the '
                         'authors\' mmdet 2.x / mmseg 0.x release (converted on load)')
     parser.add_argument('--work-dir', help='the dir to save the evaluation metrics')

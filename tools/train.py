@@ -20,7 +20,8 @@ from ravlt_dense.dist import finish_distributed, setup_cpu_distributed
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Train a detector or a segmentor')
-    parser.add_argument('config', help='train config file path, or a name of the model zoo')
+    parser.add_argument('config', help='train config: a file, a name of the model zoo, or '
+                        'mmdet::PATH / mmseg::PATH (a config of those packages)')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument('--amp', action='store_true',
                         help='enable automatic mixed precision training (needs a GPU)')

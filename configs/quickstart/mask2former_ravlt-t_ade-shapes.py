@@ -1,5 +1,6 @@
 # Quick start: Mask2Former + RAVLT-T from scratch on the synthetic shapes set (semantic labels,
-# ADE20K layout), a few minutes on a 2-core CPU:
+# ADE20K layout): 120 iterations train in about 50 s on 2 cores, mIoU 50.05 (3.95 untrained;
+# QUICK_MODELS=mask2former-ade bash tools/quickstart.sh):
 #     python tools/data/make_ade_shapes.py   # -> data/ade_shapes
 #     python tools/train.py configs/quickstart/mask2former_ravlt-t_ade-shapes.py
 # The model of configs/mask2former/mask2former_ravlt-s_8xb2-160k_ade20k-512x512.py with RAVLT-T,

@@ -1,5 +1,7 @@
 # Quick start: Mask2Former instance segmentation + RAVLT-T from scratch on the synthetic COCO
-# shapes set (128 px images, boxes and masks) on a CPU, evaluated with mmdet's CocoMetric:
+# shapes set (128 px images, boxes and masks) on a CPU, evaluated with mmdet's CocoMetric
+# (150 iterations train in about 90 s on 2 cores: segm mAP 0.123, bbox mAP 0.067; 0.000
+# untrained; QUICK_MODELS=mask2former bash tools/quickstart.sh):
 #     python tools/data/make_coco_shapes.py      # -> data/coco_shapes
 #     python tools/train.py configs/quickstart/mask2former_ravlt-t_coco-shapes.py
 # The model of configs/mask2former/mask2former_ravlt-s_8xb2-lsj-50e_coco.py with RAVLT-T, the

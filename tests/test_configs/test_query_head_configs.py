@@ -175,18 +175,20 @@ def test_dino_loads_imagenet_weights_trains_and_predicts(imagenet_s):
     assert pred.pred_instances.bboxes.shape == (300, 4)
 
 
+def _scalars(work_dir):
+    """The rows a tools/train.py run logged: training iterations and validations."""
+    log = next(work_dir.glob('*/vis_data/scalars.json'))
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
 def _losses(work_dir):
     """The training losses logged by a tools/train.py run."""
-    log = next(work_dir.glob('*/vis_data/scalars.json'))
-    rows = [json.loads(line) for line in log.read_text().splitlines()]
-    return [r['loss'] for r in rows if 'loss' in r]
+    return [r['loss'] for r in _scalars(work_dir) if 'loss' in r]
 
 
 def _trained_metrics(work_dir):
     """The metrics of the validation that ends a tools/train.py run."""
-    log = next(work_dir.glob('*/vis_data/scalars.json'))
-    rows = [json.loads(line) for line in log.read_text().splitlines()]
-    return [r for r in rows if 'loss' not in r][-1]
+    return [r for r in _scalars(work_dir) if 'loss' not in r][-1]
 
 
 def _untrained_metrics(config, options, work_dir):

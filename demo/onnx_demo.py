@@ -47,10 +47,10 @@ def main(argv=None):
     from mmdeploy.utils import get_input_shape
     from mmengine.config import Config
 
-    from ravlt_dense import zoo
+    from ravlt_dense.cli import existing_config
     from ravlt_dense.deploy.configs import deploy_config_path, model_task
     from ravlt_dense.deploy.evaluation import onnx_input_size
-    config, _ = zoo.resolve(args.config)
+    config = existing_config(args.config)
     model_cfg = Config.fromfile(config)
     if args.cfg_options:
         model_cfg.merge_from_dict(args.cfg_options)

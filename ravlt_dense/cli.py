@@ -68,6 +68,17 @@ def config_file(config: str) -> str:
     return zoo.config_path(config)  # ValueError naming the zoo's models
 
 
+def existing_config(config: str, what: str = 'config') -> str:
+    """:func:`config_file` for a command line: the file, or SystemExit saying what is wrong."""
+    try:
+        file = config_file(config)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(str(error))
+    if not osp.isfile(file):
+        raise SystemExit(f'{what} not found: {config}')
+    return file
+
+
 def add_shape_argument(parser: argparse.ArgumentParser, help: str = 'input height and width',
                        default: Union[Sequence[int], str, None] = None) -> None:
     """``--shape H W`` (or ``--shape S``: a square); read with :func:`parsed_shape`.

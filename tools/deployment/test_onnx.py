@@ -63,10 +63,8 @@ def load_configs(args):
     from mmengine.config import Config
     from mmengine.utils import import_modules_from_strings
 
-    from ravlt_dense import zoo
-    config, _ = zoo.resolve(args.model_cfg)
-    if not osp.isfile(config):
-        raise SystemExit(f'model config not found: {args.model_cfg}')
+    from ravlt_dense.cli import existing_config
+    config = existing_config(args.model_cfg, 'model config')
     if not osp.isfile(args.deploy_cfg):
         raise SystemExit(f'deploy config not found: {args.deploy_cfg}')
     model_cfg = Config.fromfile(config)

@@ -1,6 +1,7 @@
-"""tools/deployment/deploy.py: the zoo's detectors and segmentors (RAVLT-T, random weights,
-tiny images) exported whole through mmdeploy and checked against PyTorch by the tool itself;
-UperNet's pooling exact at odd sizes through ONNX; a doctored file refused with its message."""
+"""tools/deployment/deploy.py: the zoo's detectors and segmentors, DINO and Mask2Former
+(ADE20K) among them (RAVLT-T, random weights, tiny images), exported whole through mmdeploy and
+checked against PyTorch by the tool itself; UperNet's pooling exact at odd sizes through ONNX;
+a doctored file refused with its message; mmdet's Mask2Former refused by name."""
 import os
 
 import cv2
@@ -75,10 +76,16 @@ DETECTORS = {
                 + [('rpn_head.rpn_reg.weight', 'mul', .1)]),
     'upernet': ('configs/upernet_ravlt_s_ade20k.py', RAVLT_T_UPERNET, []),
     'fpn': ('configs/fpn_ravlt_t_ade20k.py', [], []),
+    # DINO picks its 900 queries among the encoder's tokens: the 64x96 image at 171x256 has 940
+    'dino': ('configs/dino/dino-4scale_ravlt-s_8xb2-12e_coco.py',
+             ['model.backbone.arch=t', 'model.neck.in_channels=[128,256,512]'], []),
+    'mask2former': ('configs/mask2former/mask2former_ravlt-t_8xb2-160k_ade20k-512x512.py', [], []),
 }
+PIPELINE = {'dino': ['test_pipeline.1.scale=(256,256)']}  # others: SMALL
+DETECTIONS = {'dino': 300}  # max_per_img; the others' 100
 # static or dynamic: each path once; the dynamic ones see both image sizes in one graph
 CASES = [('retinanet', False), ('maskrcnn', True), ('cascade', False), ('upernet', True),
-         ('fpn', True)]
+         ('fpn', True), ('dino', False), ('mask2former', False)]
 
 
 @pytest.mark.parametrize('name,dynamic', CASES, ids=[f'{n}-{"dynamic" if d else "static"}'
@@ -89,15 +96,17 @@ def test_whole_model_matches_pytorch_in_onnxruntime(name, dynamic, images, tmp_p
     checkpoint = random_checkpoint(tmp_path / 'model.pth', config, cfg_options, adjust)
     argv = [config, checkpoint, *(images if dynamic else images[:1]), '--backend',
             'onnxruntime', '--work-dir', str(tmp_path / 'out'),
-            '--cfg-options', *cfg_options, *SMALL] + (['--dynamic'] if dynamic else [])
+            '--cfg-options', *cfg_options, *PIPELINE.get(name, SMALL)]
+    argv += ['--dynamic'] if dynamic else []
     assert deploy.main(argv) == 0
     out = capsys.readouterr().out
     assert out.count('onnxruntime matches PyTorch') == (2 if dynamic else 1), out
     assert os.path.isfile(tmp_path / 'out' / 'end2end.onnx')
-    if name in ('upernet', 'fpn'):
+    if name in ('upernet', 'fpn', 'mask2former'):
         assert 'argmax differs at 0% of pixels' in out, out
     else:
-        assert '100 detections (PyTorch) vs 100 (onnxruntime), unmatched 0' in out, out
+        n = DETECTIONS.get(name, 100)
+        assert f'{n} detections (PyTorch) vs {n} (onnxruntime), unmatched 0' in out, out
     if name == 'retinanet':  # the demo draws the file's detections
         demo = load_script('demo/onnx_demo.py')
         demo.main([config, str(tmp_path / 'out' / 'end2end.onnx'), images[0], '--out-dir',
@@ -130,6 +139,15 @@ def test_doctored_model_is_refused_and_deleted(images, tmp_path, monkeypatch, ca
     assert "REFUSED: onnxruntime's results differ from PyTorch's" in err, err
     assert 'max logit difference' in err and 'was deleted' in err, err
     assert not os.path.exists(tmp_path / 'out' / 'end2end.onnx')
+
+
+@pytest.mark.parametrize('config', ['mask2former_ravlt-t_8xb2-lsj-50e_coco',
+                                    'mask2former_ravlt-s_8xb2-lsj-50e_coco-panoptic'])
+def test_mmdets_mask2former_is_refused_by_name(config, images, tmp_path):
+    with pytest.raises(SystemExit, match="mmdet's Mask2Former .* is not supported by the deploy "
+                       r'tools.*Supported: RetinaNet, .*DINO'):
+        deploy.main([config, str(tmp_path / 'none.pth'), images[0]])
+    assert not os.path.exists(tmp_path / 'none.pth')
 
 
 def test_pyramid_pooling_is_exact_at_odd_sizes_through_onnx(tmp_path):

@@ -112,7 +112,10 @@ def load_configs(args):
     model_cfg = Config.fromfile(config)
     if args.cfg_options:
         model_cfg.merge_from_dict(args.cfg_options)
-    task = model_task(model_cfg)
+    try:
+        task = model_task(model_cfg)
+    except ValueError as error:
+        raise SystemExit(f'{args.config}: {error}')
     deploy_file = args.deploy_cfg or deploy_config_path(model_cfg, args.dynamic)
     deploy_cfg = Config.fromfile(deploy_file)
     if deploy_cfg.backend_config.type != args.backend:
@@ -282,11 +285,11 @@ def main(argv=None):
     from mmdeploy.apis import build_task_processor
 
     from ravlt_dense.checkpoint import load_model_checkpoint, resolve_checkpoint
+    config, model_cfg, deploy_cfg, deploy_file, task = load_configs(args)
     try:
         resolve_checkpoint(args.checkpoint)
     except FileNotFoundError as err:
         raise SystemExit(str(err))
-    config, model_cfg, deploy_cfg, deploy_file, task = load_configs(args)
     work_dir = args.work_dir or osp.join(
         'work_dirs', 'deploy',
         osp.splitext(osp.basename(config))[0] + ('-dynamic' if args.dynamic else ''))

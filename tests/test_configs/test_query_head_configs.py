@@ -281,16 +281,18 @@ M2F = {M2F_ADE: ('mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py
                       'panoptic_head')}
 
 
-@pytest.mark.parametrize('config', list(M2F), ids=lambda p: p.stem)
-def test_mask2former_config_is_the_openmmlab_one_with_ravlt(config):
+def assert_openmmlab_mask2former_with_ravlt(config, base, head, arch):
+    """``config`` is the OpenMMLab config ``base`` with RAVLT-``arch`` (its ImageNet weights,
+    drop path, all four outputs) and the same head, data, schedule and optimizer."""
     cfg = Config.fromfile(config)
-    base, head = M2F[config]
     theirs = official(base)
     backbone = cfg.model.backbone
-    assert backbone.type == 'RAVLT' and backbone.arch == 's' and backbone.norm_eval
+    assert backbone.type == 'RAVLT' and backbone.arch == arch and backbone.norm_eval
     assert backbone.out_indices == (0, 1, 2, 3)
-    assert backbone.drop_path_rate == RAVLT.arch_zoo['s']['drop_path_rate']
-    assert cfg.model[head].in_channels == list(RAVLT.arch_zoo['s']['embed_dims'])
+    assert backbone.drop_path_rate == RAVLT.arch_zoo[arch]['drop_path_rate']
+    assert backbone.init_cfg == dict(type='Pretrained',
+                                     checkpoint=HF + f'RAVLT_{arch.upper()}.pth')
+    assert cfg.model[head].in_channels == list(RAVLT.arch_zoo[arch]['embed_dims'])
     assert 'SyncBN' not in cfg.pretty_text
     mine = {k: v for k, v in cfg.model[head].items() if k != 'in_channels'}
     assert unscoped(mine) == unscoped({k: v for k, v in theirs.model[head].items()
@@ -298,8 +300,16 @@ def test_mask2former_config_is_the_openmmlab_one_with_ravlt(config):
     for key in ('train_dataloader', 'val_dataloader', 'val_evaluator', 'param_scheduler',
                 'train_cfg', 'auto_scale_lr'):
         assert unscoped(cfg[key]) == unscoped(theirs[key]), key
+    assert unscoped(cfg.model.data_preprocessor) == unscoped(theirs.model.data_preprocessor)
     for key in ('optimizer', 'clip_grad'):
         assert unscoped(cfg.optim_wrapper[key]) == unscoped(theirs.optim_wrapper[key]), key
+    return cfg
+
+
+@pytest.mark.parametrize('config', list(M2F), ids=lambda p: p.stem)
+def test_mask2former_config_is_the_openmmlab_one_with_ravlt(config):
+    base, head = M2F[config]
+    cfg = assert_openmmlab_mask2former_with_ravlt(config, base, head, 's')
     # the T variant: RAVLT-T's widths, weights and drop path, everything else the S config's
     tiny = Config.fromfile(config.parent / config.name.replace('ravlt-s', 'ravlt-t'))
     assert tiny.model.backbone.arch == 't' and tiny.model.backbone.drop_path_rate == 0.1
@@ -485,25 +495,9 @@ def test_mask2former_panoptic_quickstart_learns_the_training_images(panoptic_sha
 
 @pytest.mark.parametrize('config', list(M2F_B), ids=lambda p: p.stem)
 def test_mask2former_ravlt_b_is_the_swin_b_config_with_ravlt(config):
-    cfg = Config.fromfile(config)
-    base, head = M2F_B[config]
-    theirs = official(base)
-    backbone = cfg.model.backbone
-    assert backbone.type == 'RAVLT' and backbone.arch == 'b' and backbone.norm_eval
-    assert backbone.out_indices == (0, 1, 2, 3)
-    assert backbone.drop_path_rate == RAVLT.arch_zoo['b']['drop_path_rate']
-    assert backbone.init_cfg == dict(type='Pretrained', checkpoint=HF + 'RAVLT_B.pth')
-    assert cfg.model[head].in_channels == list(RAVLT.arch_zoo['b']['embed_dims'])
-    mine = {k: v for k, v in cfg.model[head].items() if k != 'in_channels'}
-    assert unscoped(mine) == unscoped({k: v for k, v in theirs.model[head].items()
-                                       if k != 'in_channels'})
     # Swin-B's recipe: data (ADE20K: 640x640 crops), schedule and optimizer
-    for key in ('train_dataloader', 'val_dataloader', 'val_evaluator', 'param_scheduler',
-                'train_cfg', 'auto_scale_lr'):
-        assert unscoped(cfg[key]) == unscoped(theirs[key]), key
-    assert unscoped(cfg.model.data_preprocessor) == unscoped(theirs.model.data_preprocessor)
-    for key in ('optimizer', 'clip_grad'):
-        assert unscoped(cfg.optim_wrapper[key]) == unscoped(theirs.optim_wrapper[key]), key
+    base, head = M2F_B[config]
+    cfg = assert_openmmlab_mask2former_with_ravlt(config, base, head, 'b')
     # RAVLT's parameter rules in place of Swin's (no Swin name is left to match nothing)
     keys = cfg.optim_wrapper.paramwise_cfg.custom_keys
     assert not [k for k in keys if 'stages' in k or 'relative_position' in k

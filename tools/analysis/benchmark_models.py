@@ -8,6 +8,7 @@ from typing import Callable, Dict, NamedTuple, Optional, Tuple
 import torch.nn as nn
 
 from ravlt_dense.analysis import TensorForward
+from ravlt_dense.cli import config_file
 
 REPO = Path(__file__).resolve().parents[2]  # the whole models' configs are the clone's
 
@@ -195,11 +196,7 @@ def _swap_to_swin(model_cfg) -> None:
 
 def config_path(cfg_file: str) -> str:
     """A whole model's config file: the clone's, or ``scope::path`` in mmdet's / mmseg's own."""
-    scope, sep, rel = cfg_file.partition('::')
-    if not sep:
-        return str(REPO / cfg_file)
-    spec = importlib.util.find_spec(scope)
-    return str(Path(spec.origin).parent / '.mim' / 'configs' / rel)
+    return config_file(cfg_file) if '::' in cfg_file else str(REPO / cfg_file)
 
 
 def scope_of(name: str) -> str:

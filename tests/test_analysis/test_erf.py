@@ -155,19 +155,21 @@ def test_config_weights_load_by_url_else_architecture_only(tmp_path, images, erf
     served = write_config(tmp_path / 'served.py', dict(type='Pretrained', checkpoint=url))
     args = erf_tool.parse_args([str(served), '--images', str(images), '--shape', '64'])
     subject = erf_tool.resolve_model(str(served), args)
-    assert subject.weights == f'ImageNet: {url}'
+    assert subject.weights == f'pretrained: {url}'
     assert torch.equal(subject.backbone.layers[2].blocks[0].attn.qkvo.weight,
                        source.layers[2].blocks[0].attn.qkvo.weight)
     assert (torch_home / 'RAVLT_T.pth').is_file()  # cached for the next run
 
     args.random = True
-    assert erf_tool.resolve_model(str(served), args).weights == \
-        'random (architecture only): --random'
+    random = erf_tool.resolve_model(str(served), args)
+    assert random.weights == 'random (architecture only): --random'
     offline = refused_url.replace('RAVLT_T', 'RAVLT_S')  # a file the cache does not hold
     refused = write_config(tmp_path / 'refused.py', dict(type='Pretrained', checkpoint=offline))
     args.random = False
-    assert erf_tool.resolve_model(str(refused), args).weights == \
-        'random (architecture only): weights not available'
+    fallback = erf_tool.resolve_model(str(refused), args)
+    assert fallback.weights == 'random (architecture only): weights not available'
+    assert all(torch.equal(v, fallback.backbone.state_dict()[k])  # as with --random
+               for k, v in random.backbone.state_dict().items())
 
 
 BAD_INPUT = {  # what is wrong -> the message naming it

@@ -15,8 +15,9 @@ MODEL is a backbone given as
   * a backbone of tools/analysis/benchmark_models.py (``ravlt_s_rala``, ``swin_t``, ``r50``,
     ``convnext_t``, ...): the architecture only, as these carry no weights.
 ``--random`` (or weights that cannot be had: no network, no torchvision for ``torchvision://``
-weights) gives each architecture its own initialisation instead; the figure and the table then
-say "architecture only".
+weights) measures each backbone with the weights it is built with (PyTorch's default
+initialisation of its layers, ``--seed``); the figure and the table then say "architecture
+only".
 
 For each model, each of the first ``--num-images`` images of DIR (sorted by name) is resized
 to ``--shape`` and normalised as the model's data preprocessor does; the contribution map is
@@ -31,9 +32,11 @@ Writes erf.png, erf.md and erf.csv (and with --save-maps erf_MODEL.npy, the mean
 map) to --out-dir, all at the end of the run, each whole or not at all.
 """
 import argparse
+import contextlib
 import copy
 import csv
 import io
+import logging
 import os
 import os.path as osp
 import re
@@ -154,7 +157,12 @@ def backbone_config(name: str, cfg_options: Optional[dict], stage: int):
         raise unknown_model(name, str(error))
     if not osp.isfile(file):
         raise SystemExit(f'MODEL {name}: config file not found: {file}')
-    cfg = Config.fromfile(file)  # runs the config's custom_imports (ravlt_dense for RAVLT)
+    try:
+        cfg = Config.fromfile(file)  # runs the config's custom_imports (ravlt_dense for RAVLT)
+    except ImportError as error:  # e.g. mmdet's ConvNeXt configs import mmpretrain
+        raise SystemExit(f'MODEL {name}: its config cannot be loaded here: '
+                         f'{error.__cause__ or error} (install the package it imports, or '
+                         'leave the model out)')
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     backbone = copy.deepcopy(cfg.get('model', {}).get('backbone'))
@@ -198,40 +206,52 @@ def short_label(name: str, backbone_cfg) -> str:
     return f'{kind}-{size}' if size else kind
 
 
-def has_checkpoint(backbone: nn.Module) -> bool:
+def checkpoint_of(backbone: nn.Module) -> Optional[str]:
+    """The checkpoint a built backbone loads in ``init_weights``: its ``init_cfg``'s (mmengine's
+    ``Pretrained``, or a bare ``checkpoint`` key as mmdet's PVT configs give it) or its
+    ``pretrained`` argument; None when it names none."""
     init_cfg = getattr(backbone, 'init_cfg', None)
-    return isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained' or \
-        bool(getattr(backbone, 'pretrained', None))
+    if isinstance(init_cfg, dict) and init_cfg.get('type', 'Pretrained') == 'Pretrained':
+        return init_cfg.get('checkpoint')
+    pretrained = getattr(backbone, 'pretrained', None)
+    return pretrained if isinstance(pretrained, str) else None
 
 
-def checkpoint_of(backbone: nn.Module) -> str:
-    init_cfg = getattr(backbone, 'init_cfg', None) or {}
-    return init_cfg.get('checkpoint') or getattr(backbone, 'pretrained', None)
+@contextlib.contextmanager
+def quiet_mmengine():
+    """mmengine's INFO lines off (an init_weights with a checkpoint lists every parameter)."""
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
-def initialise(build: Callable[[bool], nn.Module], random: bool, name: str):
-    """(backbone, where its weights came from): the checkpoint its config names, unless
-    ``random`` or it cannot be had; else the architecture's own initialisation."""
-    if not random:
-        backbone = build(True)
-        if has_checkpoint(backbone):
-            source = checkpoint_of(backbone)
-            try:
-                backbone.init_weights()
-                return backbone, f'ImageNet: {source}'
-            except UNAVAILABLE as error:
-                print(f'WARNING: {name}: its weights ({source}) cannot be had '
-                      f'({type(error).__name__}: {str(error).splitlines()[0]}); measuring the '
-                      'architecture only (random weights)', file=sys.stderr)
-                why = 'weights not available'
-        else:
-            why = 'no weights named'
-    else:
-        why = '--random'
-    backbone = build(False)
-    if hasattr(backbone, 'init_weights'):
-        backbone.init_weights()
-    return backbone, f'{RANDOM}: {why}'
+def initialise(build: Callable[[bool], nn.Module], random: bool, name: str, seed: int):
+    """(backbone, where its weights came from): the checkpoint its config names, loaded by its
+    own ``init_weights``, unless ``random`` or it cannot be had; else the weights the
+    architecture is built with (PyTorch's default initialisation of each layer, seeded;
+    ``init_weights`` is not run: mmdet's ResNet would zero the last norm of every block)."""
+    backbone = build(not random)
+    if random:
+        return backbone, f'{RANDOM}: --random'
+    source = checkpoint_of(backbone)
+    if not source:
+        return backbone, f'{RANDOM}: no weights named'
+    try:
+        with quiet_mmengine():
+            backbone.init_weights()
+    except UNAVAILABLE as error:
+        cause = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f'WARNING: {name}: its weights ({source}) cannot be had ({cause}); measuring the '
+              'architecture only (random weights)', file=sys.stderr, flush=True)
+        torch.manual_seed(seed)  # the same random weights as with --random
+        return build(False), f'{RANDOM}: weights not available'
+    print(f'{name}: weights loaded from {source}', flush=True)
+    return backbone, f'pretrained: {source}'
 
 
 def resolve_model(name: str, args) -> Subject:
@@ -269,7 +289,7 @@ def resolve_model(name: str, args) -> Subject:
         label, preprocess = entry.description, IMAGENET
     else:
         raise unknown_model(name)
-    backbone, weights = initialise(build, args.random, name)
+    backbone, weights = initialise(build, args.random, name, args.seed)
     return Subject(name, label, backbone.to(args.device), weights, preprocess, output)
 
 
@@ -367,7 +387,7 @@ def csv_text(rows: List[dict]) -> str:
 
 
 def figure(subjects, results, rows, args, path: str) -> None:
-    """The heat maps side by side (up to 4 a row), one colour bar, written as PNG to ``path``."""
+    """The heat maps side by side (up to 5 a row), one colour bar, written as PNG to ``path``."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -375,10 +395,9 @@ def figure(subjects, results, rows, args, path: str) -> None:
     # The upper half of RdYlGn: how RepLKNet's seaborn heatmap (center=0) shows [0, 1] maps.
     cmap = ListedColormap(plt.get_cmap('RdYlGn')(np.linspace(0.5, 1, 256)))
     n = len(subjects)
-    cols = min(n, 4)
-    rows_n = -(-n // cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(3.2 * cols + 0.6, 3.6 * rows_n),
-                             squeeze=False)
+    cols = n if n <= 5 else 4
+    fig, axes = plt.subplots(-(-n // cols), cols, figsize=(2.5 * cols + 0.8, 3.1 * -(-n // cols)),
+                             squeeze=False, layout='constrained')
     for ax in axes.flat[n:]:
         ax.axis('off')
     shown = [t for t in args.thresholds if t in (0.5, 0.99)] or args.thresholds[-1:]
@@ -387,19 +406,24 @@ def figure(subjects, results, rows, args, path: str) -> None:
         image = ax.imshow(result.heat, cmap=cmap, vmin=0, vmax=1, interpolation='bilinear')
         ax.set_xticks([])
         ax.set_yticks([])
-        weights = 'architecture only' if subject.weights.startswith(RANDOM) else 'ImageNet weights'
+        weights = 'architecture only' if subject.weights.startswith(RANDOM) else 'pretrained'
         ax.set_title(f'{label}\n{weights}, stage {row["stage"]}', fontsize=9)
-        ax.set_xlabel(', '.join(f'{100 * t:g}%: {percent(result.shares[t][1])}'
-                                for t in shown) + ' of the area', fontsize=8)
+        ax.set_xlabel('area holding ' + ', '.join(
+            f'{100 * t:g}%: {percent(result.shares[t][1])}' for t in shown), fontsize=7.5)
     every_random = all(s.weights.startswith(RANDOM) for s in subjects)
     fig.suptitle(f'Effective receptive field, {results[0].images} image(s) at '
                  f'{args.shape[0]}x{args.shape[1]}'
-                 + (' - architecture only (random weights)' if every_random else ''),
+                 + ('\narchitecture only (random weights)' if every_random else ''),
                  fontsize=10)
-    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8,
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, pad=0.02,
                  label='log10(contribution + 1), rescaled')
-    fig.savefig(path, format='png', dpi=80)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format='png', dpi=80, bbox_inches='tight', pad_inches=0.05)
     plt.close(fig)
+    # A 256-colour palette: the maps' noise makes full-colour PNGs several times larger.
+    from PIL import Image
+    buffer.seek(0)
+    Image.open(buffer).convert('RGB').quantize(256).save(path, format='PNG', optimize=True)
 
 
 def publish(writers: Dict[str, Callable[[str], None]]) -> None:

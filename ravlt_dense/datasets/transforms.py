@@ -131,3 +131,51 @@ class LoadCheckedAnnotations(LoadAnnotations):
         return (f'{self.__class__.__name__}(num_classes={self.num_classes}, '
                 f'ignore_index={self.ignore_index}, reduce_zero_label={self.reduce_zero_label}, '
                 f"imdecode_backend='{self.imdecode_backend}', backend_args={self.backend_args})")
+
+
+@TRANSFORMS.register_module()
+class ImageCorruption(mmcv.transforms.BaseTransform):
+    """One corruption of ImageNet-C at one severity, applied to the loaded image (the
+    ``imagecorruptions`` package): mmdet's ``Corrupt`` made faithful and repeatable.
+
+    * The package defines the corruptions on RGB images (frost, for one, blends an RGB texture),
+      while the loaders give BGR: the image is handed over in RGB and returned in its own order.
+    * glass_blur and impulse_noise draw a fresh seed from the operating system unless given one:
+      they get one drawn from NumPy's global generator, as the other corruptions draw from it, so
+      that a seeded run (mmengine seeds that generator and the loader workers) repeats.
+
+    Required keys: img (uint8). Modified keys: img.
+
+    Args:
+        corruption (str): A corruption name (``imagecorruptions.get_corruption_names('all')``).
+        severity (int): 1 (mild) to 5. Defaults to 1.
+        channel_order (str): The order of the loaded image, 'bgr' (mmcv's loaders' default)
+            or 'rgb'. Defaults to 'bgr'.
+    """
+
+    def __init__(self, corruption: str, severity: int = 1, channel_order: str = 'bgr'):
+        if channel_order not in ('bgr', 'rgb'):
+            raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}")
+        self.corruption = corruption
+        self.severity = severity
+        self.channel_order = channel_order
+
+    def transform(self, results: dict) -> dict:
+        import inspect
+
+        from imagecorruptions import corrupt, corruption_dict
+        img = results['img'].astype(np.uint8, copy=False)
+        swap = self.channel_order == 'bgr' and img.ndim == 3 and img.shape[2] == 3
+        if swap:
+            img = img[..., ::-1]
+        kwargs = {}
+        if 'seed' in inspect.signature(corruption_dict[self.corruption]).parameters:
+            kwargs['seed'] = int(np.random.randint(2**31 - 1))
+        out = corrupt(np.ascontiguousarray(img), corruption_name=self.corruption,
+                      severity=self.severity, **kwargs)
+        results['img'] = np.ascontiguousarray(out[..., ::-1]) if swap else out
+        return results
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}(corruption='{self.corruption}', "
+                f"severity={self.severity}, channel_order='{self.channel_order}')")

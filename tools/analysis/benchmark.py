@@ -5,7 +5,8 @@
         [--train-batch 2] [--device cpu|cuda] [--dtype float32|float16|bfloat16]
         [--paths fast fast-nokernel reference] [--compile [BACKEND]] [--repeat 3] [--warmup 1]
         [--no-flops]
-        [--budget SECONDS] [--timeout SECONDS] [--work-dir work_dirs/benchmark]
+        [--budget SECONDS] [--timeout SECONDS] [--max-latency SECONDS] [--max-memory-gb GB]
+        [--work-dir work_dirs/benchmark]
         [--from-csv benchmark.csv]
 
 Per model (RAVLT: per path) and input shape: parameters, FLOPs counted two ways (full: traced,
@@ -17,7 +18,8 @@ batch, timed in turn with the eager one. RAVLT runs once per ``--paths`` entry: 
 (RALA's fused kernels where they apply, CUDA), the same without the kernels, the reference path.
 Each case is a fresh process; eager cases come first, compiled ones after, so a run cut by
 ``--budget`` still has the eager table. Writes benchmark.md (the summary with ratios to Swin-T,
-then every row), benchmark.csv, summary.csv and scaling.png to the work dir.
+then every row), benchmark.csv, summary.csv and scaling.png to the work dir. How latency and
+memory grow with the input size up to 4096x4096, against budgets: resolution_sweep.py.
 """
 import argparse
 import datetime
@@ -96,6 +98,11 @@ def parse_args(argv=None):
     p.add_argument('--budget', type=float, help='seconds for the whole run: what is left then '
                    'is listed as not run, what was measured is kept')
     p.add_argument('--timeout', type=float, default=1800, help='seconds per case')
+    p.add_argument('--max-latency', type=float, metavar='SECONDS',
+                   help='a forward pass running longer stops its case (marked in the table)')
+    p.add_argument('--max-memory-gb', type=float, metavar='GB',
+                   help="a case's process holding more stops it (CPU: resident memory; CUDA: "
+                   "the share of the GPU torch may use)")
     p.add_argument('--work-dir', default='work_dirs/benchmark')
     p.add_argument('--from-csv', help='measure nothing: re-render the tables and plot from a '
                    'benchmark.csv of an earlier run')
@@ -111,6 +118,8 @@ def parse_args(argv=None):
         p.error('--device cuda but torch.cuda.is_available() is False (use --device cpu)')
     if args.repeat < 1 or args.warmup < 1 or min(args.batch) < 1 or args.train_batch < 0:
         p.error('--repeat, --warmup and --batch must be >= 1, --train-batch >= 0')
+    if any(v is not None and v <= 0 for v in (args.max_latency, args.max_memory_gb)):
+        p.error('--max-latency and --max-memory-gb must be positive')
     if args.shape and min(min(s) for s in args.shape) < 1:
         p.error(f'--shape takes positive H W, got {args.shape}')
     if args.level == 'model' and args.train_batch:
@@ -142,7 +151,8 @@ def plan(args):
                                device=args.device, dtype=args.dtype, warmup=args.warmup,
                                repeat=args.repeat, flops=not (args.no_flops or compiled),
                                compile=args.compile if compiled else None,
-                               path=path if rala else None) for shape in shapes]
+                               path=path if rala else None, max_pass_s=args.max_latency,
+                               max_memory_gb=args.max_memory_gb) for shape in shapes]
     return cases, notes
 
 
@@ -247,8 +257,11 @@ def main(argv=None):
     if notes:
         lines += ['', 'Notes:'] + notes
     text = '\n'.join(lines) + '\n'
-    with open(paths['benchmark.md'], 'w') as f:
-        f.write(text)
+
+    def write(name):
+        with open(name, 'w') as f:
+            f.write(text)
+    report.replace_atomically(paths['benchmark.md'], write)
     print(text)
     print('wrote ' + ', '.join(written))
     return rows

@@ -6,7 +6,10 @@ case runs in its own Python process (``python benchmark_case.py SPEC_JSON``), so
 that model's alone (allocator caches, earlier models and the parent do not leak in), and a
 crash, a missing package or a time-out costs that case, not the run. The child prints each
 measurement as soon as it has it: a case stopped by its time limit or by the run's budget keeps
-what it measured.
+what it measured. Two budgets stop a case cleanly: ``max_pass_s`` (the child announces each
+forward pass; one running longer is stopped) and ``max_memory_gb`` (CPU: the child's resident
+memory, watched by the parent; CUDA: torch's share of the GPU, an out-of-memory error in the
+child).
 """
 import json
 import os
@@ -19,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import defaultdict
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -28,6 +32,9 @@ import torch.nn as nn
 from benchmark_models import REPO, build, description
 
 RESULT_TAG = 'BENCH_RESULT_JSON:'
+PASS_TAG = 'BENCH_PASS'  # the child starts a forward pass: the per-pass time budget starts
+# How often the parent reads a CPU case's resident memory against its memory budget.
+MEMORY_POLL_S = 0.05
 
 
 def cpu_model() -> str:
@@ -143,17 +150,25 @@ def _case_row(spec: dict, device: str) -> dict:
                 dtype=spec['dtype'], path=spec.get('path') or '')
 
 
-def measure(spec: dict, emit: Callable[[dict], None]) -> None:
+def measure(spec: dict, emit: Callable[[dict], None],
+            on_pass: Callable[[], None] = lambda: None) -> None:
     """Measure one case, ``emit``-ting each row as soon as it is measured.
 
     ``spec``: name, level, shape (h, w), device, dtype, batches (inference batch sizes),
     train_batch (0: none), warmup, repeat, flops (bool), path (one of PATHS; None for models
-    without RAVLT), compile (a torch.compile backend, or None for the eager case).
+    without RAVLT), compile (a torch.compile backend, or None for the eager case); optional:
+    profile (bool: where a model holds RAVLT, one more inference pass at the smallest batch
+    gives each stage's share of the time, ``forward_shares``), max_memory_gb (CUDA: torch may
+    use no more of the GPU). ``on_pass`` is called before each eager forward pass.
     Eager: a training step (forward + backward) at ``train_batch`` first (a model that ran under
     inference_mode first would hold inference tensors), then inference at each batch. Compiled:
     inference at the largest batch, timed in turn with the eager model.
     """
     device = torch.device(spec['device'])
+    if device.type == 'cuda' and spec.get('max_memory_gb'):
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(
+            min(spec['max_memory_gb'] * 2**30 / total, 1.), device)
     h, w = spec['shape']
     batches, train_batch = sorted(spec['batches']), spec.get('train_batch', 0)
     if device.type == 'cuda':
@@ -206,13 +221,17 @@ def measure(spec: dict, emit: Callable[[dict], None]) -> None:
         emit(row)
         return
 
-    def eager(call, task, batch):
+    def eager(forward, task, batch, profile=False):
+        def call():
+            on_pass()
+            forward()
         peak, mem_kind = peak_memory(call, device)  # the first pass: a warm-up too
         for _ in range(warmup - 1):
             call()
         ts = interleaved_seconds(dict(call=call), repeat, device)['call']
+        shares = forward_shares(model, call, device) if profile else {}
         emit(dict(base, task=task, mode='eager', batch=batch, peak_mem_MB=peak,
-                  mem_kind=mem_kind, **_latency(ts, batch)))
+                  mem_kind=mem_kind, **_latency(ts, batch), **shares))
 
     if train_batch:
         model.train()
@@ -226,7 +245,67 @@ def measure(spec: dict, emit: Callable[[dict], None]) -> None:
         eager(step, 'train', train_batch)
         model.eval()
     for batch in batches:
-        eager(inference(model, batch), 'inference', batch)
+        eager(inference(model, batch), 'inference', batch,
+              profile=spec.get('profile') and batch == batches[0])
+
+
+def forward_shares(model: nn.Module, call: Callable[[], object], device) -> Dict[str, float]:
+    """Where one ``call`` of ``model`` spends its time, for a model that is or holds a RAVLT:
+    the share of the stem and of each stage (``share_s3``), of each stage's attention layers
+    (``share_s3_attn``) and of the softmax attention itself inside them
+    (``share_s3_softmax``: F.scaled_dot_product_attention, the fast path's softmax stages), of
+    the whole ``call`` (for a whole model: detector or segmentor). {} without a RAVLT.
+
+    One pass timed by hooks that wait for the device before reading the clock (on CUDA the
+    waits cost a little of the overlap, on CPU nothing).
+    """
+    ravlt_module = sys.modules.get('ravlt_dense.models.backbones.ravlt')
+    if ravlt_module is None:  # never imported: the model holds no RAVLT
+        return {}
+    ravlt = next((m for m in model.modules() if isinstance(m, ravlt_module.RAVLT)), None)
+    if ravlt is None:
+        return {}
+    parts = [('stem', ravlt.patch_embed)]
+    for i, stage in enumerate(ravlt.layers, 1):
+        parts += [(f's{i}', stage)] + [(f's{i}_attn', block.attn) for block in stage.blocks]
+    seconds, starts, stage_now = defaultdict(float), {}, ['']
+
+    def clock():
+        synchronize(device)
+        return time.perf_counter()
+
+    def enter(name):
+        def hook(*_):
+            stage_now[0] = name.split('_')[0]
+            starts[name] = clock()
+        return hook
+
+    def leave(name):
+        def hook(*_):
+            seconds[name] += clock() - starts[name]
+        return hook
+
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def timed_sdpa(*args, **kwargs):
+        start = clock()
+        out = sdpa(*args, **kwargs)
+        seconds[stage_now[0] + '_softmax'] += clock() - start
+        return out
+
+    handles = [h for name, m in parts for h in (m.register_forward_pre_hook(enter(name)),
+                                                m.register_forward_hook(leave(name)))]
+    # RAVLT calls it through torch.nn.functional at run time: this pass sees the timed one
+    torch.nn.functional.scaled_dot_product_attention = timed_sdpa
+    try:
+        start = clock()
+        call()
+        total = clock() - start
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = sdpa
+        for h in handles:
+            h.remove()
+    return {f'share_{name}': value / total for name, value in seconds.items()}
 
 
 def _flops(model: nn.Module, spec: dict, device) -> dict:
@@ -268,10 +347,31 @@ def _error_line(stderr: str) -> str:
     return (errors or lines)[-1]
 
 
+def resident_gb(pid: int) -> float:
+    """The most memory process ``pid`` has held resident (GB): its high-water mark or, where the
+    process has just reset the mark (``peak_memory``), what it holds now."""
+    try:
+        with open(f'/proc/{pid}/status') as f:
+            fields = dict(line.split(':', 1) for line in f if ':' in line)
+        return max(int(fields.get(k, '0 kB').split()[0]) for k in ('VmHWM', 'VmRSS')) / 2**20
+    except (OSError, ValueError):  # not Linux, or the process has just ended
+        return 0.
+
+
+def _budget_note(spec: dict, err: str) -> Optional[str]:
+    """The note for a child that failed for want of memory, where a memory budget was set."""
+    if spec.get('max_memory_gb') and re.search(r"OutOfMemoryError|out of memory|can't allocate",
+                                               err):
+        return f"stopped: over the {spec['max_memory_gb']:g} GB memory budget ({err})"
+    return None
+
+
 def run_isolated(spec: dict, timeout: float, stopped_why: str = '') -> List[dict]:
     """``measure(spec)`` in a fresh interpreter, given ``timeout`` seconds: the rows it measured,
     and a row with a note if it failed or ran out of time (``stopped_why`` then says why, e.g.
-    the run's budget; default: the case's time limit)."""
+    the run's budget; default: the case's time limit). With ``spec['max_pass_s']`` a forward
+    pass running longer stops the case, with ``spec['max_memory_gb']`` on CPU the child's
+    resident memory going above it; their notes start 'stopped: over the'."""
     cmd = [sys.executable, os.path.abspath(__file__), json.dumps(spec)]
     # the clone's ravlt_dense, installed or not
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -287,28 +387,47 @@ def run_isolated(spec: dict, timeout: float, stopped_why: str = '') -> List[dict
         lines: 'queue.Queue' = queue.Queue()
         threading.Thread(target=_stream, args=(proc, lines), daemon=True).start()
         rows, deadline = [], time.monotonic() + timeout
+        pass_s, memory_gb = spec.get('max_pass_s'), spec.get('max_memory_gb')
+        watch_memory = bool(memory_gb) and not spec['device'].startswith('cuda')
+        pass_deadline = float('inf')
         while True:
-            try:
-                line = lines.get(timeout=max(deadline - time.monotonic(), 0))
-            except queue.Empty:
+            now = time.monotonic()
+            why = None
+            if now >= deadline:
+                why = stopped_why or f'timed out after {timeout:.0f} s'
+            elif now >= pass_deadline:
+                why = f'over the {pass_s:g} s time budget (a forward pass ran longer)'
+            elif watch_memory and resident_gb(proc.pid) > memory_gb:
+                why = (f'over the {memory_gb:g} GB memory budget (resident '
+                       f'{resident_gb(proc.pid):.1f} GB)')
+            if why:
                 proc.kill()
                 proc.wait()
-                why = stopped_why or f'timed out after {timeout:.0f} s'
                 return rows + [dict(fail, note=f'stopped: {why}' + (
                     ' (the rows before were measured)' if rows else ''))]
+            wait = min(deadline, pass_deadline) - now
+            try:
+                line = lines.get(timeout=min(wait, MEMORY_POLL_S) if watch_memory else wait)
+            except queue.Empty:
+                continue
             if line is None:
                 break
             if line.startswith(RESULT_TAG):
                 rows.append(json.loads(line[len(RESULT_TAG):]))
+                pass_deadline = float('inf')  # its passes are over
+            elif line.startswith(PASS_TAG) and pass_s:
+                pass_deadline = time.monotonic() + pass_s
         proc.wait()
         if proc.returncode != 0:
             log.seek(0)
             err = _error_line(log.read())
-            rows.append(dict(fail, note=f'failed (exit {proc.returncode}): {err}'[:300]))
+            note = _budget_note(spec, err) or f'failed (exit {proc.returncode}): {err}'
+            rows.append(dict(fail, note=note[:300]))
     return rows
 
 
 if __name__ == '__main__':  # the child: one spec in (JSON), one JSON line out per row
     import warnings
     warnings.filterwarnings('ignore')
-    measure(json.loads(sys.argv[1]), lambda row: print(RESULT_TAG + json.dumps(row), flush=True))
+    measure(json.loads(sys.argv[1]), lambda row: print(RESULT_TAG + json.dumps(row), flush=True),
+            lambda: print(PASS_TAG, flush=True))

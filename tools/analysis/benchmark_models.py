@@ -1,15 +1,16 @@
 """What tools/analysis/benchmark.py compares: the registry of backbones (RAVLT's variants and
 mixes, and the competitors), the whole detectors / segmentors beside the same config with Swin-T,
-and how each is built."""
+and how each is built. A name ``module:factory`` measures any network: ``factory((H, W))`` from
+the importable ``module`` builds it (a user's own model, or a test's)."""
+import importlib
 import importlib.util
 from pathlib import Path
 from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 import torch.nn as nn
 
-from ravlt_dense.analysis import TensorForward
-from ravlt_dense.cli import config_file
-
+# ravlt_dense (and through it mmengine) is imported where a model needs it: a case process
+# measuring another network starts in a second, not in several.
 REPO = Path(__file__).resolve().parents[2]  # the whole models' configs are the clone's
 
 RALA_ONLY = ('rala', ) * 4
@@ -114,6 +115,10 @@ WHOLE_MODELS = {
     'maskrcnn_ravlt_t': ('Mask R-CNN RAVLT-T', 'configs/maskrcnn_ravlt_t_coco.py', False, COCO),
     'upernet_ravlt_s': ('UperNet RAVLT-S', 'configs/upernet_ravlt_s_ade20k.py', False, ADE),
     'upernet_swin_t': ('UperNet Swin-T', 'configs/upernet_ravlt_s_ade20k.py', True, ADE),
+    'maskrcnn_ravlt_s_rala': ('Mask R-CNN RAVLT-S all-RALA', 'configs/maskrcnn_ravlt_s_coco.py',
+                              False, COCO),
+    'upernet_ravlt_s_rala': ('UperNet RAVLT-S all-RALA', 'configs/upernet_ravlt_s_ade20k.py',
+                             False, ADE),
     # Query heads: Mask2Former's Swin-T is mmdet's / mmseg's own config (scope::path).
     'dino_ravlt_s': ('DINO-4scale RAVLT-S', 'configs/dino/dino-4scale_ravlt-s_8xb2-12e_coco.py',
                      False, COCO),
@@ -135,10 +140,40 @@ WHOLE_MODELS = {
 }
 DEFAULT_WHOLE_MODELS = ('maskrcnn_ravlt_s', 'maskrcnn_swin_t', 'upernet_ravlt_s',
                         'upernet_swin_t')
+# Whole models whose backbone config changes beyond the file's: the all-RALA mix of RAVLT-S.
+BACKBONE_CHANGES = {'maskrcnn_ravlt_s_rala': dict(attn_types=RALA_ONLY),
+                    'upernet_ravlt_s_rala': dict(attn_types=RALA_ONLY)}
+
+
+def is_factory(name: str) -> bool:
+    """Whether ``name`` is ``module:factory`` rather than a registry name (mmdet::/mmseg:: config
+    names have two colons and are no model names here)."""
+    module, sep, attr = name.partition(':')
+    return bool(sep and module and attr) and ':' not in attr
+
+
+def factory(name: str) -> Callable[[Tuple[int, int]], nn.Module]:
+    """The callable ``module:factory`` names; ImportError / AttributeError say what is missing."""
+    module, _, attr = name.partition(':')
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except AttributeError:
+        raise AttributeError(f'{name}: module {module!r} has no {attr!r}') from None
+
+
+def known_names(level: str):
+    """The registry's names at ``level`` (what --models takes besides ``module:factory``)."""
+    return sorted(BACKBONES if level == 'backbone' else WHOLE_MODELS)
 
 
 def missing_requirement(name: str, level: str) -> Optional[str]:
     """Why ``name`` cannot be measured here (a note for the report), or None."""
+    if is_factory(name):
+        try:
+            factory(name)
+        except (ImportError, AttributeError) as err:
+            return f'cannot import {name!r} ({type(err).__name__}: {err})'
+        return None
     if level == 'backbone':
         if name not in BACKBONES:
             return f'unknown backbone (choose from {sorted(BACKBONES)})'
@@ -196,6 +231,7 @@ def _swap_to_swin(model_cfg) -> None:
 
 def config_path(cfg_file: str) -> str:
     """A whole model's config file: the clone's, or ``scope::path`` in mmdet's / mmseg's own."""
+    from ravlt_dense.cli import config_file
     return config_file(cfg_file) if '::' in cfg_file else str(REPO / cfg_file)
 
 
@@ -207,8 +243,11 @@ def scope_of(name: str) -> str:
     return 'mmseg' if 'ade20k' in cfg_file else 'mmdet'
 
 
-def build_whole_model(name: str, batch: int, shape: Tuple[int, int]) -> TensorForward:
+def build_whole_model(name: str, batch: int, shape: Tuple[int, int]) -> nn.Module:
+    """The model in "tensor" mode (``ravlt_dense.analysis.TensorForward``), random weights."""
     from mmengine.config import Config
+
+    from ravlt_dense.analysis import TensorForward
     _, cfg_file, swin, _ = WHOLE_MODELS[name]
     cfg = Config.fromfile(config_path(cfg_file))
     model_cfg = cfg.model
@@ -216,6 +255,7 @@ def build_whole_model(name: str, batch: int, shape: Tuple[int, int]) -> TensorFo
     model_cfg.pop('pretrained', None)
     if swin:
         _swap_to_swin(model_cfg)
+    model_cfg.backbone.update(BACKBONE_CHANGES.get(name, {}))
     h, w = shape
     meta = dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w),
                 scale_factor=(1.0, 1.0))
@@ -234,7 +274,9 @@ def build_whole_model(name: str, batch: int, shape: Tuple[int, int]) -> TensorFo
 
 
 def build(name: str, level: str, batch: int = 1, shape=(224, 224)) -> nn.Module:
-    if level == 'backbone':
+    if is_factory(name):
+        model = factory(name)(tuple(shape))
+    elif level == 'backbone':
         model = BACKBONES[name].build(shape)
     else:
         model = build_whole_model(name, batch, shape)

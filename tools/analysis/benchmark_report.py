@@ -1,9 +1,11 @@
-"""The reports of tools/analysis/benchmark.py: CSV in and out, the table of every row, the
-summary with each model's ratios to Swin-T, and the log-log scaling plot."""
+"""The reports of tools/analysis/benchmark.py (and resolution_sweep.py): CSV in and out, the
+table of every row, the summary with each model's ratios to Swin-T, the log-log scaling fit and
+plot."""
 import csv
 import importlib.util
 import math
-from typing import Dict, List, Optional
+import os
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from benchmark_models import baseline as pick_baseline  # a sibling (sys.path[0])
 
@@ -12,15 +14,32 @@ COLUMNS = ['model', 'description', 'level', 'path', 'task', 'mode', 'input', 'pi
            'flops_attn_products_G', 'latency_ms', 'latency_q1_ms', 'latency_q3_ms',
            'latency_min_ms', 'latency_max_ms', 'images_per_s', 'peak_mem_MB', 'mem_kind',
            'repeat', 'compile_s', 'speedup_vs_eager', 'uncounted_ops', 'note']
+# Where a RAVLT forward spends its time (benchmark_case.forward_shares), as fractions
+SHARE_COLUMNS = ['share_stem'] + [f'share_s{i}{part}' for i in range(1, 5)
+                                  for part in ('', '_attn', '_softmax')]
 INTS = ('pixels', 'batch', 'repeat')
 
 
+def replace_atomically(path: str, write: Callable[[str], None]) -> None:
+    """``write(temporary name)``, then rename it to ``path``: a reader never sees half a file,
+    and a failed write leaves the old one."""
+    tmp = f'{path}.tmp{os.getpid()}'
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def write_csv(rows: List[dict], path: str, columns: List[str] = COLUMNS) -> None:
-    with open(path, 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction='ignore')
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row.get(k, '') for k in columns})
+    def write(name):
+        with open(name, 'w', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=columns, extrasaction='ignore')
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: row.get(k, '') for k in columns})
+    replace_atomically(path, write)
 
 
 def read_csv(path: str) -> List[dict]:
@@ -58,24 +77,39 @@ def series(row: dict) -> str:
             f"b{row.get('batch', 1)}")
 
 
-def points(rows: List[dict], key: str) -> Dict[str, list]:
-    """Per series, its (pixels, ``key``) points where ``key`` was measured, by pixels."""
+def points(rows: List[dict], key: str,
+           name: Callable[[dict], str] = series) -> Dict[str, list]:
+    """Per series (``name`` of a row), its (pixels, ``key``) points where ``key`` was measured,
+    by pixels."""
     out = {}
     for r in rows:
         if isinstance(r.get(key), (int, float)) and r[key] > 0:
-            out.setdefault(series(r), []).append((r['pixels'], r[key]))
-    return {name: sorted(pts) for name, pts in out.items()}
+            out.setdefault(name(r), []).append((r['pixels'], r[key]))
+    return {line: sorted(pts) for line, pts in out.items()}
+
+
+def fitted_slopes(rows: List[dict], key: str, last: int = 2,
+                  name: Callable[[dict], str] = series) -> Dict[str, Tuple[float, list]]:
+    """Per series (``name`` of a row), the least-squares slope of log(``key``) against
+    log(pixels) over its ``last`` largest shapes measured, and those shapes' pixel counts:
+    1 = linear in pixels, 2 = quadratic. Series with fewer than two pixel counts have none."""
+    fits = {}
+    for line, pts in points(rows, key, name).items():
+        pts = pts[-last:]
+        xs = [math.log(p) for p, _ in pts]
+        ys = [math.log(v) for _, v in pts]
+        mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+        var = sum((x - mean_x)**2 for x in xs)
+        if var > 0:
+            cov = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys))
+            fits[line] = (cov / var, [p for p, _ in pts])
+    return fits
 
 
 def scaling_slopes(rows: List[dict], key: str) -> Dict[str, float]:
     """log-log slope of ``key`` against pixels between each series' two largest shapes:
     1 = linear in pixels, 2 = quadratic."""
-    slopes = {}
-    for name, pts in points(rows, key).items():
-        if len(pts) >= 2 and pts[-1][0] > pts[-2][0]:
-            (p0, v0), (p1, v1) = pts[-2], pts[-1]
-            slopes[name] = math.log(v1 / v0) / math.log(p1 / p0)
-    return slopes
+    return {name: slope for name, (slope, _) in fitted_slopes(rows, key).items()}
 
 
 def markdown_table(rows: List[dict]) -> str:
@@ -176,27 +210,44 @@ def summary_table(rows: List[dict], baseline: Optional[str] = None) -> str:
 def plot_scaling(rows: List[dict], path: str) -> Optional[str]:
     """Log-log latency, memory and full FLOPs against pixel count, one line per series, with
     slope-1 and slope-2 guides. Returns None on success or why no plot was made."""
+    panels = [(key, name, scaling_slopes(rows, key))
+              for key, name in (('latency_ms', 'median latency (ms)'),
+                                ('peak_mem_MB', 'peak memory (MB)'),
+                                ('flops_full_G', 'FLOPs, full count (G)'))]
+    panels = [p for p in panels if p[2]]  # only quantities some series has at two shapes
+    if not panels:
+        return 'no model was measured at two shapes: no scaling plot'
+    return plot_loglog(rows, path, panels,
+                       title=f"Scaling with input size ({rows[0].get('device', '')})")
+
+
+def plot_loglog(rows: List[dict], path: str,
+                panels: Sequence[Tuple[str, str, Dict[str, float]]], title: str,
+                name: Callable[[dict], str] = series,
+                legend: Callable[[str, Optional[float]], str] = None, dpi: int = 120,
+                panel_size: Tuple[float, float] = (6.5, 6)) -> Optional[str]:
+    """One log-log panel per (key, axis label, {series: slope}) against pixels, one line per
+    series (``name`` of a row; dashed: all-RALA), slope-1 and slope-2 guides, the slope in each
+    line's legend entry (``legend(series, slope)`` words it). Written whole to ``path`` (PNG).
+    Returns None on success or why no plot was made."""
     if importlib.util.find_spec('matplotlib') is None:
         return 'matplotlib is not installed: no plot (add matplotlib to requirements/stack.txt)'
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    panels = [(key, name) for key, name in (('latency_ms', 'median latency (ms)'),
-                                            ('peak_mem_MB', 'peak memory (MB)'),
-                                            ('flops_full_G', 'FLOPs, full count (G)'))
-              if scaling_slopes(rows, key)]  # only quantities some series has at two shapes
-    if not panels:
-        return 'no model was measured at two shapes: no scaling plot'
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 6), squeeze=False)
+    legend = legend or (lambda line, slope: line + ('' if slope is None
+                                                      else f' (slope {slope:.2f})'))
+    fig, axes = plt.subplots(1, len(panels), squeeze=False,
+                             figsize=(panel_size[0] * len(panels), panel_size[1]))
     colors = plt.get_cmap('tab20').colors
-    lines = list(dict.fromkeys(map(series, rows)))  # a series keeps its colour in every panel
-    for ax, (key, name) in zip(axes[0], panels):
-        slopes, by_series = scaling_slopes(rows, key), points(rows, key)
+    lines = list(dict.fromkeys(map(name, rows)))  # a series keeps its colour in every panel
+    for ax, (key, axis, slopes) in zip(axes[0], panels):
+        by_series = points(rows, key, name)
         for line, pts in by_series.items():
             style = '--' if 'all-RALA' in line else '-'
-            slope = f' (slope {slopes[line]:.2f})' if line in slopes else ''
-            ax.plot(*zip(*pts), style, marker='o', color=colors[lines.index(line) % len(colors)],
-                    label=line + slope)
+            ax.plot(*zip(*pts), style, marker='o',
+                    color=colors[lines.index(line) % len(colors)],
+                    label=legend(line, slopes.get(line)))
         values = [pt for pts in by_series.values() for pt in pts]
         if len({p for p, _ in values}) > 1:
             lo, hi = min(p for p, _ in values), max(p for p, _ in values)
@@ -207,11 +258,11 @@ def plot_scaling(rows: List[dict], path: str) -> Optional[str]:
         ax.set_xscale('log')
         ax.set_yscale('log')
         ax.set_xlabel('pixels per image (H x W)')
-        ax.set_ylabel(name)
+        ax.set_ylabel(axis)
         ax.grid(True, which='both', alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"Scaling with input size ({rows[0].get('device', '')})", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format='png'))
     plt.close(fig)
     return None

@@ -61,7 +61,9 @@ def parse_args(argv=None):
 
 
 def load_config(config: str, slide: bool = False, crop_size=(512, 512),
-                stride=(341, 341)) -> Config:
+                stride=(341, 341), scale_factor=None) -> Config:
+    """The config for inference: RAVLT registered, sliding windows if ``slide``, and the test
+    pipeline's Resize replaced by ``scale_factor`` (a float, or (w, h) factors) if given."""
     if not osp.isfile(config):
         raise FileNotFoundError(f'Config not found: {config}')
     cfg = Config.fromfile(config)
@@ -70,6 +72,14 @@ def load_config(config: str, slide: bool = False, crop_size=(512, 512),
         import_modules_from_strings(**cfg.custom_imports)
     if slide:
         cfg.model.test_cfg = dict(mode='slide', crop_size=tuple(crop_size), stride=tuple(stride))
+    if scale_factor is not None:
+        pipeline = cfg.test_dataloader.dataset.pipeline
+        resizes = [i for i, t in enumerate(pipeline) if t['type'].split('.')[-1] == 'Resize']
+        resize = dict(type='Resize', scale_factor=scale_factor, keep_ratio=False)
+        if resizes:
+            pipeline[resizes[0]] = resize
+        else:  # after the image is loaded
+            pipeline.insert(1, resize)
     # The demo writes its files itself: no visualizer backend (it would want a save_dir).
     cfg.visualizer.vis_backends = None
     # Inference needs no backbone initialisation: the segmentor checkpoint holds every weight.
@@ -86,13 +96,17 @@ def build_inferencer(cfg: Config, checkpoint: str, device: str):
 
 def run(config: str, checkpoint: str, inputs: Sequence[str], out_dir: str,
         device: Optional[str] = None, opacity: float = 0.5, with_labels: bool = True,
-        slide: bool = False, crop_size=(512, 512), stride=(341, 341)) -> List[dict]:
-    """Segment ``inputs``; return per image its input and the two files written."""
+        slide: bool = False, crop_size=(512, 512), stride=(341, 341),
+        scale_factor=None) -> List[dict]:
+    """Segment ``inputs``; return per image its input and the two files written.
+
+    ``scale_factor`` replaces the test pipeline's Resize (see :func:`load_config`).
+    """
     if find_checkpoint(checkpoint) is None:
         raise FileNotFoundError(f'Checkpoint not found: {checkpoint} (train one with '
                                 'tools/train.py, or give the path or URL of a released one)')
     images = collect_images(inputs)
-    cfg = load_config(config, slide, crop_size, stride)
+    cfg = load_config(config, slide, crop_size, stride, scale_factor)
     inferencer = build_inferencer(cfg, checkpoint, device or default_device())
     visualizer = inferencer.visualizer
     visualizer.alpha = opacity

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Optional, Sequence
 from unittest import mock
 
@@ -392,3 +392,53 @@ def shapes(module_tmp, coco_gen):
                               max_objects=3)
     return root
 
+
+
+# --------------------------------------------------------------------------------------------
+# Trained quick-start models: one detector and one segmentor per test session, for the tools
+# and demos that need a model which sees the shapes (CAMs, robustness, video, large images, web)
+# --------------------------------------------------------------------------------------------
+NO_WORKERS = [f'{loader}_dataloader.{key}'
+              for loader in ('train', 'val', 'test')
+              for key in ('num_workers=0', 'persistent_workers=False')]
+
+
+def _train_quickstart(config, data_root, work_dir, options, checkpoint) -> SimpleNamespace:
+    """Train a quick-start config on ``data_root`` with tools/train.py; the model's config is
+    the one the run dumped (data roots resolved), so tools read it as they would a user's."""
+    root = f'{data_root}/'
+    roots = [f'{loader}_dataloader.dataset.data_root={root}' for loader in ('train', 'val', 'test')]
+    run_tool(['tools/train.py', config, '--work-dir', work_dir, '--cfg-options', *roots,
+              *NO_WORKERS, *options], timeout=1200)
+    return SimpleNamespace(config=work_dir / Path(config).name, checkpoint=work_dir / checkpoint,
+                           data_root=Path(data_root), work_dir=work_dir)
+
+
+@pytest.fixture(scope='session')
+def quickstart_detector(tmp_path_factory, coco_gen) -> SimpleNamespace:
+    """The quick-start Mask R-CNN (RAVLT-T from scratch) trained 6 epochs on the quick start's
+    shapes set (96 + 24 images of 128 px): ``config``, ``checkpoint``, ``data_root`` (its
+    ``val/`` images, ``annotations/instances_val.json``). Trained once per session, ~3 min."""
+    root = tmp_path_factory.mktemp('quickstart_detector')
+    coco_gen.make_coco_shapes(str(root / 'coco_shapes'), seed=0)
+    ann = f'{root}/coco_shapes/annotations/instances_val.json'
+    return _train_quickstart(
+        QUICKSTART, root / 'coco_shapes', root / 'work', [
+            'train_cfg.max_epochs=6', 'train_cfg.val_interval=6', 'param_scheduler.1.end=6',
+            'default_hooks.checkpoint.interval=6', f'val_evaluator.ann_file={ann}',
+            f'test_evaluator.ann_file={ann}'
+        ], 'epoch_6.pth')
+
+
+@pytest.fixture(scope='session')
+def quickstart_segmentor(tmp_path_factory, ade_gen) -> SimpleNamespace:
+    """The quick-start Semantic FPN (RAVLT-T from scratch) trained 120 iterations on the quick
+    start's ADE-layout shapes set: ``config``, ``checkpoint``, ``data_root`` (its
+    ``images/validation`` and ``annotations/validation``). Trained once per session, ~1 min."""
+    root = tmp_path_factory.mktemp('quickstart_segmentor')
+    ade_gen.make_ade_shapes(str(root / 'ade_shapes'), seed=0)
+    return _train_quickstart(
+        'configs/quickstart/fpn_ravlt_t_shapes.py', root / 'ade_shapes', root / 'work', [
+            'train_cfg.max_iters=120', 'train_cfg.val_interval=120',
+            'param_scheduler.1.end=120', 'default_hooks.checkpoint.interval=120'
+        ], 'iter_120.pth')

@@ -14,12 +14,15 @@ weights of ``maskrcnn_ravlt_s_coco`` come from ``http://host/dir/maskrcnn_s_1x_1
 """
 import os
 import os.path as osp
+import re
 from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
 
 _PACKAGE = osp.dirname(osp.abspath(__file__))
-# Where configs/ and model-index.yml are: the wheel's copy, else the clone the package is in.
-ROOT = osp.join(_PACKAGE, '.mim') if osp.isdir(osp.join(_PACKAGE, '.mim', 'configs')) \
+# Where configs/ and model-index.yml are: the wheel's copy, else the clone the package is in
+# (an editable install's .mim only links to the clone's folders, for `mim`).
+_MIM_CONFIGS = osp.join(_PACKAGE, '.mim', 'configs')
+ROOT = osp.join(_PACKAGE, '.mim') if osp.isdir(_MIM_CONFIGS) and not osp.islink(_MIM_CONFIGS) \
     else osp.dirname(_PACKAGE)
 METAFILE = osp.join(ROOT, 'configs', 'metafile.yml')
 URL_ROOT = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main'
@@ -95,7 +98,16 @@ def paper_figures(name: str, metafile: Optional[str] = None) -> Optional[dict]:
     if 'Parameters' not in meta:
         return None
     return dict(params=meta['Parameters'] / 1e6, flops=meta['FLOPs'] / 1e9,
-                shape=list(meta['Input Size']))
+                shape=size_of(meta['Input Size']))
+
+
+def size_of(text: str) -> List[int]:
+    """``[H, W]`` of a metafile size, written ``(H,W)`` as mmseg's metafiles write Crop Size
+    (a string: openmim's ``mim search`` reads list values as text)."""
+    found = re.fullmatch(r'\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)\s*', str(text))
+    if not found:
+        raise ValueError(f'metafile size {text!r}: expected "(H,W)", e.g. "(800,1280)"')
+    return [int(found.group(1)), int(found.group(2))]
 
 
 def measured(name: str, metafile: Optional[str] = None) -> dict:

@@ -51,7 +51,8 @@ def read_readme():
         return f.read()
 
 
-extras = {name: read_requirements(name) for name in ('tests', 'export', 'deploy')
+extras = {name: read_requirements(name)
+          for name in ('tests', 'export', 'deploy', 'analysis', 'demo')
           if osp.exists(osp.join(HERE, 'requirements', f'{name}.txt'))}
 extras['all'] = sorted({req for reqs in extras.values() for req in reqs})
 # The OpenMMLab packages come from one of two stacks whose distributions share import names

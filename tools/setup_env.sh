@@ -198,6 +198,17 @@ if [ -n "$(no_deps)" ]; then
   vpy -W ignore -c 'import ravlt_dense.deploy.rewriters' >/dev/null 2>&1 \
     || log "WARNING: mmdeploy does not import with the $STACK stack: tools/deployment/deploy.py will say what is missing"
 fi
+# demo/web_demo.py's browser test drives Debian's chromium through its chromedriver
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing chromium and chromium-driver (apt-get) for the web demo's browser test"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    log "WARNING: no chromium/chromedriver here: the web demo's browser test will be skipped" \
+      "(sudo apt-get install chromium chromium-driver)"
+  fi
+fi
 vpy -W ignore - "$STACK" "$DEVICE" "$CACHE" <<'PY'
 import sys
 if sys.argv[1] == 'upstream':

@@ -1,8 +1,10 @@
+import os
 import os.path as osp
 import shutil
 
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
+from setuptools.command.develop import develop
 
 
 HERE = osp.dirname(osp.abspath(__file__))
@@ -28,13 +30,29 @@ def read_module(name):
 MIM_FILES = ('configs', 'tools', 'demo', 'model-index.yml')
 
 
+def link_mim_files():
+    """Link the clone's MIM_FILES into ravlt_dense/.mim (an editable install), where `mim`
+    looks for a package's model-index.yml, configs and tools."""
+    mim = osp.join(HERE, 'ravlt_dense', '.mim')
+    os.makedirs(mim, exist_ok=True)
+    for name in MIM_FILES:
+        link = osp.join(mim, name)
+        if osp.islink(link) or osp.isfile(link):
+            os.remove(link)
+        elif osp.isdir(link):
+            shutil.rmtree(link)
+        os.symlink(osp.join('..', '..', name), link)
+
+
 class BuildWithMim(build_py):
-    """build_py that also copies MIM_FILES into the built package's .mim folder (an editable
-    install reads them from the clone instead)."""
+    """build_py that also copies MIM_FILES into the built package's .mim folder; an editable
+    install links them there instead, as mmdet's setup.py does in develop mode, so that `mim`
+    finds the clone's zoo, configs and tools."""
 
     def run(self):
         super().run()
-        if getattr(self, 'editable_mode', False):
+        if getattr(self, 'editable_mode', False):  # a PEP 660 editable install
+            link_mim_files()
             return
         mim = osp.join(self.build_lib, 'ravlt_dense', '.mim')
         for name in MIM_FILES:
@@ -44,6 +62,14 @@ class BuildWithMim(build_py):
                                 ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
             else:
                 self.copy_file(src, dst)
+
+
+class DevelopWithMim(develop):
+    """`pip install -e .` through setup.py develop: the clone's MIM_FILES linked into .mim."""
+
+    def run(self):
+        super().run()
+        link_mim_files()
 
 
 def read_readme():
@@ -72,7 +98,7 @@ setup(
     license='Apache-2.0',
     packages=find_packages(include=['ravlt_dense', 'ravlt_dense.*']),
     include_package_data=True,
-    cmdclass={'build_py': BuildWithMim},
+    cmdclass={'build_py': BuildWithMim, 'develop': DevelopWithMim},
     python_requires='>=3.8',
     install_requires=read_requirements('runtime'),
     extras_require=extras,

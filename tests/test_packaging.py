@@ -6,6 +6,7 @@ pins satisfy every range and pass the import-time check, whose refusals say what
 the stack (no set-up script, no network)."""
 import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from mmengine.config.utils import MODULE2PACKAGE
 from packaging.requirements import Requirement
 
 import ravlt_dense
-from conftest import run_tool
+from conftest import metric_values, run_tool, shapes_options
 from ravlt_dense import stack
 
 REPO = Path(__file__).resolve().parents[1]
@@ -260,6 +261,78 @@ def test_wheel_runs_the_demo_and_the_inferencers_by_zoo_name(installed_wheel, tm
     assert 'ADE20KDataset not found: data/ade/ADEChallengeData2016' in proc.stderr, \
         proc.stderr[-3000:]
 
+
+
+# --------------------------------------------------------------------------------------------
+# OpenMMLab's `mim` reads the zoo of the wheel and of the editable install, as it reads mmdet's
+# --------------------------------------------------------------------------------------------
+def mim_command(python, *args, cwd=None, **env):
+    """``mim ARGS`` (openmim's command line) run by ``python``."""
+    return subprocess.run([str(python), '-c', 'from mim.cli import cli; cli()', *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore',
+                                   **env))
+
+
+def zoo_rows(output: str) -> set:
+    """The model names of a `mim search` listing (its "config id" rows)."""
+    from ravlt_dense import zoo
+    return {name for name in zoo.models() if f'config id: {name}' in output}
+
+
+def test_mim_searches_the_zoo_of_the_editable_install():
+    from ravlt_dense import zoo
+    proc = mim_command(sys.executable, 'search', 'ravlt_dense', cwd=REPO.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert zoo_rows(proc.stdout) == set(zoo.models())
+    proc = mim_command(sys.executable, 'search', 'ravlt_dense', '--model', 'mask r-cnn',
+                       cwd=REPO.parent)
+    assert zoo_rows(proc.stdout) == {name for name, model in zoo.models().items()
+                                     if model['In Collection'] == 'Mask R-CNN'}
+
+
+def test_mim_searches_downloads_trains_and_tests_with_the_wheel(installed_wheel, file_server,
+                                                                shapes, tmp_path):
+    from ravlt_dense import zoo
+    python, mim, work = (installed_wheel['site'].parents[2] / 'bin' / 'python',
+                         installed_wheel['mim'], installed_wheel['work'])
+    proc = mim_command(python, 'search', 'ravlt_dense', cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert zoo_rows(proc.stdout) == set(zoo.models())
+    proc = mim_command(python, 'search', 'ravlt_dense', '--config', 'upernet_ravlt_s_ade20k',
+                       cwd=work)
+    assert zoo_rows(proc.stdout) == {'upernet_ravlt_s_ade20k'}
+    miou = re.search(r'^ade20k/miou\s+([\d.]+)$', proc.stdout, re.M)
+    assert miou and float(miou.group(1)) == zoo.metrics('upernet_ravlt_s_ade20k')['mIoU']
+
+    # download: the config (mim writes it whole) and the weights, from the metafile's URL
+    metafile = mim / 'configs' / 'metafile.yml'
+    published = metafile.read_text()
+    (file_server.root / 'maskrcnn_t_1x_12_epoch.pth').write_bytes(b'weights of RAVLT-T')
+    metafile.write_text(published.replace(zoo.URL_ROOT, file_server.url))
+    try:
+        proc = mim_command(python, 'download', 'ravlt_dense', '--config',
+                           'maskrcnn_ravlt_t_coco', '--dest', tmp_path / 'dl', cwd=work)
+    finally:
+        metafile.write_text(published)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert (tmp_path / 'dl' / 'maskrcnn_t_1x_12_epoch.pth').read_bytes() == b'weights of RAVLT-T'
+    downloaded = Config.fromfile(str(tmp_path / 'dl' / 'maskrcnn_ravlt_t_coco.py'))
+    assert downloaded.model.backbone.arch == 't'
+
+    # train and test a quick-start config found by its file name, as `mim train mmdet X.py`
+    options = [*shapes_options(shapes), 'train_cfg.max_epochs=1']
+    proc = mim_command(python, 'train', 'ravlt_dense', 'maskrcnn_ravlt_t_shapes.py',
+                       '--work-dir', tmp_path / 'train', '--cfg-options', *options, cwd=work)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert str(mim / 'tools' / 'train.py') in proc.stdout
+    checkpoint = tmp_path / 'train' / 'epoch_1.pth'
+    assert checkpoint.is_file()
+    proc = mim_command(python, 'test', 'ravlt_dense', 'maskrcnn_ravlt_t_shapes.py',
+                       '--checkpoint', checkpoint, '--work-dir', tmp_path / 'test',
+                       '--cfg-options', *options, cwd=work)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert {'coco/bbox_mAP', 'coco/segm_mAP'} <= set(metric_values(proc.stdout + proc.stderr))
 
 
 def package_imports() -> dict:

@@ -8,7 +8,8 @@
   and mmengine only says "need at least one array to concatenate"), the failure is re-raised
   with that reason. A failure of the run itself is left as it is. Once built, annotations whose
   category_id no entry of their file's ``categories`` has (mmdet drops them) are counted and
-  named in a warning.
+  named in a warning; a head whose ``num_classes`` is not the dataset's number of classes is an
+  error that names both numbers and the config keys to set.
 """
 import contextlib
 import json
@@ -261,6 +262,43 @@ def warn_unknown_categories(runner, loops: Sequence[str]) -> List[str]:
     return warnings
 
 
+def head_class_counts(model) -> Dict[str, int]:
+    """Config key -> ``num_classes`` of every head of ``model`` that classifies into the
+    dataset's classes: the RPN (class-agnostic by design) and mmdet's FusedSemanticHead (stuff
+    classes of another annotation) are left out, as mmdet's NumClassCheckHook leaves them."""
+    counts = {}
+    model = getattr(model, 'module', model)  # unwrapped from (Distributed)DataParallel
+    for name, module in model.named_modules() if model is not None else ():
+        num_classes = getattr(module, 'num_classes', None)
+        if not name or not isinstance(num_classes, int) or name.endswith('rpn_head') \
+                or type(module).__name__ == 'FusedSemanticHead':
+            continue
+        # as --cfg-options names it (a list's items by index: roi_head.bbox_head.0)
+        counts[f'model.{name}.num_classes'] = num_classes
+    return counts
+
+
+def find_num_classes_mismatch(model, datasets: Dict[str, object]) -> Optional[str]:
+    """Why the heads of ``model`` cannot learn the classes of ``datasets`` (loop name ->
+    built dataset): a head with another ``num_classes`` than the dataset has classes (mmdet
+    and mmseg train such a head without a word, its extra outputs never a target, or the
+    dataset's labels out of its range); None when every head fits."""
+    heads = head_class_counts(model)
+    for loop, dataset in datasets.items():
+        classes = (getattr(dataset, 'metainfo', None) or {}).get('classes')
+        if not classes:
+            continue
+        wrong = {key: n for key, n in heads.items() if n != len(classes)}
+        if wrong:
+            keys = ', '.join(f'{key}={n}' for key, n in wrong.items())
+            return (
+                f'{loop}: the dataset has {len(classes)} classes ({_preview(classes, 6)}), but '
+                f'{keys}. Set {"each of these" if len(wrong) > 1 else "it"} to {len(classes)} '
+                f'(e.g. --cfg-options {" ".join(f"{key}={len(classes)}" for key in wrong)}), '
+                f'or give the dataset the classes the model was made for (its metainfo).')
+    return None
+
+
 def build_datasets(runner, cfg: Config, loops: Sequence[str]) -> None:
     """Build the ``loops`` of an mmengine runner ('train_loop', 'val_loop', 'test_loop') and so
     their datasets, which the runner would build first thing in ``train()`` / ``test()``,
@@ -278,4 +316,10 @@ def build_datasets(runner, cfg: Config, loops: Sequence[str]) -> None:
     with explain_dataset_errors(cfg):
         for loop in loops:
             getattr(runner, loop)
+    # (a custom loop may have no dataloader of its own)
+    datasets = {loop: getattr(getattr(getattr(runner, loop), 'dataloader', None), 'dataset', None)
+                for loop in loops}
+    mismatch = find_num_classes_mismatch(runner.model, datasets)
+    if mismatch:
+        raise ValueError(mismatch)
     warn_unknown_categories(runner, loops)

@@ -9,7 +9,7 @@ import mmdet  # noqa: F401
 import pytest
 from mmengine.config import Config
 
-from conftest import QUICKSTART, REPO, load_script, run_tool, shapes_options
+from conftest import QUICKSTART, REPO, TINY_ARCH, load_script, run_tool, shapes_options
 from ravlt_dense.datasets.checks import check_datasets, find_broken_json, find_class_mismatch
 
 
@@ -218,3 +218,43 @@ def test_annotations_of_a_class_left_out_by_the_config_are_no_mistake(tmp_path):
     coco['annotations'][2]['category_id'] = 12
     (tmp_path / 'ann.json').write_text(json.dumps(coco))
     assert unknown_categories(DATASETS.build(dataset)) == (f'{tmp_path}/ann.json', {12: 1})
+
+
+def test_train_tool_refuses_heads_of_another_class_count(shapes, tmp_path):
+    # the quick-start Mask R-CNN has 4 classes, as its dataset; the COCO configs' heads have 80
+    proc = run_tool(['tools/train.py', QUICKSTART, '--work-dir', tmp_path / 'work',
+                     '--cfg-options', *shapes_options(shapes), 'train_cfg.max_epochs=1',
+                     'model.roi_head.bbox_head.num_classes=80',
+                     'model.roi_head.mask_head.num_classes=80'], check=False)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == (
+        "ValueError: train_loop: the dataset has 4 classes ('circle', 'square', 'triangle', "
+        "'star'), but model.roi_head.bbox_head.num_classes=80, "
+        "model.roi_head.mask_head.num_classes=80. Set each of these to 4 (e.g. --cfg-options "
+        "model.roi_head.bbox_head.num_classes=4 model.roi_head.mask_head.num_classes=4), or "
+        "give the dataset the classes the model was made for (its metainfo)."), proc.stderr[-2000:]
+    assert not list((tmp_path / 'work').rglob('*.pth'))
+
+
+def test_heads_of_cascade_and_segmentation_models_are_named_by_their_config_keys():
+    from types import SimpleNamespace
+
+    from mmengine.config import Config
+
+    from ravlt_dense.datasets.checks import find_num_classes_mismatch, head_class_counts
+    from ravlt_dense.models import build_model
+    cfg = Config.fromfile(REPO / 'configs/quickstart/fpn_ravlt_t_shapes.py')
+    cfg.model.backbone.update(arch='t')
+    model = build_model(cfg)
+    assert head_class_counts(model) == {'model.decode_head.num_classes': 5}
+    dataset = SimpleNamespace(metainfo=dict(classes=tuple('abcde')))
+    assert find_num_classes_mismatch(model, {'test_loop': dataset}) is None
+    dataset.metainfo['classes'] += ('f', )
+    assert 'but model.decode_head.num_classes=5' in find_num_classes_mismatch(
+        model, {'test_loop': dataset})
+    cfg = Config.fromfile(REPO / 'configs/cascade-maskrcnn_ravlt_s_ms-3x_coco.py')
+    cfg.model.backbone.update(arch=TINY_ARCH, init_cfg=None)
+    cfg.model.neck.in_channels = TINY_ARCH['embed_dims']
+    counts = head_class_counts(build_model(cfg))
+    assert counts['model.roi_head.bbox_head.2.num_classes'] == 80
+    assert not any('rpn_head' in key for key in counts)

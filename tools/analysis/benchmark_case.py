@@ -251,13 +251,13 @@ def measure(spec: dict, emit: Callable[[dict], None],
 
 def forward_shares(model: nn.Module, call: Callable[[], object], device) -> Dict[str, float]:
     """Where one ``call`` of ``model`` spends its time, for a model that is or holds a RAVLT:
-    the share of the stem and of each stage (``share_s3``), of each stage's attention layers
-    (``share_s3_attn``) and of the softmax attention itself inside them
-    (``share_s3_softmax``: F.scaled_dot_product_attention, the fast path's softmax stages), of
-    the whole ``call`` (for a whole model: detector or segmentor). {} without a RAVLT.
+    the share of the stem and of each stage (``share_s3``) and of the softmax attention inside
+    each stage (``share_s3_softmax``: its ``F.scaled_dot_product_attention`` calls, through
+    which the fast path runs its softmax stages), of the whole ``call`` (for a whole model:
+    detector or segmentor). {} without a RAVLT.
 
-    One pass timed by hooks that wait for the device before reading the clock (on CUDA the
-    waits cost a little of the overlap, on CPU nothing).
+    One pass timed by hooks on the stem and the stages, which wait for the device before
+    reading the clock (on CUDA the waits cost a little of the overlap, on CPU nothing).
     """
     ravlt_module = sys.modules.get('ravlt_dense.models.backbones.ravlt')
     if ravlt_module is None:  # never imported: the model holds no RAVLT
@@ -265,9 +265,8 @@ def forward_shares(model: nn.Module, call: Callable[[], object], device) -> Dict
     ravlt = next((m for m in model.modules() if isinstance(m, ravlt_module.RAVLT)), None)
     if ravlt is None:
         return {}
-    parts = [('stem', ravlt.patch_embed)]
-    for i, stage in enumerate(ravlt.layers, 1):
-        parts += [(f's{i}', stage)] + [(f's{i}_attn', block.attn) for block in stage.blocks]
+    parts = [('stem', ravlt.patch_embed)] + [(f's{i}', stage)
+                                             for i, stage in enumerate(ravlt.layers, 1)]
     seconds, starts, stage_now = defaultdict(float), {}, ['']
 
     def clock():
@@ -276,7 +275,7 @@ def forward_shares(model: nn.Module, call: Callable[[], object], device) -> Dict
 
     def enter(name):
         def hook(*_):
-            stage_now[0] = name.split('_')[0]
+            stage_now[0] = name
             starts[name] = clock()
         return hook
 
@@ -295,7 +294,7 @@ def forward_shares(model: nn.Module, call: Callable[[], object], device) -> Dict
 
     handles = [h for name, m in parts for h in (m.register_forward_pre_hook(enter(name)),
                                                 m.register_forward_hook(leave(name)))]
-    # RAVLT calls it through torch.nn.functional at run time: this pass sees the timed one
+    # RAVLT looks it up in torch.nn.functional at each call: this pass calls the timed one
     torch.nn.functional.scaled_dot_product_attention = timed_sdpa
     try:
         start = clock()
@@ -366,6 +365,38 @@ def _budget_note(spec: dict, err: str) -> Optional[str]:
     return None
 
 
+def _watch(proc: subprocess.Popen, lines: 'queue.Queue', spec: dict, timeout: float,
+           stopped_why: str) -> Tuple[List[dict], Optional[str]]:
+    """The rows a case's child prints until it ends, and why it must be stopped if a limit is
+    reached first (the case's time, a pass's time budget, the memory budget; else None)."""
+    rows, deadline = [], time.monotonic() + timeout
+    pass_s, memory_gb = spec.get('max_pass_s'), spec.get('max_memory_gb')
+    watch_memory = bool(memory_gb) and not spec['device'].startswith('cuda')
+    pass_deadline = float('inf')
+    while True:
+        now = time.monotonic()
+        if now >= deadline:
+            return rows, stopped_why or f'timed out after {timeout:.0f} s'
+        if now >= pass_deadline:
+            return rows, f'over the {pass_s:g} s time budget (a forward pass ran longer)'
+        if watch_memory:
+            held = resident_gb(proc.pid)
+            if held > memory_gb:
+                return rows, f'over the {memory_gb:g} GB memory budget (resident {held:.1f} GB)'
+        wait = min(deadline, pass_deadline) - now
+        try:
+            line = lines.get(timeout=min(wait, MEMORY_POLL_S) if watch_memory else wait)
+        except queue.Empty:
+            continue
+        if line is None:
+            return rows, None
+        if line.startswith(RESULT_TAG):
+            rows.append(json.loads(line[len(RESULT_TAG):]))
+            pass_deadline = float('inf')  # its passes are over
+        elif line.startswith(PASS_TAG) and pass_s:
+            pass_deadline = time.monotonic() + pass_s
+
+
 def run_isolated(spec: dict, timeout: float, stopped_why: str = '') -> List[dict]:
     """``measure(spec)`` in a fresh interpreter, given ``timeout`` seconds: the rows it measured,
     and a row with a note if it failed or ran out of time (``stopped_why`` then says why, e.g.
@@ -386,38 +417,15 @@ def run_isolated(spec: dict, timeout: float, stopped_why: str = '') -> List[dict
                                 cwd=REPO)
         lines: 'queue.Queue' = queue.Queue()
         threading.Thread(target=_stream, args=(proc, lines), daemon=True).start()
-        rows, deadline = [], time.monotonic() + timeout
-        pass_s, memory_gb = spec.get('max_pass_s'), spec.get('max_memory_gb')
-        watch_memory = bool(memory_gb) and not spec['device'].startswith('cuda')
-        pass_deadline = float('inf')
-        while True:
-            now = time.monotonic()
-            why = None
-            if now >= deadline:
-                why = stopped_why or f'timed out after {timeout:.0f} s'
-            elif now >= pass_deadline:
-                why = f'over the {pass_s:g} s time budget (a forward pass ran longer)'
-            elif watch_memory and resident_gb(proc.pid) > memory_gb:
-                why = (f'over the {memory_gb:g} GB memory budget (resident '
-                       f'{resident_gb(proc.pid):.1f} GB)')
-            if why:
+        try:
+            rows, why = _watch(proc, lines, spec, timeout, stopped_why)
+        finally:
+            if proc.poll() is None:  # stopped by a limit, or the run interrupted (Ctrl-C)
                 proc.kill()
-                proc.wait()
-                return rows + [dict(fail, note=f'stopped: {why}' + (
-                    ' (the rows before were measured)' if rows else ''))]
-            wait = min(deadline, pass_deadline) - now
-            try:
-                line = lines.get(timeout=min(wait, MEMORY_POLL_S) if watch_memory else wait)
-            except queue.Empty:
-                continue
-            if line is None:
-                break
-            if line.startswith(RESULT_TAG):
-                rows.append(json.loads(line[len(RESULT_TAG):]))
-                pass_deadline = float('inf')  # its passes are over
-            elif line.startswith(PASS_TAG) and pass_s:
-                pass_deadline = time.monotonic() + pass_s
-        proc.wait()
+            proc.wait()
+        if why:
+            return rows + [dict(fail, note=f'stopped: {why}' + (
+                ' (the rows before were measured)' if rows else ''))]
         if proc.returncode != 0:
             log.seek(0)
             err = _error_line(log.read())

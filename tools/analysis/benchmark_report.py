@@ -16,7 +16,7 @@ COLUMNS = ['model', 'description', 'level', 'path', 'task', 'mode', 'input', 'pi
            'repeat', 'compile_s', 'speedup_vs_eager', 'uncounted_ops', 'note']
 # Where a RAVLT forward spends its time (benchmark_case.forward_shares), as fractions
 SHARE_COLUMNS = ['share_stem'] + [f'share_s{i}{part}' for i in range(1, 5)
-                                  for part in ('', '_attn', '_softmax')]
+                                  for part in ('', '_softmax')]
 INTS = ('pixels', 'batch', 'repeat')
 
 

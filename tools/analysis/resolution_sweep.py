@@ -13,10 +13,10 @@ whose forward pass takes longer than ``--max-latency`` seconds, or whose process
 ``--max-memory-gb`` (CPU: resident memory; CUDA: torch's share of the GPU), is stopped and marked
 at that size, and its larger sizes are marked as not run; the sweep goes on with the others.
 Where a model holds RAVLT, one more pass with timing hooks gives each stage's share of the
-forward, its attention layers' share, and the softmax attention's (benchmark_case.forward_shares).
+forward and the share of its softmax attention (benchmark_case.forward_shares).
 
 Writes resolution_<level>.md (tables: latency, memory, ratios to Swin-T and where they cross,
-RAVLT's stage shares; the fitted slopes), resolution_<level>.csv and the plot to the work dir.
+RAVLT's stage shares, the fitted slopes), resolution_<level>.csv and the plot to the work dir.
 Default models: RAVLT-S in the released mix and all-RALA, Swin-T, ConvNeXt-T, ResNet-50 and
 PVTv2-b2 (``--level backbone``); UperNet and Mask R-CNN with RAVLT-S in both mixes and with
 Swin-T (``--level model``). ``--models`` also takes ``module:factory`` (any importable callable
@@ -28,6 +28,7 @@ import os
 import os.path as osp
 import platform
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -337,42 +338,41 @@ def crossover_lines(rows: List[dict], level: str) -> List[str]:
 
 
 def share_lines(rows: List[dict]) -> List[str]:
-    """RAVLT's per-stage profile: each stage's share of the forward, stage 3's attention layers'
-    and its softmax attention's, and from which size stage 3's softmax is more than half."""
+    """RAVLT's per-stage profile: each stage's share of the forward and the share of the
+    softmax attention in stages 3 and 4, and from which size stage 3's softmax is more than
+    half of the forward."""
     profiled = [r for r in rows if isinstance(r.get('share_s3'), (int, float))]
     if not profiled:
         return []
     order = list(by_model(rows))
     profiled.sort(key=lambda r: (order.index(report.label(r)), r['pixels']))
     whole = profiled[0].get('level') == 'model'
+    keys = ('share_stem', 'share_s1', 'share_s2', 'share_s3', 'share_s4', 'share_s3_softmax',
+            'share_s4_softmax')
     lines = ['## Where the time goes in RAVLT', '',
              'Share of the forward pass' + (' of the whole model' if whole else '')
-             + ' in the stem and each stage, and in stage 3\'s attention layers (all of each '
-             'layer: its 1x1 projections, the local 5x5 branch and the attention) and its '
-             'softmax attention alone (`F.scaled_dot_product_attention`), from one pass with '
-             'timing hooks after the timed ones.', '',
-             '| model | input | stem | stage 1 | stage 2 | stage 3 | stage 4 | stage-3 attention '
-             'layers | stage-3 softmax |', '|---|---|---|---|---|---|---|---|---|']
-    pct = lambda r, k: f'{r[k]:.0%}' if isinstance(r.get(k), (int, float)) else '–'  # noqa: E731
+             + ' in the stem and each stage, and in the softmax attention of stages 3 and 4 '
+             '(their `F.scaled_dot_product_attention` calls: the attention products and the '
+             'softmax, not the projections around them), from one more pass with timing hooks '
+             'after the timed ones. RALA stages have no softmax (–).', '',
+             '| model | input | stem | stage 1 | stage 2 | stage 3 | stage 4 | stage-3 softmax '
+             '| stage-4 softmax |', '|---|---|---|---|---|---|---|---|---|']
     for r in profiled:
         lines.append(f"| {report.label(r)} | {r['input']} | " + ' | '.join(
-            pct(r, k) for k in ('share_stem', 'share_s1', 'share_s2', 'share_s3', 'share_s4',
-                                'share_s3_attn', 'share_s3_softmax')) + ' |')
+            f'{r[k]:.0%}' if isinstance(r.get(k), (int, float)) else '–' for k in keys) + ' |')
     lines.append('')
     sizes = inputs_of(rows)
     for name, per_size in by_model(profiled).items():
-        for key, what in (('share_s3_softmax', "stage 3's softmax attention"),
-                          ('share_s3_attn', "stage 3's attention layers")):
-            shares = {s: r[key] for s, r in per_size.items()
-                      if isinstance(r.get(key), (int, float))}
-            if not shares:
-                continue
-            start = for_good(sizes, {s: v > SHARE for s, v in shares.items()})
-            largest = max(shares, key=lambda s: per_size[s]['pixels'])
-            said = (f'more than half of the forward from {start} on' if start else
-                    f'less than half of the forward up to {largest}')
-            lines.append(f'- {name}: {what} take{"s" if "softmax" in key else ""} {said} '
-                         f'({", ".join(f"{v:.0%} at {s}" for s, v in shares.items())}).')
+        shares = {s: r['share_s3_softmax'] for s, r in per_size.items()
+                  if isinstance(r.get('share_s3_softmax'), (int, float))}
+        if not shares:
+            continue
+        start = for_good(sizes, {s: v > SHARE for s, v in shares.items()})
+        largest = max(shares, key=lambda s: per_size[s]['pixels'])
+        said = (f'more than half of the forward from {start} on' if start else
+                f'less than half of the forward up to {largest}, the largest size measured')
+        lines.append(f"- {name}: stage 3's softmax attention takes {said} ("
+                     + ', '.join(f'{v:.0%} at {s}' for s, v in shares.items()) + ').')
     return lines + ['']
 
 
@@ -483,4 +483,7 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+    # `kill PID` ends the sweep as Ctrl-C does: the case running stops with it, the CSV of the
+    # cases before stays
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     main()

@@ -7,9 +7,10 @@
 # are mapped to 256 channels by the ChannelMapper, whose extra stride-2 conv on the stride-32
 # map makes the fourth (stride 64) level, as with ResNet's C3-C5.
 # The recipe is mmdet's: AdamW lr 1e-4, wd 1e-4, grad clip 0.1, batch 16, lr x0.1 after epoch
-# 11, DETR's multi-scale + crop augmentation; the backbone learns at 0.1x and, as in mmdet's
-# Swin configs, its norms, layer scales and position terms are not decayed
-# (../_base_/schedules/ravlt_query_head_paramwise.py). fp32 as mmdet's DINO.
+# 11, DETR's multi-scale + crop augmentation; the backbone learns at 0.1x, as in mmdet's Swin
+# DINO config, and its norms, layer scales and position convolutions are not decayed, as in
+# the Mask2Former configs (mmdet's Swin DINO config decays them:
+# ../_base_/schedules/ravlt_query_head_paramwise.py says why). fp32 as mmdet's DINO.
 _base_ = [
     'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py',
     '../_base_/schedules/ravlt_query_head_paramwise.py'
@@ -27,8 +28,8 @@ model = dict(
         arch='s',
         drop_path_rate=0.15,
         out_indices=(1, 2, 3),
-        norm_eval=True,  # the stem's and downsamplings' BNs stay frozen, as in every RAVLT config
+        norm_eval=True,  # BN statistics fixed (eval mode), as in every RAVLT config
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[128, 320, 512]))
 
-optim_wrapper = dict(paramwise_cfg=dict(custom_keys={{_base_.ravlt_custom_keys}}))
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={{_base_.ravlt_custom_keys.s}}))

@@ -7,7 +7,7 @@
 # short side of 320-1280 (ade20k_640x640), Swin-T/S on 512x512: this config keeps the Swin-B
 # recipe, data pipeline included. All four RAVLT outputs (strides 4-32, 96/192/384/512 channels)
 # feed the head. AdamW lr 1e-4, wd 0.05, grad clip 0.01, poly, batch 16; the backbone learns at
-# 0.1x without decay on its norms, layer scales and position terms
+# 0.1x without decay on its norms, layer scales and position convolutions
 # (../_base_/schedules/ravlt_query_head_paramwise.py).
 # Data at data/ade/ADEChallengeData2016 (mmseg's layout).
 _base_ = [
@@ -28,7 +28,7 @@ model = dict(
         arch='b',
         drop_path_rate=0.4,
         out_indices=(0, 1, 2, 3),
-        norm_eval=True,  # the stem's and downsamplings' BNs stay frozen, as in every RAVLT config
+        norm_eval=True,  # BN statistics fixed (eval mode), as in every RAVLT config
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     decode_head=dict(in_channels=[96, 192, 384, 512]))
 
@@ -42,4 +42,4 @@ optim_wrapper = dict(
             query_embed=embed_multi,
             query_feat=embed_multi,
             level_embed=embed_multi,
-            **_base_.ravlt_custom_keys)))
+            **_base_.ravlt_custom_keys.b)))

@@ -8,8 +8,9 @@
 # deformable pixel decoder refines the stride 8-32 maps and adds the stride-4 map to make the
 # per-pixel embeddings the 100 queries' masks are read from.
 # The recipe is mmseg's: AdamW lr 1e-4, wd 0.05, grad clip 0.01, poly (power 0.9), batch 16;
-# the backbone learns at 0.1x and, as in mmseg's Swin configs, its norms, layer scales and
-# position terms are not decayed (../_base_/schedules/ravlt_query_head_paramwise.py).
+# the backbone learns at 0.1x and, as mmseg's Swin configs exempt Swin's norms and position
+# tables, its norms, layer scales and position convolutions are not decayed
+# (../_base_/schedules/ravlt_query_head_paramwise.py).
 # Data at data/ade/ADEChallengeData2016 (mmseg's layout).
 _base_ = [
     'mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py',
@@ -29,8 +30,8 @@ model = dict(
         arch='s',
         drop_path_rate=0.15,
         out_indices=(0, 1, 2, 3),
-        norm_eval=True,  # the stem's and downsamplings' BNs stay frozen, as in every RAVLT config
+        norm_eval=True,  # BN statistics fixed (eval mode), as in every RAVLT config
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     decode_head=dict(in_channels=[64, 128, 320, 512]))
 
-optim_wrapper = dict(paramwise_cfg=dict(custom_keys={{_base_.ravlt_custom_keys}}))
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={{_base_.ravlt_custom_keys.s}}))

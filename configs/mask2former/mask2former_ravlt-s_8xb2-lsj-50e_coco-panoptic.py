@@ -9,9 +9,9 @@
 # deformable pixel decoder refines the stride 8-32 maps and adds the stride-4 map to make the
 # per-pixel embeddings the 100 queries' masks are read from.
 # The recipe is mmdet's: AdamW lr 1e-4, wd 0.05, grad clip 0.01, 368750 iterations (50 epochs)
-# of batch 16, lr x0.1 at 327778 and 355092; the backbone learns at 0.1x and, as in mmdet's
-# Swin configs, its norms, layer scales and position terms are not decayed
-# (../_base_/schedules/ravlt_query_head_paramwise.py). Drop path: RAVLT-S's own (0.15).
+# of batch 16, lr x0.1 at 327778 and 355092; the backbone learns at 0.1x and, as mmdet's Swin
+# Mask2Former configs exempt Swin's norms and position tables, its norms, layer scales and
+# position convolutions are not decayed (../_base_/schedules/ravlt_query_head_paramwise.py). Drop path: RAVLT-S's own (0.15).
 _base_ = [
     'mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco-panoptic.py',
     '../_base_/schedules/ravlt_query_head_paramwise.py'
@@ -29,8 +29,8 @@ model = dict(
         arch='s',
         drop_path_rate=0.15,
         out_indices=(0, 1, 2, 3),
-        norm_eval=True,  # the stem's and downsamplings' BNs stay frozen, as in every RAVLT config
+        norm_eval=True,  # BN statistics fixed (eval mode), as in every RAVLT config
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     panoptic_head=dict(in_channels=[64, 128, 320, 512]))
 
-optim_wrapper = dict(paramwise_cfg=dict(custom_keys={{_base_.ravlt_custom_keys}}))
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={{_base_.ravlt_custom_keys.s}}))

@@ -8,3 +8,14 @@ model = dict(
     backbone=dict(
         arch='t', drop_path_rate=0.1, init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     decode_head=dict(in_channels=[64, 128, 256, 512]))
+# RAVLT-T's blocks in the parameter rules (the RAVLT-S config's name RAVLT-S's); the
+# head's query and level embeddings keep theirs (full lr, no decay)
+embed_multi = dict(lr_mult=1.0, decay_mult=0.0)
+optim_wrapper = dict(
+    paramwise_cfg=dict(
+        custom_keys=dict(
+            _delete_=True,
+            query_embed=embed_multi,
+            query_feat=embed_multi,
+            level_embed=embed_multi,
+            **_base_.ravlt_custom_keys.t)))

@@ -7,6 +7,7 @@ their metrics rising above the untrained model's (tools/misc/init_checkpoint.py 
 tools/test.py), and the demos run on the trained checkpoints.
 """
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -524,3 +525,30 @@ def test_zoo_lists_the_config_and_its_backbone_loads_the_imagenet_weights(
     model.init_weights()
     assert_backbone_loaded(model, expected)
     assert sum(p.numel() for p in model.parameters()) == zoo.measured(name)['params']
+
+
+# Backbone parameters the query heads' rules exempt from weight decay: norms (LayerNorms, the
+# stem's and downsamplings' BNs, the output norms), layer scales and position convolutions
+NO_DECAY = re.compile(r'norm|\.gamma_[12]$|\.pos\.|\.attn\.lepe\.|patch_embed\.proj\.(1|4|7|10)\.')
+
+
+@pytest.mark.parametrize('config', CONFIG_ONLY, ids=lambda p: p.stem)
+def test_parameter_rules_name_parameters_and_give_each_group_its_decay(config):
+    from mmengine.optim import build_optim_wrapper
+    cfg = Config.fromfile(config)
+    cfg.model.backbone.init_cfg = None
+    model = build_model(cfg)
+    names = {id(p): name for name, p in model.named_parameters()}
+    keys = cfg.optim_wrapper.paramwise_cfg.custom_keys
+    assert not [key for key in keys if not any(key in name for name in names.values())]
+    optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+    lr, decay = optimizer.defaults['lr'], optimizer.defaults['weight_decay']
+    groups = {names[id(p)]: group for group in optimizer.param_groups for p in group['params']}
+    backbone = {name: group for name, group in groups.items() if name.startswith('backbone.')}
+    assert len(backbone) == len(list(model.backbone.parameters()))
+    for name, group in backbone.items():
+        assert group['lr'] == pytest.approx(0.1 * lr), name
+        assert group['weight_decay'] == (0. if NO_DECAY.search(name) else decay), name
+    exempt = [name for name in backbone if NO_DECAY.search(name)]
+    for part in ('norm1', 'extra_norms', 'gamma_1', '.pos.', 'attn.lepe', 'downsample.norm'):
+        assert any(part in name for name in exempt), part

@@ -13,6 +13,6 @@ model = dict(
         arch='s',
         drop_path_rate=0.15,
         out_indices=(0, 1, 2, 3),
-        norm_eval=True,  # BN of the stem and the downsamplings stays frozen, as in the release
+        norm_eval=True,  # the stem's and downsamplings' BN statistics stay fixed, as in the release
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[64, 128, 320, 512]))

@@ -14,7 +14,7 @@ model = dict(
         drop_path_rate=0.15,
         # RetinaNet uses P3-P7: the stride-4 stage gets no output norm (it would go unused).
         out_indices=(1, 2, 3),
-        norm_eval=True,  # BN of the stem and the downsamplings stays frozen, as in the release
+        norm_eval=True,  # the stem's and downsamplings' BN statistics stay fixed, as in the release
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     # P6 from the last backbone map, P7 from P6, as in mmdet's RetinaNet.
     neck=dict(in_channels=[128, 320, 512], start_level=0, add_extra_convs='on_input'))

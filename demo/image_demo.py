@@ -6,7 +6,8 @@
 
 CHECKPOINT is a file, URL or zoo name, ours or the authors' mmdet 2.x release (converted on load,
 by the loader of tools/test.py); a name of the model zoo (configs/metafile.yml) as MODEL brings
-its config and the authors' weights (downloaded once into the torch hub cache). Class names come from the checkpoint, else the config's dataset.
+its config and the authors' weights (downloaded once into the torch hub cache). Class names come
+from the checkpoint, else the config's dataset.
 
 For every image NAME.EXT it writes OUT_DIR/vis/NAME.png (predictions drawn by mmdet's visualizer)
 and OUT_DIR/preds/NAME.json (one entry per instance with score >= --pred-score-thr: class, score,

@@ -5,7 +5,7 @@ import argparse
 import importlib.util
 import os
 import os.path as osp
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 from mmengine.config import Config, DictAction
 

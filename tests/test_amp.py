@@ -19,7 +19,8 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def tiny_model(cfg):
-    """The config's model with a tiny RAVLT (no pretrained download), slim seg heads and few RoIs."""
+    """The config's model with a tiny RAVLT (no pretrained download), slim seg heads and few
+    RoIs."""
     dims = TINY_ARCH['embed_dims']
     cfg.model.backbone.update(arch=TINY_ARCH, init_cfg=None)
     if cfg.model.type == 'MaskRCNN':

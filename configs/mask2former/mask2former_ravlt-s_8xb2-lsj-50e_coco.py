@@ -11,7 +11,8 @@
 # The recipe is mmdet's: AdamW lr 1e-4, wd 0.05, grad clip 0.01, 368750 iterations (50 epochs)
 # of batch 16, lr x0.1 at 327778 and 355092; the backbone learns at 0.1x and, as mmdet's Swin
 # Mask2Former configs exempt Swin's norms and position tables, its norms, layer scales and
-# position convolutions are not decayed (../_base_/schedules/ravlt_query_head_paramwise.py). Drop path: RAVLT-S's own (0.15).
+# position convolutions are not decayed (../_base_/schedules/ravlt_query_head_paramwise.py).
+# Drop path: RAVLT-S's own (0.15).
 _base_ = [
     'mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco.py',
     '../_base_/schedules/ravlt_query_head_paramwise.py'

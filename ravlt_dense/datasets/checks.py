@@ -33,7 +33,8 @@ DATASET_HELP = {
         'Put ADE20K (ADEChallengeData2016) at data/ade/ADEChallengeData2016/ in the standard '
         'layout: images/{training,validation}/*.jpg and annotations/{training,validation}/*.png, '
         'or point the config at it with --cfg-options train_dataloader.dataset.data_root=... '
-        'For a small synthetic set in the ADE20K layout run `python tools/data/make_ade_shapes.py`.'),
+        'For a small synthetic set in the ADE20K layout run '
+        '`python tools/data/make_ade_shapes.py`.'),
     # the quick-start configs' datasets
     'BaseSegDataset': 'The quick-start set is made by `python tools/data/make_ade_shapes.py` '
                       '(writes data/ade_shapes).',

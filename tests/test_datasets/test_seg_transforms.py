@@ -97,7 +97,8 @@ def test_label_check_without_reduce_zero_label(tmp_path):
     loaded = check(dict(seg_map_path=path, reduce_zero_label=False))
     assert loaded['seg_map_path'] == path
     assert loaded['gt_seg_map'].tolist() == [[0, 1], [2, 255]]  # stored values, as mmseg loads
-    with pytest.raises(ValueError, match=r'holds values that are no class: 2\. .*0\.\.1 \(classes\)'):
+    with pytest.raises(ValueError,
+                       match=r'holds values that are no class: 2\. .*0\.\.1 \(classes\)'):
         LoadCheckedAnnotations(num_classes=2)(dict(seg_map_path=path, reduce_zero_label=False))
     assert LoadCheckedAnnotations(num_classes=2)(dict(img_path='x.jpg')) == dict(img_path='x.jpg')
     cv2.imwrite(path, np.array([[0, 300], [1, 2]], np.uint16))  # uint8 loaders would wrap 300 to 44

@@ -1,4 +1,5 @@
-"""Tests of the synthetic dataset generators tools/data/make_coco_shapes.py and make_ade_shapes.py."""
+"""Tests of the synthetic dataset generators tools/data/make_coco_shapes.py and
+make_ade_shapes.py."""
 import filecmp
 import json
 import os
@@ -37,7 +38,8 @@ def _files(root):
 
 def _same_tree(a, b):
     names = _files(a)
-    return names == _files(b) and all(filecmp.cmp(Path(a, n), Path(b, n), shallow=False) for n in names)
+    return names == _files(b) and all(filecmp.cmp(Path(a, n), Path(b, n), shallow=False)
+                                      for n in names)
 
 
 @pytest.mark.parametrize('split', ['train', 'val'])
@@ -56,7 +58,8 @@ def test_coco_annotations_describe_visible_masks(coco_gen, coco_data, split):
         for ann in coco.imgToAnns[img_id]:
             assert ann['iscrowd'] == 0 and ann['area'] >= coco_gen.MIN_AREA
             assert ann['segmentation'] and all(len(p) >= 6 for p in ann['segmentation'])
-            mask = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(ann['segmentation'], h, w)))
+            rles = mask_utils.frPyObjects(ann['segmentation'], h, w)
+            mask = mask_utils.decode(mask_utils.merge(rles))
             # The polygons rasterise back to the exact mask, so box and area match to the pixel.
             assert ann['bbox'] == mask_utils.toBbox(mask_utils.encode(mask)).tolist()
             assert ann['area'] == mask.sum()
@@ -70,7 +73,8 @@ def test_polygons_are_exact(common):
     rng = np.random.default_rng(1)
     checked = 0
     for _ in range(30):
-        mask = common.random_shape_mask(rng, 'star', 64) & ~common.random_shape_mask(rng, 'square', 64)
+        mask = (common.random_shape_mask(rng, 'star', 64)
+                & ~common.random_shape_mask(rng, 'square', 64))
         mask[5, 5:40] = True  # 1-px line
         mask[60, 60] = True  # isolated pixel
         if common.has_holes(mask):
@@ -190,7 +194,8 @@ def test_shape_arguments(coco_gen, ade_gen, tmp_path, capsys):
         in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         ade_gen.main(['--out', str(tmp_path), '--shape', '512', '16'])
-    assert exc.value.code == 2 and 'size must be at least 32, got (512, 16)' in capsys.readouterr().err
+    assert exc.value.code == 2
+    assert 'size must be at least 32, got (512, 16)' in capsys.readouterr().err
     with pytest.raises(ValueError, match="layout must be one of shapes, coco2017, got 'voc'"):
         coco_gen.make_coco_shapes(str(tmp_path / 'voc'), layout='voc')
     assert not (tmp_path / 'voc').exists()

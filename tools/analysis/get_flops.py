@@ -1,8 +1,9 @@
-"""Parameters and FLOPs of a whole detector or segmentor, next to the paper's figures.
+r"""Parameters and FLOPs of a whole detector or segmentor, next to the paper's figures.
 
     python tools/analysis/get_flops.py configs/maskrcnn_ravlt_s_coco.py [--shape 800 1280]
     python tools/analysis/get_flops.py configs/upernet_ravlt_s_ade20k.py [--shape 512 2048]
-    python tools/analysis/get_flops.py mmdet::mask2former/mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco.py
+    python tools/analysis/get_flops.py \
+        mmdet::mask2former/mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco.py
 
 CONFIG is a file, a name of the model zoo (``maskrcnn_ravlt_s_coco``) or an mmdet / mmseg
 config by its ``package::path`` name, to count the same head on another backbone.

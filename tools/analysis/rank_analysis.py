@@ -155,16 +155,16 @@ def verdict(summary):
     for key, label in (('buffer_rank', 'KV buffer rank'), ('out_rank', 'output rank'),
                        ('gated_rank', 'gated output rank')):
         pairs = [(e['rala'][key], e['linear'][key]) for e in summary.values()]
-        higher = sum(r > l for r, l in pairs)
-        ratio = statistics.mean(r / max(l, 1e-9) for r, l in pairs)
+        higher = sum(r > lin for r, lin in pairs)
+        ratio = statistics.mean(r / max(lin, 1e-9) for r, lin in pairs)
         out.append(f'- {label}: RALA > linear in {higher}/{len(pairs)} layers; mean ratio '
                    f'RALA / linear = {ratio:.2f}')
         if key != 'gated_rank':
             holds &= higher >= 0.75 * len(pairs) and ratio >= 1.5
     pairs = [(e['rala']['buffer_rank'], e['linear_rope']['buffer_rank']) for e in summary.values()]
-    share = statistics.mean(r / max(l, 1e-9) for r, l in pairs)
+    share = statistics.mean(r / max(lin, 1e-9) for r, lin in pairs)
     out.append('- KV buffer rank, RALA vs linear+RoPE (the share of the key re-weighting): RALA '
-               f'higher in {sum(r > l for r, l in pairs)}/{len(pairs)} layers; mean ratio '
+               f'higher in {sum(r > lin for r, lin in pairs)}/{len(pairs)} layers; mean ratio '
                f'{share:.2f}')
     if share < 1.1:
         spread = statistics.mean(e['meta']['alpha_std'] for e in summary.values())

@@ -1,7 +1,7 @@
 """The model-zoo tables of configs/README.md, written from configs/metafile.yml.
 
     python tools/misc/zoo_tables.py            # print the tables
-    python tools/misc/zoo_tables.py --update   # rewrite them in configs/README.md (between the markers)
+    python tools/misc/zoo_tables.py --update   # rewrite them in configs/README.md (between markers)
 """
 import argparse
 import os.path as osp

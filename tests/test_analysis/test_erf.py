@@ -128,12 +128,14 @@ def test_tool_writes_figure_table_and_maps_of_two_backbones(tmp_path, images):
     linear = write_config(tmp_path / 'ravlt_tiny_rala.py', attn_types=('rala', ) * 4)
     out = tmp_path / 'erf'
     proc = run_tool(['tools/analysis/erf.py', released, linear, '--images', images,
-                     '--shape', 64, '--num-images', 5, '--save-maps', '--out-dir', out])
+                     '--shape', 64, '--num-images', 5, '--save-maps', '--out-dir', out,
+                     '--labels', 'released mix', 'all-RALA'])
     assert sorted(p.name for p in out.iterdir()) == [
         'erf.csv', 'erf.md', 'erf.png', 'erf_ravlt_tiny.npy', 'erf_ravlt_tiny_rala.npy']
     assert cv2.imread(str(out / 'erf.png')).shape[1] > cv2.imread(str(out / 'erf.png')).shape[0]
     rows = list(csv.DictReader((out / 'erf.csv').open()))
-    assert [r['model'] for r in rows] == [str(released), str(linear)]
+    assert [(r['model'], r['backbone']) for r in rows] == [(str(released), 'released mix'),
+                                                           (str(linear), 'all-RALA')]
     for row, npy in zip(rows, ('erf_ravlt_tiny.npy', 'erf_ravlt_tiny_rala.npy')):
         assert row['weights'].startswith('random (architecture only)')
         assert (row['stage'], row['map_height'], row['stride'], row['images']) == (
@@ -143,7 +145,8 @@ def test_tool_writes_figure_table_and_maps_of_two_backbones(tmp_path, images):
         assert [float(row[f'area_{t}']) for t in (20, 30, 50, 99)] == pytest.approx(
             [shares[t][1] for t in (0.2, 0.3, 0.5, 0.99)], abs=1e-6)
     table = (out / 'erf.md').read_text()
-    assert table.count('| RAVLT') == 2 and '2 image(s) from' in table
+    assert '| all-RALA | random (architecture only): no weights named |' in table
+    assert '2 image(s) from' in table
     assert '[>>' in proc.stdout  # the progress bar
 
 

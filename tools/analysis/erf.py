@@ -25,8 +25,9 @@ the gradient of the centre point of stage ``--stage``'s output (the sum of its c
 with respect to the image, absolute (``--grad relu``: rectified, as RepLKNet's code), summed
 over colour channels and averaged over the images; the heat map is ``log10(map + 1)``
 rescaled to [0, 1]; the table gives, for each share t, the smallest centred square holding t
-of the heat map's total, as a share of the image area (RepLKNet's table). See ravlt_dense.analysis.erf. ``--stage`` counts the backbone's stages as
-its ``out_indices`` do (0 = stride 4 in the detection backbones); -1 is the last map it returns.
+of the heat map's total, as a share of the image area (RepLKNet's table); see
+ravlt_dense.analysis.erf. ``--stage`` counts the backbone's stages as its ``out_indices`` do
+(0 = stride 4 in the detection backbones); -1 is the last map it returns.
 
 Writes erf.png, erf.md and erf.csv (and with --save-maps erf_MODEL.npy, the mean contribution
 map) to --out-dir, all at the end of the run, each whole or not at all.
@@ -69,7 +70,7 @@ UNAVAILABLE = (OSError, ImportError, CheckpointDownloadError, CorruptCheckpointE
 class Subject(NamedTuple):
     """One backbone to measure, ready to run."""
     name: str  # as given on the command line
-    label: str  # in the figure
+    label: str  # in the figure and the table
     backbone: nn.Module
     weights: str  # where its weights came from, or RANDOM (+ why)
     preprocess: dict  # mean, std, bgr_to_rgb
@@ -98,13 +99,15 @@ def parse_args(argv=None):
     p.add_argument('--thresholds', type=float, nargs='+', default=list(THRESHOLDS),
                    help='shares of the contribution for the area table (default: 0.2 0.3 0.5 '
                    '0.99)')
-    p.add_argument('--labels', nargs='+', help='titles of the models in the figure, in order')
+    p.add_argument('--labels', nargs='+',
+                   help="the models' names in the figure and the table, in order")
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--seed', type=int, default=0, help='seed of the random weights')
     p.add_argument('--save-maps', action='store_true',
                    help='also write each mean contribution map as erf_MODEL.npy')
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
-                   help='override settings of the configs, e.g. model.backbone.drop_path_rate=0')
+                   help='override settings of the configs, e.g. a local copy of the weights: '
+                   'model.backbone.init_cfg.checkpoint=PATH')
     p.add_argument('--out-dir', default='work_dirs/erf')
     args = p.parse_args(argv)
     args.shape = parsed_shape(p, args.shape)
@@ -113,6 +116,8 @@ def parse_args(argv=None):
     bad = [t for t in args.thresholds if not 0 < t <= 1]
     if bad:
         p.error(f'--thresholds are shares of the contribution in (0, 1], got {bad}')
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        p.error(f'--device {args.device}, but torch sees no CUDA device (use --device cpu)')
     if args.labels and len(args.labels) != len(args.models):
         p.error(f'--labels gives {len(args.labels)} label(s) for {len(args.models)} model(s)')
     if len(set(args.models)) != len(args.models):
@@ -401,13 +406,12 @@ def figure(subjects, results, rows, args, path: str) -> None:
     for ax in axes.flat[n:]:
         ax.axis('off')
     shown = [t for t in args.thresholds if t in (0.5, 0.99)] or args.thresholds[-1:]
-    labels = args.labels or [s.label for s in subjects]
-    for ax, subject, result, row, label in zip(axes.flat, subjects, results, rows, labels):
+    for ax, subject, result, row in zip(axes.flat, subjects, results, rows):
         image = ax.imshow(result.heat, cmap=cmap, vmin=0, vmax=1, interpolation='bilinear')
         ax.set_xticks([])
         ax.set_yticks([])
         weights = 'architecture only' if subject.weights.startswith(RANDOM) else 'pretrained'
-        ax.set_title(f'{label}\n{weights}, stage {row["stage"]}', fontsize=9)
+        ax.set_title(f'{subject.label}\n{weights}, stage {row["stage"]}', fontsize=9)
         ax.set_xlabel('area holding ' + ', '.join(
             f'{100 * t:g}%: {percent(result.shares[t][1])}' for t in shown), fontsize=7.5)
     every_random = all(s.weights.startswith(RANDOM) for s in subjects)
@@ -490,8 +494,13 @@ def main(argv=None):
     args = parse_args(argv)
     files = image_files(args.images, args.num_images)
     source = f'{len(files)} image(s) from {args.images}'
+    if len(files) < args.num_images:
+        print(f'{args.images} has {len(files)} image(s), fewer than --num-images '
+              f'{args.num_images}: measuring on all of them')
     started = time.time()
     subjects = [resolve_model(name, args) for name in args.models]
+    if args.labels:
+        subjects = [s._replace(label=label) for s, label in zip(subjects, args.labels)]
     for subject in subjects:  # every model's errors before the long work
         check_stage(subject, args)
     results = [measure(subject, files, args) for subject in subjects]

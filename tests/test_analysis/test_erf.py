@@ -9,10 +9,15 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import TINY_ARCH, randomised, release_imagenet_checkpoint, run_tool
-from ravlt_dense.analysis.erf import (area_shares, effective_receptive_field, log_scaled,
-                                      stage_geometry)
+from ravlt_dense.analysis.erf import (
+    area_shares,
+    effective_receptive_field,
+    log_scaled,
+    stage_geometry,
+)
 from ravlt_dense.models.backbones.ravlt import RAVLT
+
+from conftest import TINY_ARCH, randomised, release_imagenet_checkpoint, run_tool
 
 SIZE = 24  # the toy models' inputs
 

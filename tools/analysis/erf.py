@@ -45,15 +45,20 @@ import sys
 import time
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence
 
+import benchmark_models  # the benchmark's backbones: a sibling, this folder is on sys.path
 import numpy as np
 import torch
 import torch.nn as nn
 from mmengine.config import Config, DictAction
 
-import benchmark_models  # this folder's: the peers' builders
 from ravlt_dense import zoo
-from ravlt_dense.analysis.erf import (GRADS, THRESHOLDS, ERFResult, effective_receptive_field,
-                                      probe_stage)
+from ravlt_dense.analysis.erf import (
+    GRADS,
+    THRESHOLDS,
+    ERFResult,
+    effective_receptive_field,
+    probe_stage,
+)
 from ravlt_dense.checkpoint import CheckpointDownloadError, CorruptCheckpointError
 from ravlt_dense.cli import add_shape_argument, config_file, parsed_shape
 from ravlt_dense.inputs import collect_images, read_image, unique_stem

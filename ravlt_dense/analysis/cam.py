@@ -16,7 +16,8 @@ actually makes:
   the first-order share of each position in the score, so zero wherever the score does not
   depend on the layer; the map of one detection stays on that detection.
 * EigenCAM: A projected on its first principal direction (the leading right singular vector of
-  A as an (h*w) x C matrix), signed so that it agrees with where A is strongest.
+  A as an (h*w) x C matrix), signed so that the positions that stand out are positive. It
+  shows what the layer responds to most, whatever the target: every salient object.
 
 The score of Grad-CAM:
 
@@ -38,6 +39,7 @@ torchvision::nms does not exist"); a forward hook and ``torch.autograd.grad`` ar
 methods need.
 """
 import difflib
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -84,8 +86,10 @@ def find_layer(model: nn.Module, name: str) -> nn.Module:
 
 
 def default_layer(model: nn.Module) -> str:
-    """The output of the backbone's second stage (stride 8): ``backbone.layers.1`` of RAVLT
-    and PVT, ``backbone.stages.1`` of Swin and ConvNeXt, ``backbone.layer2`` of ResNet.
+    """The output of the backbone's second stage (stride 8): ``backbone.layers.1`` of RAVLT,
+    ``backbone.layer2`` of ResNet, ``backbone.stages.1`` of ConvNeXt; of a stage that returns
+    its downsampled output first (mmdet's Swin) its last block, of a stage that is a list of
+    modules (mmdet's PVT) its last module.
 
     Every detection's and every class's score depends on it (the backbone runs in sequence,
     whichever pyramid level a head reads), and on the quick-start models its maps stay on the
@@ -96,25 +100,26 @@ def default_layer(model: nn.Module) -> str:
         ValueError: for a backbone without a known list of stages (name a layer instead).
     """
     backbone = getattr(model, 'backbone', None)
-    if backbone is not None:
-        res_layers = getattr(backbone, 'res_layers', None)  # mmdet/mmseg ResNet: 'layer1'...
-        if isinstance(res_layers, (list, tuple)) and len(res_layers) >= 2:
-            return f'backbone.{res_layers[1]}'
-        for attr in ('layers', 'stages'):
-            stages = getattr(backbone, attr, None)
-            if isinstance(stages, (nn.ModuleList, nn.Sequential)) and len(stages) >= 2:
-                return f'backbone.{attr}.1'
+    res_layers = getattr(backbone, 'res_layers', None)  # mmdet/mmseg ResNet: 'layer1'...
+    if isinstance(res_layers, (list, tuple)) and len(res_layers) >= 2:
+        return f'backbone.{res_layers[1]}'
+    for attr in ('layers', 'stages'):
+        stages = getattr(backbone, attr, None)
+        if isinstance(stages, (nn.ModuleList, nn.Sequential)) and len(stages) >= 2:
+            stage, name = stages[1], f'backbone.{attr}.1'
+            if isinstance(stage, nn.ModuleList):  # not called itself: its parts are
+                return f'{name}.{len(stage) - 1}'
+            if type(stage).__name__ == 'SwinBlockSequence':
+                return f'{name}.blocks.{len(stage.blocks) - 1}'
+            return name
     raise ValueError(f'no default layer for {type(backbone or model).__name__}: name one '
                      '(e.g. backbone.layers.1, neck.fpn_convs.0; --preview-model lists them)')
 
 
-def as_spatial(output, input_hw: Tuple[int, int]) -> torch.Tensor:
-    """A module's output as a (B, C, h, w) map.
-
-    A tuple or list gives its first tensor (a RAVLT stage returns its feature map, then the
-    next stage's input); tokens (B, N, C) are laid out on the grid whose aspect ratio is the
-    input's (the h x w = N closest to it).
-    """
+def layer_tensor(output) -> torch.Tensor:
+    """The tensor of a module's output that the maps are made of: the output itself, or the
+    first tensor of a tuple or list (a RAVLT stage returns its feature map, then the next
+    stage's input)."""
     if isinstance(output, (tuple, list)):
         tensors = [o for o in output if isinstance(o, torch.Tensor)]
         if not tensors:
@@ -122,14 +127,20 @@ def as_spatial(output, input_hw: Tuple[int, int]) -> torch.Tensor:
         output = tensors[0]
     if not isinstance(output, torch.Tensor):
         raise ValueError(f'the layer returns a {type(output).__name__}, not a tensor')
-    if output.dim() == 4:
-        return output
-    if output.dim() == 3:
-        batch, tokens, channels = output.shape
-        height, width = token_grid(tokens, input_hw)
-        return output.transpose(1, 2).reshape(batch, channels, height, width)
-    raise ValueError(f'the layer returns a tensor of shape {tuple(output.shape)}: a map '
-                     '(B, C, h, w) or tokens (B, N, C) is needed')
+    if output.dim() not in (3, 4):
+        raise ValueError(f'the layer returns a tensor of shape {tuple(output.shape)}: a map '
+                         '(B, C, h, w) or tokens (B, N, C) is needed')
+    return output
+
+
+def as_spatial(tensor: torch.Tensor, input_hw: Tuple[int, int]) -> torch.Tensor:
+    """A layer's output (or its gradient) as a (B, C, h, w) map: tokens (B, N, C) are laid out
+    on the grid whose aspect ratio is the input's (the h x w = N closest to it)."""
+    if tensor.dim() == 4:
+        return tensor
+    batch, tokens, channels = tensor.shape
+    height, width = token_grid(tokens, input_hw)
+    return tensor.transpose(1, 2).reshape(batch, channels, height, width)
 
 
 def token_grid(tokens: int, input_hw: Tuple[int, int]) -> Tuple[int, int]:
@@ -140,20 +151,21 @@ def token_grid(tokens: int, input_hw: Tuple[int, int]) -> Tuple[int, int]:
 
 
 @contextmanager
-def captured_outputs(model: nn.Module, layers: Sequence[str], input_hw: Tuple[int, int]
+def captured_outputs(model: nn.Module, layers: Sequence[str]
                      ) -> Iterator[Dict[str, List[torch.Tensor]]]:
-    """While inside: every output of the named modules, as (B, C, h, w) maps, in call order.
+    """While inside: every output of the named modules (:func:`layer_tensor`), in call order.
 
     A module called several times in one forward (a head shared by the pyramid's levels)
-    gives several maps. The tensors stay in the autograd graph; their version counter is
-    checked on exit, as a later in-place change would make their gradients wrong.
+    gives several outputs. The tensors are the model's own, in the autograd graph (gradients
+    are taken with respect to them, then laid out by :func:`as_spatial`); their version counter
+    is checked on exit, as a later in-place change would make their gradients wrong.
     """
     found: Dict[str, List[torch.Tensor]] = {name: [] for name in layers}
     versions: Dict[str, List[int]] = {name: [] for name in layers}
 
     def hook(name):
         def record(module, args, output):
-            tensor = as_spatial(output, input_hw)
+            tensor = layer_tensor(output)
             found[name].append(tensor)
             versions[name].append(tensor._version)
         return record
@@ -190,19 +202,21 @@ def hires_cam(activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
 
 
 def eigen_cam(activation: torch.Tensor) -> torch.Tensor:
-    """EigenCAM (Muhammad and Yeasin, 2020) of one (C, h, w) map: its projection on the first
-    right singular vector of the (h*w, C) matrix of its positions.
+    """EigenCAM (Muhammad and Yeasin, 2020) of one (C, h, w) map: its positions (an (h*w, C)
+    matrix, centred) projected on their first principal direction, clipped at 0.
 
-    A singular vector's sign is arbitrary: it is chosen so that the map correlates positively
-    with the activation's norm per position (high where the layer responds), then negative
-    values are clipped, as Grad-CAM's are.
+    Centred: uncentred, the leading direction is the mean activation, often the background's
+    (where objects' channels are orthogonal to it, as after a layer norm, they project to 0).
+    A principal direction's sign is arbitrary: it is taken so that the projections' long tail,
+    the few positions that stand out from the rest (objects on a background), is positive:
+    their third central moment is positive.
     """
     channels, height, width = activation.shape
     positions = activation.reshape(channels, -1).T.double()
+    positions = positions - positions.mean(dim=0)
     _, _, vh = torch.linalg.svd(positions, full_matrices=False)
     projection = positions @ vh[0]
-    strength = positions.norm(dim=1)
-    if torch.dot(projection - projection.mean(), strength - strength.mean()) < 0:
+    if (projection ** 3).sum() < 0:
         projection = -projection
     return projection.clamp(min=0).reshape(height, width).float()
 
@@ -313,6 +327,40 @@ def segmentation_target(sample, classes: Sequence[str], class_name: Optional[str
     return target, lambda s: s.seg_logits.data[label][mask].sum()
 
 
+@contextmanager
+def dense_head_scores_attached() -> Iterator[None]:
+    """While inside, mmdet's dense heads (RetinaNet, FCOS, ATSS, the RPN ...) post-process
+    their class scores without detaching them.
+
+    ``BaseDenseHead.predict_by_feat`` and its kin take each image's scores through
+    ``select_single_mlvl(..., detach=True)``: inference needs no gradient, and training must
+    not send one through the proposals. The kept detections' scores are then gathered from
+    those scores by index, as in the RoI heads, so with them attached the one-stage detectors'
+    reported scores are differentiable too. Every mmdet module that imported the function
+    gets the attached one until the block ends.
+    """
+    try:
+        from mmdet.models.utils import misc
+    except ImportError:  # no mmdet: nothing to attach
+        yield
+        return
+    original = misc.select_single_mlvl
+
+    def attached(mlvl_tensors, batch_id, detach=True):
+        return original(mlvl_tensors, batch_id, detach=False)
+
+    users = [module for name, module in list(sys.modules.items())
+             if name.startswith('mmdet.') and getattr(module, 'select_single_mlvl', None)
+             is original]
+    for module in users:
+        module.select_single_mlvl = attached
+    try:
+        yield
+    finally:
+        for module in users:
+            module.select_single_mlvl = original
+
+
 # ------------------------------------------------------------------------------------------
 # Running a model
 # ------------------------------------------------------------------------------------------
@@ -373,7 +421,8 @@ def class_activation_maps(model: nn.Module, data: dict, layers: Sequence[str],
     # The input requires grad so that every layer's output joins the graph, those of frozen
     # stages (no trainable parameters before them) included.
     inputs = data['inputs'].detach().float().requires_grad_(True)
-    with torch.enable_grad(), captured_outputs(model, layers, inputs.shape[-2:]) as outputs:
+    with torch.enable_grad(), dense_head_scores_attached(), \
+            captured_outputs(model, layers) as outputs:
         sample = model(inputs, data['data_samples'], mode='predict')[0]
     target, score_of = choose(sample)
     if target is None:
@@ -398,14 +447,15 @@ def class_activation_maps(model: nn.Module, data: dict, layers: Sequence[str],
                 if grad is None:
                     continue
                 for method in gradient_methods:
-                    cam = GRADIENT_CAMS[method](activation[0].detach(), grad[0])
+                    cam = GRADIENT_CAMS[method](as_spatial(activation, input_hw)[0].detach(),
+                                                as_spatial(grad, input_hw)[0])
                     totals[method] += to_image(cam, metainfo, input_hw)
             for method in gradient_methods:
                 maps[method][layer] = normalised(totals[method])
     if 'eigencam' in methods:
         for layer in layers:
-            total = sum(to_image(eigen_cam(a[0].detach()), metainfo, input_hw)
-                        for a in outputs[layer])
+            total = sum(to_image(eigen_cam(as_spatial(a, input_hw)[0].detach()), metainfo,
+                                 input_hw) for a in outputs[layer])
             maps['eigencam'][layer] = normalised(total)
     return CAMResult(target=target, maps=maps, sample=sample)
 

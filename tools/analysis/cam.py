@@ -256,7 +256,7 @@ def draw_and_write(args, path, stem, result):
             write_png(file, drawing)
             maps[f'{method}/{layer}'] = dict(file=file, **C.pointing(cam, target))
             drawings.append(drawing)
-            if cam.max() == 0:
+            if cam.max() == 0 and method in C.GRADIENT_METHODS:
                 print(f'  {C.METHOD_TITLES[method]} at {layer} is zero everywhere: the target '
                       'does not depend on this layer', flush=True)
     box = dict(index=target.index, bbox=target.box) if target.box is not None else {}

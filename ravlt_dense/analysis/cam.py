@@ -57,11 +57,19 @@ GRADIENT_METHODS = ('gradcam', 'hirescam')
 # ------------------------------------------------------------------------------------------
 # Layers
 # ------------------------------------------------------------------------------------------
+class CAMError(ValueError):
+    """A map that cannot be made, and why."""
+
+
+class LayerError(CAMError):
+    """A layer name that names no module, or a module whose output makes no map."""
+
+
 def find_layer(model: nn.Module, name: str) -> nn.Module:
     """The module ``name`` of ``model`` (as ``model.named_modules()`` names it).
 
     Raises:
-        ValueError: naming the deepest part of ``name`` that exists, its sub-modules, the
+        LayerError: naming the deepest part of ``name`` that exists, its sub-modules, the
             closest names of the model and its top-level modules.
     """
     modules = dict(model.named_modules())
@@ -82,7 +90,7 @@ def find_layer(model: nn.Module, name: str) -> nn.Module:
     top = [n for n, _ in model.named_children() if n != 'data_preprocessor']
     lines.append(f'top-level modules: {", ".join(top)}')
     lines.append('(--preview-model lists every layer name)')
-    raise ValueError('\n  '.join(lines))
+    raise LayerError('\n  '.join(lines))
 
 
 def default_layer(model: nn.Module) -> str:
@@ -97,7 +105,7 @@ def default_layer(model: nn.Module) -> str:
     gradient at its output spreads over the image (docs/analysis/cam.md has the counts).
 
     Raises:
-        ValueError: for a backbone without a known list of stages (name a layer instead).
+        LayerError: for a backbone without a known list of stages (name a layer instead).
     """
     backbone = getattr(model, 'backbone', None)
     res_layers = getattr(backbone, 'res_layers', None)  # mmdet/mmseg ResNet: 'layer1'...
@@ -112,7 +120,7 @@ def default_layer(model: nn.Module) -> str:
             if type(stage).__name__ == 'SwinBlockSequence':
                 return f'{name}.blocks.{len(stage.blocks) - 1}'
             return name
-    raise ValueError(f'no default layer for {type(backbone or model).__name__}: name one '
+    raise LayerError(f'no default layer for {type(backbone or model).__name__}: name one '
                      '(e.g. backbone.layers.1, neck.fpn_convs.0; --preview-model lists them)')
 
 
@@ -123,12 +131,12 @@ def layer_tensor(output) -> torch.Tensor:
     if isinstance(output, (tuple, list)):
         tensors = [o for o in output if isinstance(o, torch.Tensor)]
         if not tensors:
-            raise ValueError(f'the layer returns a {type(output).__name__} without tensors')
+            raise LayerError(f'it returns a {type(output).__name__} without tensors')
         output = tensors[0]
     if not isinstance(output, torch.Tensor):
-        raise ValueError(f'the layer returns a {type(output).__name__}, not a tensor')
+        raise LayerError(f'it returns a {type(output).__name__}, not a tensor')
     if output.dim() not in (3, 4):
-        raise ValueError(f'the layer returns a tensor of shape {tuple(output.shape)}: a map '
+        raise LayerError(f'it returns a tensor of shape {tuple(output.shape)}, where a map '
                          '(B, C, h, w) or tokens (B, N, C) is needed')
     return output
 
@@ -162,10 +170,15 @@ def captured_outputs(model: nn.Module, layers: Sequence[str]
     """
     found: Dict[str, List[torch.Tensor]] = {name: [] for name in layers}
     versions: Dict[str, List[int]] = {name: [] for name in layers}
+    unusable: Dict[str, str] = {}
 
     def hook(name):
         def record(module, args, output):
-            tensor = layer_tensor(output)
+            try:
+                tensor = layer_tensor(output)
+            except LayerError as err:  # raised after the forward, not from inside the model
+                unusable.setdefault(name, str(err))
+                return
             found[name].append(tensor)
             versions[name].append(tensor._version)
         return record
@@ -177,11 +190,14 @@ def captured_outputs(model: nn.Module, layers: Sequence[str]
         for handle in handles:
             handle.remove()
     for name in layers:
+        if name in unusable:
+            raise LayerError(f'the layer {name} makes no map: {unusable[name]} (choose a '
+                             'convolution, a stage or a block; --preview-model lists them)')
         if not found[name]:
-            raise ValueError(f'the layer {name} did not run in the forward pass: choose one '
+            raise LayerError(f'the layer {name} did not run in the forward pass: choose one '
                              'that does (--preview-model lists the layers)')
         if any(t._version != v for t, v in zip(found[name], versions[name])):
-            raise ValueError(f'the output of {name} is changed in place later in the forward, '
+            raise LayerError(f'the output of {name} is changed in place later in the forward, '
                              'so its gradient cannot be read: choose the module after it')
 
 
@@ -433,7 +449,7 @@ def class_activation_maps(model: nn.Module, data: dict, layers: Sequence[str],
     if gradient_methods:
         score = score_of(sample)
         if score.grad_fn is None:
-            raise ValueError('the score of the target carries no gradient: the model\'s '
+            raise CAMError('the score of the target carries no gradient: the model\'s '
                              'predict path detaches it: use eigencam')
         activations = [a for layer in layers for a in outputs[layer]]
         grads = iter(torch.autograd.grad(score, activations, allow_unused=True))

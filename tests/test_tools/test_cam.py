@@ -145,16 +145,22 @@ def run_main(tool, argv):
     return exit_info.value.code
 
 
-def test_a_layer_that_does_not_exist_lists_the_valid_ones(cam_tool, quickstart_detector,
-                                                        tmp_path):
+def test_layers_that_make_no_map_are_named(cam_tool, quickstart_detector, tmp_path, capsys):
+    """A name that is no module lists the valid ones nearby; a module whose output is no map
+    (a fully connected layer of the box head) says so; --preview-model lists the names."""
     trained, image = quickstart_detector, val_images(quickstart_detector, 'val/*.png', 1)[0]
-    message = run_main(cam_tool, [trained.config, trained.checkpoint, image, '--out-dir',
-                                  tmp_path, '--target-layers', 'backbone.layers.7', '--device',
-                                  'cpu'])
+    model = [trained.config, trained.checkpoint]
+    message = run_main(cam_tool, [*model, image, '--out-dir', tmp_path, '--target-layers',
+                                  'backbone.layers.7', '--device', 'cpu'])
     assert "no layer 'backbone.layers.7'" in message
     assert 'backbone.layers has: backbone.layers.0, backbone.layers.1' in message
     assert 'top-level modules: backbone, neck, rpn_head, roi_head\n' in message
+    message = run_main(cam_tool, [*model, image, '--out-dir', tmp_path, '--target-layers',
+                                  'roi_head.bbox_head.shared_fcs.0', '--device', 'cpu'])
+    assert 'roi_head.bbox_head.shared_fcs.0 makes no map: it returns a tensor of shape' in message
     assert not list(tmp_path.iterdir())
+    cam_tool.main([str(a) for a in model] + ['--preview-model', '--device', 'cpu'])
+    assert 'backbone.layers.1.blocks.0.attn  (RALAttention)' in capsys.readouterr().out
 
 
 def test_a_class_the_dataset_does_not_have(cam_tool, quickstart_segmentor, tmp_path):

@@ -268,14 +268,16 @@ def draw_and_write(args, path, stem, result):
 def pointing_table(records) -> str:
     """Per map kind: in how many images its peak lies in the target, and the mean share of
     the map inside the target."""
-    lines = ['map                                peak in target   share in target']
-    for key in records[0]['maps']:
+    keys = list(records[0]['maps'])
+    names = {key: '{} {}'.format(C.METHOD_TITLES[key.split('/')[0]], key.split('/')[1])
+             for key in keys}
+    width = max(len(name) for name in names.values()) + 2
+    lines = [f'{"map":<{width}}peak in target   share in target']
+    for key in keys:
         found = [r['maps'][key] for r in records]
         peaks = sum(m['peak_in_target'] for m in found)
         share = sum(m['energy_in_target'] for m in found) / len(found)
-        method, layer = key.split('/')
-        lines.append(f'{C.METHOD_TITLES[method] + " " + layer:<35}{peaks:>4}/{len(found):<12}'
-                     f'{share:.2f}')
+        lines.append(f'{names[key]:<{width}}{f"{peaks}/{len(found)}":<17}{share:.2f}')
     return '\n'.join(lines)
 
 
@@ -299,7 +301,10 @@ def main(argv=None):
     for i, path in enumerate(args.images, 1):
         start = time.perf_counter()
         data = C.model_inputs(model, inferencer.pipeline, path)
-        result = C.class_activation_maps(model, data, layers, args.method, choose)
+        try:
+            result = C.class_activation_maps(model, data, layers, args.method, choose)
+        except C.CAMError as err:
+            raise SystemExit(f'cam: error: {err}')
         if result is None:
             print(f'[{i}/{total}] {path}: no {wanted}; skipped', flush=True)
             continue

@@ -24,7 +24,7 @@ import os
 import os.path as osp
 import shutil
 import tempfile
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -132,16 +132,18 @@ def _transform_name(transform: Mapping) -> str:
     return name.rsplit('.', 1)[-1]
 
 
-def corruption_transform(corruption: str, severity: int, channel_order: str = 'bgr') -> dict:
-    """The pipeline step that corrupts the loaded image (of ``channel_order``, as loaded):
-    ``ImageCorruption``, named with the scope it is registered in, so that it builds in mmdet's
-    pipelines as well."""
+def corruption_transform(corruption: str, severity: int, channel_order: str = 'bgr',
+                         seed: Optional[int] = 0) -> dict:
+    """The pipeline step that corrupts the loaded image (of ``channel_order``, as loaded; each
+    image's draws seeded by ``seed`` and its path): ``ImageCorruption``, named with the scope
+    it is registered in, so that it builds in mmdet's pipelines as well."""
     import ravlt_dense.datasets  # noqa: F401  registers ImageCorruption
     return dict(type='mmseg.ImageCorruption', corruption=corruption, severity=severity,
-                channel_order=channel_order)
+                channel_order=channel_order, seed=seed)
 
 
-def insert_corruption(pipeline: Sequence[Mapping], corruption: str, severity: int) -> list:
+def insert_corruption(pipeline: Sequence[Mapping], corruption: str, severity: int,
+                      seed: Optional[int] = 0) -> list:
     """A copy of a test ``pipeline`` with the corruption right after the image is loaded (the
     images are corrupted at their stored size, before any resize); severity 0 leaves it as it
     is.
@@ -156,14 +158,15 @@ def insert_corruption(pipeline: Sequence[Mapping], corruption: str, severity: in
     for i, name in enumerate(names):
         if name.startswith(IMAGE_LOADERS):
             order = pipeline[i].get('channel_order', 'bgr')  # mmcv's loaders' default
-            pipeline.insert(i + 1, corruption_transform(corruption, severity, order))
+            pipeline.insert(i + 1, corruption_transform(corruption, severity, order, seed))
             return pipeline
     raise ValueError(f'The test pipeline has no step that loads the image (one of '
                      f'{", ".join(IMAGE_LOADERS)}), after which the corruption would go: '
                      f'{" -> ".join(names)}')
 
 
-def corrupted_dataloader(dataloader: Mapping, corruption: str, severity: int) -> dict:
+def corrupted_dataloader(dataloader: Mapping, corruption: str, severity: int,
+                         seed: Optional[int] = 0) -> dict:
     """A copy of a test dataloader config whose dataset(s) corrupt their images (dataset
     wrappers such as ConcatDataset are followed to the datasets that hold a pipeline)."""
     dataloader = copy.deepcopy(dict(dataloader))
@@ -171,7 +174,8 @@ def corrupted_dataloader(dataloader: Mapping, corruption: str, severity: int) ->
     while stack:
         dataset = stack.pop()
         if dataset.get('pipeline') is not None:
-            dataset['pipeline'] = insert_corruption(dataset['pipeline'], corruption, severity)
+            dataset['pipeline'] = insert_corruption(dataset['pipeline'], corruption, severity,
+                                                    seed)
             found += 1
         else:
             stack += [dataset['dataset']] if dataset.get('dataset') else []
@@ -179,6 +183,34 @@ def corrupted_dataloader(dataloader: Mapping, corruption: str, severity: int) ->
     if not found:
         raise ValueError('The test dataset has no pipeline to insert the corruption into')
     return dataloader
+
+
+def complete_metrics(metrics: Mapping[str, float], reference: Optional[Mapping[str, float]],
+                     what: str) -> Dict[str, float]:
+    """The metrics of one evaluation, with those an evaluator leaves out for a model that
+    found nothing filled in.
+
+    mmdet's CocoMetric reports nothing at all ("The testing results of the whole dataset is
+    empty") when the model detects no object in any image, as heavily corrupted images can
+    make it: COCO's AP of such a model is 0, or -1 where the subset holds no object (as the
+    ``reference`` run, an earlier evaluation on the same images, reports).
+
+    Args:
+        metrics (dict): What the evaluator reported.
+        reference (dict, optional): An earlier evaluation's metrics (the first one: None).
+        what (str): The evaluation, as an error names it.
+    """
+    if metrics:
+        return dict(metrics)
+    if reference and all(name.startswith('coco/') for name in reference):
+        from mmengine.logging import print_log
+        print_log(f'{what}: no detection in any image; COCO\'s AP of that is 0 (-1 where no '
+                  'object of the subset exists)', logger='current', level=30)
+        return {name: -1.0 if value == -1 else 0.0 for name, value in reference.items()}
+    hint = (' For a detector: it may have found nothing at all; lower its score threshold '
+            '(e.g. --cfg-options model.test_cfg.rcnn.score_thr=0.0).' if reference is None
+            else '')
+    raise RuntimeError(f'The evaluator reported no metrics for {what}.{hint}')
 
 
 def default_metric(metrics: Mapping[str, float]) -> str:
@@ -337,7 +369,7 @@ def plot(results: RobustnessResults, metric: str, path: str, title: str = '',
         ax.set_xticks(range(6))
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, loc='lower left')
+        ax.legend(fontsize=6, loc='best')
     axes[0][0].set_ylabel(metric, fontsize=8)
     note = f'dotted: clean ({_fmt(clean)}), dashed: mPC ({_fmt(mpc)})'
     fig.suptitle(f'{title}  {note}' if title else note, fontsize=8)
@@ -346,19 +378,57 @@ def plot(results: RobustnessResults, metric: str, path: str, title: str = '',
     plt.close(fig)
 
 
+def plot_examples(img_path: str, corruptions: Sequence[str], severity: int, path: str,
+                  seed: Optional[int] = 0, dpi: int = 90) -> None:
+    """One image, clean and under each corruption at ``severity``, as the evaluation damages it
+    (the same transform, seed and path: the same draws)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import mmcv
+
+    from ravlt_dense.datasets.transforms import ImageCorruption
+    image = mmcv.imread(img_path)  # BGR, as the loaders give it
+    panels = [('clean', image)] + [
+        (name.replace('_', ' '),
+         ImageCorruption(name, severity, seed=seed)(dict(img=image.copy(),
+                                                         img_path=img_path))['img'])
+        for name in corruptions]
+    cols = min(len(panels), 8)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.45 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis('off')
+    for ax, (title, img) in zip(axes.flat, panels):
+        ax.imshow(img[..., ::-1])
+        ax.set_title(title, fontsize=7)
+    fig.suptitle(f'severity {severity}: {osp.basename(img_path)}', fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi)
+    plt.close(fig)
+    # 256 colours: noise panels stored in full colour would make the file several times larger
+    from PIL import Image
+    Image.open(buffer).convert('RGB').quantize(colors=256).save(path, format='PNG',
+                                                                 optimize=True)
+
+
 def write_results(out_dir: str, results: RobustnessResults, metric: str,
                   meta: Optional[Mapping] = None, aggregate: str = 'benchmark',
-                  title: str = '', name: str = 'robustness') -> Dict[str, str]:
+                  title: str = '', name: str = 'robustness',
+                  extra: Optional[Mapping[str, Callable[[str], None]]] = None) -> Dict[str, str]:
     """Write NAME.json (every metric, P/mPC/rPC, ``meta``), NAME.csv, NAME.md and NAME.png to
-    ``out_dir``, all or none: they are made in a temporary folder inside ``out_dir`` and moved
-    into place once all four exist. Returns the paths by extension."""
+    ``out_dir``, and ``extra`` files (file name -> a function that writes it to the path it is
+    given), all or none: they are made in a temporary folder inside ``out_dir`` and moved into
+    place once all exist. Returns the paths by extension (the extra ones by file name)."""
     made_dir = not osp.isdir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     paths = {ext: osp.join(out_dir, f'{name}.{ext}') for ext in ('json', 'csv', 'md', 'png')}
+    paths.update({file: osp.join(out_dir, file) for file in extra or {}})
     staging = tempfile.mkdtemp(prefix=f'.{name}.', dir=out_dir)
     done = False
     try:
-        staged = {ext: osp.join(staging, osp.basename(p)) for ext, p in paths.items()}
+        staged = {key: osp.join(staging, osp.basename(p)) for key, p in paths.items()}
         data = dict(meta or {}, metric=metric, **results.to_dict(aggregate))
         with open(staged['json'], 'w') as f:
             json.dump(data, f, indent=2)
@@ -367,8 +437,10 @@ def write_results(out_dir: str, results: RobustnessResults, metric: str,
         with open(staged['md'], 'w') as f:
             f.write((f'{title}\n\n' if title else '') + markdown_table(results, metric, aggregate))
         plot(results, metric, staged['png'], title=title, aggregate=aggregate)
-        for ext, path in paths.items():
-            os.replace(staged[ext], path)
+        for file, write in (extra or {}).items():
+            write(staged[file])
+        for key, path in paths.items():
+            os.replace(staged[key], path)
         done = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -140,42 +140,60 @@ class ImageCorruption(mmcv.transforms.BaseTransform):
 
     * The package defines the corruptions on RGB images (frost, for one, blends an RGB texture),
       while the loaders give BGR: the image is handed over in RGB and returned in its own order.
-    * glass_blur and impulse_noise draw a fresh seed from the operating system unless given one:
-      they get one drawn from NumPy's global generator, as the other corruptions draw from it, so
-      that a seeded run (mmengine seeds that generator and the loader workers) repeats.
+    * With a ``seed``, each image's random draws (noise, snow, the glass-blur shuffle...) follow
+      from the seed, the corruption, the severity and the image's path: the same damaged image
+      whatever the order, the number of loader workers or of processes. Without one they come
+      from NumPy's global generator (glass_blur and impulse_noise included, which would
+      otherwise draw a seed from the operating system).
 
-    Required keys: img (uint8). Modified keys: img.
+    Required keys: img (uint8), img_path (with a seed). Modified keys: img.
 
     Args:
         corruption (str): A corruption name (``imagecorruptions.get_corruption_names('all')``).
         severity (int): 1 (mild) to 5. Defaults to 1.
         channel_order (str): The order of the loaded image, 'bgr' (mmcv's loaders' default)
             or 'rgb'. Defaults to 'bgr'.
+        seed (int, optional): The seed of the draws. Defaults to None.
     """
 
-    def __init__(self, corruption: str, severity: int = 1, channel_order: str = 'bgr'):
+    def __init__(self, corruption: str, severity: int = 1, channel_order: str = 'bgr',
+                 seed: Optional[int] = None):
         if channel_order not in ('bgr', 'rgb'):
             raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}")
         self.corruption = corruption
         self.severity = severity
         self.channel_order = channel_order
+        self.seed = seed
 
-    def transform(self, results: dict) -> dict:
+    def _corrupt(self, img: np.ndarray) -> np.ndarray:
         import inspect
 
         from imagecorruptions import corrupt, corruption_dict
-        img = results['img'].astype(np.uint8, copy=False)
-        swap = self.channel_order == 'bgr' and img.ndim == 3 and img.shape[2] == 3
-        if swap:
-            img = img[..., ::-1]
         kwargs = {}
         if 'seed' in inspect.signature(corruption_dict[self.corruption]).parameters:
             kwargs['seed'] = int(np.random.randint(2**31 - 1))
-        out = corrupt(np.ascontiguousarray(img), corruption_name=self.corruption,
-                      severity=self.severity, **kwargs)
+        return corrupt(img, corruption_name=self.corruption, severity=self.severity, **kwargs)
+
+    def transform(self, results: dict) -> dict:
+        import zlib
+        img = results['img'].astype(np.uint8, copy=False)
+        swap = self.channel_order == 'bgr' and img.ndim == 3 and img.shape[2] == 3
+        img = np.ascontiguousarray(img[..., ::-1] if swap else img)
+        if self.seed is None:
+            out = self._corrupt(img)
+        else:  # the image's own draws, leaving the global generator as it was
+            image = results.get('img_path', results.get('sample_idx'))
+            key = f'{self.seed}:{self.corruption}:{self.severity}:{image}'
+            state = np.random.get_state()
+            np.random.seed(zlib.crc32(key.encode()))
+            try:
+                out = self._corrupt(img)
+            finally:
+                np.random.set_state(state)
         results['img'] = np.ascontiguousarray(out[..., ::-1]) if swap else out
         return results
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(corruption='{self.corruption}', "
-                f"severity={self.severity}, channel_order='{self.channel_order}')")
+                f"severity={self.severity}, channel_order='{self.channel_order}', "
+                f'seed={self.seed})')

@@ -13,8 +13,8 @@ run is done: the metric per corruption and severity, P (clean), mPC (mean over c
 severities 1-5) and rPC (mPC / P). Needs `pip install imagecorruptions-imaug==1.1.5`.
 """
 import argparse
+import functools
 import os.path as osp
-import random
 import time
 
 import numpy as np
@@ -46,7 +46,11 @@ def parse_args():
     parser.add_argument('--aggregate', choices=['benchmark', 'all'], default='benchmark',
                         help='corruptions mPC averages: the benchmark ones (as mmdet) or all run')
     parser.add_argument('--seed', type=int, default=0,
-                        help='seed of the corruptions\' random draws (noise, snow, ...)')
+                        help='seed of the corruptions\' random draws (noise, snow, ...), '
+                        'which also depend on the image (its path) and nothing else')
+    parser.add_argument('--show-examples', action='store_true',
+                        help='also draw the first test image under each corruption at the '
+                        'highest severity run (robustness_examples.png)')
     parser.add_argument('--out-dir', help='where the tables and figure go '
                         '(default: WORK_DIR/robustness)')
     parser.add_argument('--work-dir', help='the runner\'s work dir (logs)')
@@ -66,12 +70,8 @@ def evaluate(runner: Runner, cfg, corruption: str, severity: int, seed: int) -> 
     ``severity`` (0: the test dataloader as the config has it)."""
     if severity:
         runner._test_dataloader = R.corrupted_dataloader(cfg.test_dataloader, corruption,
-                                                         severity)
+                                                         severity, seed)
         runner._test_loop = dict(cfg.test_cfg)  # rebuilt by test() with the dataloader above
-    # The same draws for a corruption and severity whatever ran before it (workers are seeded
-    # by mmengine from the runner's seed).
-    np.random.seed(seed)
-    random.seed(seed)
     # as plain floats (mmseg's are NumPy scalars), the values tools/test.py logs
     return {name: float(value) for name, value in runner.test().items()
             if isinstance(value, (int, float, np.number))}
@@ -82,7 +82,6 @@ def main():
     cfg = load_config(args)
     resolve_checkpoint(args.checkpoint)  # a missing file fails before anything runs
     cfg.load_from = None  # loaded below, by our loader
-    cfg.randomness = dict(cfg.get('randomness') or {}, seed=args.seed)
     out_dir = args.out_dir or osp.join(cfg.work_dir, 'robustness')
     if any(s > 0 for s in args.severities):
         R.check_corruption_package(args.corruptions)
@@ -100,7 +99,13 @@ def main():
     results, metric = R.RobustnessResults(), args.metric
     for i, (corruption, severity) in enumerate(runs, 1):
         start = time.perf_counter()
-        metrics = evaluate(runner, cfg, corruption, severity, args.seed)
+        what = f'{corruption}, severity {severity}' if severity else 'clean'
+        reference = results.clean or next(
+            (m for by_severity in results.corrupted.values() for m in by_severity.values()), None)
+        metrics = R.complete_metrics(
+            evaluate(runner, cfg, corruption, severity, args.seed), reference,
+            f'the images with {corruption} at severity {severity}' if severity
+            else 'the clean images')
         if metric is None:
             metric = R.default_metric(metrics)
         elif metric not in metrics:
@@ -110,7 +115,6 @@ def main():
             results.clean = metrics
         else:
             results.corrupted.setdefault(corruption, {})[severity] = metrics
-        what = f'{corruption}, severity {severity}' if severity else 'clean'
         print_log(f'[{i}/{len(runs)}] {what}: {metric} {metrics[metric]:.4g} '
                   f'({time.perf_counter() - start:.1f} s)', logger='current')
 
@@ -119,7 +123,13 @@ def main():
         title = f'{osp.splitext(osp.basename(args.config))[0]}: {metric} under corruptions'
         meta = dict(config=args.config, checkpoint=args.checkpoint, seed=args.seed,
                     severities=args.severities, corruptions=args.corruptions)
-        paths = R.write_results(out_dir, results, metric, meta, args.aggregate, title)
+        extra = {}
+        if args.show_examples and results.corrupted:
+            image = runner.test_dataloader.dataset.get_data_info(0)['img_path']
+            severity = max(args.severities)
+            extra['robustness_examples.png'] = functools.partial(
+                R.plot_examples, image, results.corruptions, severity, seed=args.seed)
+        paths = R.write_results(out_dir, results, metric, meta, args.aggregate, title, extra=extra)
         print(R.markdown_table(results, metric, args.aggregate))
         print(f'Wrote {", ".join(paths.values())}')
     finish_distributed()

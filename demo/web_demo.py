@@ -33,7 +33,6 @@ page loads its scripts, styles and fonts from this server only. Errors (a file t
 image, a model that fails to load) are shown on the page, and the server keeps serving.
 """
 import argparse
-import atexit
 import contextlib
 import importlib
 import io
@@ -429,11 +428,12 @@ def build_page(predictor: Predictor, examples: Sequence[str], score_thr: float):
 
 def main(argv=None):
     args = parse_args(argv)
-    example_dir = tempfile.mkdtemp(prefix='ravlt_web_demo_')
-    atexit.register(shutil.rmtree, example_dir, True)
-    examples = write_examples(example_dir) + args.examples
     predictor = Predictor(args.choices, args.device)
-    page = build_page(predictor, examples, args.pred_score_thr)
+    # Gradio copies the examples into its own cache when it builds the page: the files
+    # written here are not needed past that.
+    with tempfile.TemporaryDirectory(prefix='ravlt_web_demo_') as example_dir:
+        examples = write_examples(example_dir) + args.examples
+        page = build_page(predictor, examples, args.pred_score_thr)
     print(f'web_demo: {len(predictor.choices)} model(s): {", ".join(predictor.choices)}; '
           f'{len(examples)} examples; device {args.device}', flush=True)
     # Gradio's default theme takes its fonts from Gradio's own files: nothing from outside.

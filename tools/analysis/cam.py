@@ -49,6 +49,9 @@ from ravlt_dense.inputs import collect_images, read_image, unique_stem
 
 # Rows of --panel at most: a figure for a few images, not for a data set.
 PANEL_ROWS = 12
+# The process's file creation mask (read by setting it: there is no other way).
+UMASK = os.umask(0)
+os.umask(UMASK)
 
 
 def parse_args(argv=None):
@@ -168,12 +171,13 @@ def build_inferencer(cfg: Config, task: str, checkpoint: str, device: str):
 
 def write_atomically(path: str, data: bytes) -> None:
     """``data`` to ``path`` through a temporary file in the same folder: whole or not at all."""
-    os.makedirs(osp.dirname(path) or '.', exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=osp.dirname(path) or '.', prefix='.tmp-',
-                               suffix=osp.basename(path))
+    folder = osp.dirname(path) or '.'
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix=osp.basename(path))
     try:
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp's 0600 -> what open() would have given
         os.replace(tmp, path)
     except BaseException:
         if osp.exists(tmp):
@@ -209,6 +213,11 @@ def write_panel(path: str, rows, columns) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format='png', dpi=80)
     plt.close(fig)
+    # 256 colours: a quarter of the size of the full-colour figure, the same to the eye
+    from PIL import Image
+    figure = Image.open(buffer).convert('RGB').quantize(256, method=Image.Quantize.FASTOCTREE)
+    buffer = io.BytesIO()
+    figure.save(buffer, format='png', optimize=True)
     write_atomically(path, buffer.getvalue())
 
 
@@ -260,8 +269,10 @@ def draw_and_write(args, path, stem, result):
                 print(f'  {C.METHOD_TITLES[method]} at {layer} is zero everywhere: the target '
                       'does not depend on this layer', flush=True)
     box = dict(index=target.index, bbox=target.box) if target.box is not None else {}
+    area = float(C.target_region(target, image.shape[:2]).mean())  # an even map's share
     record = dict(image=path, target=dict(label=target.label, class_name=target.class_name,
-                                          score=target.score, **box), maps=maps)
+                                          score=target.score, area_share=area, **box),
+                  maps=maps)
     return record, drawings
 
 
@@ -278,6 +289,9 @@ def pointing_table(records) -> str:
         peaks = sum(m['peak_in_target'] for m in found)
         share = sum(m['energy_in_target'] for m in found) / len(found)
         lines.append(f'{names[key]:<{width}}{f"{peaks}/{len(found)}":<17}{share:.2f}')
+    area = sum(r['target']['area_share'] for r in records) / len(records)
+    lines.append(f'(the targets cover {area:.2f} of their images: a map spread evenly would '
+                 'have that share in them)')
     return '\n'.join(lines)
 
 

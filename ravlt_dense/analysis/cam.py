@@ -1,8 +1,8 @@
 """Class activation maps of mmdet 3.x detectors and mmseg 1.x segmentors at any named layer:
 Grad-CAM and HiResCAM (from the gradient of a score) and EigenCAM (gradient-free).
 
-Both methods read the output of one module (a name of ``model.named_modules()``, such as
-``backbone.layers.2`` or ``neck.fpn_convs.0``) during the model's own test-time forward
+The three read the output of one module (a name of ``model.named_modules()``, such as
+``backbone.layers.1`` or ``neck.fpn_convs.0``) during the model's own test-time forward
 (``model(inputs, data_samples, mode='predict')`` after the config's test pipeline and
 ``model.data_preprocessor``), so the map explains the prediction the detector or segmentor
 actually makes:
@@ -19,7 +19,7 @@ actually makes:
   A as an (h*w) x C matrix), signed so that the positions that stand out are positive. It
   shows what the layer responds to most, whatever the target: every salient object.
 
-The score of Grad-CAM:
+The score that Grad-CAM and HiResCAM take the gradient of:
 
 * detector: the score the detector reports for one kept detection. mmdet's test path takes
   each kept detection's score from the classifier's scores by index (NMS picks indices, and
@@ -30,7 +30,7 @@ The score of Grad-CAM:
 * segmentor: the sum of one class's logits (``seg_logits``) over the pixels predicted as that
   class.
 
-Both maps are resized from the layer's resolution to the network input, cropped to the image
+The maps are resized from the layer's resolution to the network input, cropped to the image
 without its padding and resized to the original image, so they overlay it pixel for pixel.
 
 The ``grad-cam`` package would do the arithmetic, but it requires torchvision, and PyPI's
@@ -388,8 +388,8 @@ def task_of(model: nn.Module) -> str:
         return 'seg'
     if module.startswith('mmdet') or hasattr(model, 'bbox_head') or hasattr(model, 'roi_head'):
         return 'det'
-    raise ValueError(f'{type(model).__name__} is neither an mmdet detector nor an mmseg '
-                     'segmentor')
+    raise CAMError(f'{type(model).__name__} is neither an mmdet detector nor an mmseg '
+                   'segmentor')
 
 
 def model_inputs(model: nn.Module, pipeline: Callable, image: Union[str, np.ndarray]) -> dict:
@@ -434,10 +434,11 @@ def class_activation_maps(model: nn.Module, data: dict, layers: Sequence[str],
         task = task_of(model)
         choose = (lambda s: detection_target(s, classes)) if task == 'det' else \
             (lambda s: segmentation_target(s, classes))
+    gradient_methods = [m for m in methods if m in GRADIENT_METHODS]
     # The input requires grad so that every layer's output joins the graph, those of frozen
-    # stages (no trainable parameters before them) included.
-    inputs = data['inputs'].detach().float().requires_grad_(True)
-    with torch.enable_grad(), dense_head_scores_attached(), \
+    # stages (no trainable parameters before them) included. EigenCAM alone needs no graph.
+    inputs = data['inputs'].detach().float().requires_grad_(bool(gradient_methods))
+    with torch.set_grad_enabled(bool(gradient_methods)), dense_head_scores_attached(), \
             captured_outputs(model, layers) as outputs:
         sample = model(inputs, data['data_samples'], mode='predict')[0]
     target, score_of = choose(sample)
@@ -445,12 +446,11 @@ def class_activation_maps(model: nn.Module, data: dict, layers: Sequence[str],
         return None
     metainfo, input_hw = sample.metainfo, tuple(inputs.shape[-2:])
     maps: Dict[str, Dict[str, np.ndarray]] = {method: {} for method in methods}
-    gradient_methods = [m for m in methods if m in GRADIENT_METHODS]
     if gradient_methods:
         score = score_of(sample)
         if score.grad_fn is None:
-            raise CAMError('the score of the target carries no gradient: the model\'s '
-                             'predict path detaches it: use eigencam')
+            raise CAMError('the score of the target carries no gradient (the model\'s predict '
+                           'path detaches it): use --method eigencam')
         activations = [a for layer in layers for a in outputs[layer]]
         grads = iter(torch.autograd.grad(score, activations, allow_unused=True))
         for layer in layers:

@@ -147,7 +147,8 @@ def run_main(tool, argv):
 
 def test_layers_that_make_no_map_are_named(cam_tool, quickstart_detector, tmp_path, capsys):
     """A name that is no module lists the valid ones nearby; a module whose output is no map
-    (a fully connected layer of the box head) says so; --preview-model lists the names."""
+    (a fully connected layer of the box head) says so; no file is written, nor for a detection
+    that no image has; --preview-model lists the names."""
     trained, image = quickstart_detector, val_images(quickstart_detector, 'val/*.png', 1)[0]
     model = [trained.config, trained.checkpoint]
     message = run_main(cam_tool, [*model, image, '--out-dir', tmp_path, '--target-layers',
@@ -158,6 +159,9 @@ def test_layers_that_make_no_map_are_named(cam_tool, quickstart_detector, tmp_pa
     message = run_main(cam_tool, [*model, image, '--out-dir', tmp_path, '--target-layers',
                                   'roi_head.bbox_head.shared_fcs.0', '--device', 'cpu'])
     assert 'roi_head.bbox_head.shared_fcs.0 makes no map: it returns a tensor of shape' in message
+    message = run_main(cam_tool, [*model, image, '--out-dir', tmp_path / 'out', '--target-det',
+                                  99, '--device', 'cpu'])
+    assert message == 'cam: error: no image has a detection 99: nothing written'
     assert not list(tmp_path.iterdir())
     cam_tool.main([str(a) for a in model] + ['--preview-model', '--device', 'cpu'])
     assert 'backbone.layers.1.blocks.0.attn  (RALAttention)' in capsys.readouterr().out

@@ -307,7 +307,6 @@ def main(argv=None):
     layers = checked_layers_and_class(args, model, classes)
     choose, wanted = target_chooser(args, task, classes)
 
-    os.makedirs(args.out_dir, exist_ok=True)
     total = len(args.images)
     print(f'{total} image(s); {", ".join(args.method)} at {", ".join(layers)} of '
           f'{osp.basename(args.config)} ({args.device}) -> {args.out_dir}', flush=True)

@@ -3,7 +3,8 @@ by patches, where one pass over the downsized image would miss the small objects
 
     python demo/large_image_demo.py IMAGE_OR_DIR CONFIG CHECKPOINT [--out-dir outputs]
         [--patch-size 640] [--patch-overlap-ratio 0.25] [--batch-size 1] [--score-thr 0.3]
-        [--merge-iou-thr 0.25] [--merge-nms-type nms] [--full-image-pass] [--compare]
+        [--merge-iou-thr 0.25] [--merge-nms-type nms] [--full-image-pass]
+        [--compare [--compare-crop X Y W H] [--compare-width 1600]]
     python demo/large_image_demo.py IMAGE ZOO_NAME [...]      # e.g. maskrcnn_ravlt_s_coco
 
 The arguments are those of mmdet's demo/large_image_demo.py; the model is a config and its
@@ -18,7 +19,8 @@ objects larger than a patch; ``--no-slice`` runs that pass alone. Instance masks
 merged: the result holds boxes. For every image NAME it writes OUT_DIR/vis/NAME.png (drawn by
 mmdet's visualizer) and OUT_DIR/preds/NAME.json (as demo/image_demo.py: class, score, box per
 instance with score >= --score-thr). ``--compare`` also runs the single resized pass and writes
-OUT_DIR/compare/NAME.png (the two results side by side, scaled to ``--compare-width`` px) and
+OUT_DIR/compare/NAME.png (the two results side by side, scaled to ``--compare-width`` px; on
+``--compare-crop``, a region of the image, for a look at small objects) and
 OUT_DIR/preds/NAME_resized.json.
 
 Segmentors (mmseg): mmseg's sliding-window inference (``test_cfg`` mode='slide') through
@@ -27,6 +29,7 @@ demo/seg_demo.py, with windows that cover ``--patch-size`` px of the image, over
 writes OUT_DIR/vis/NAME.png and OUT_DIR/pred/NAME.png, the label map at the image's full size.
 """
 import argparse
+import importlib.util
 import io
 import os.path as osp
 import sys
@@ -35,17 +38,16 @@ from typing import List, Sequence, Tuple
 import cv2
 import mmcv
 import numpy as np
+import seg_demo  # demo/ is sys.path[0] when this runs as a script
 from mmengine.config import Config
 from mmengine.fileio import dump, put
 from mmengine.utils import ProgressBar
+from video_demo import det_inferencer, is_segmentor, resolve_model
 
 # importing ravlt_dense registers RAVLT and the types found in our checkpoints
 from ravlt_dense.engine.checkpoints import ATOMIC_BACKEND
 from ravlt_dense.inference import default_device
 from ravlt_dense.inputs import collect_images, read_image, unique_stem
-
-import seg_demo  # demo/ is sys.path[0] when this runs as a script
-from video_demo import det_inferencer, is_segmentor, resolve_model
 
 ATOMIC = dict(backend=ATOMIC_BACKEND)  # files written whole (temporary name, then renamed)
 DEFAULT_PATCH = dict(det=640, seg=512)  # mmdet's demo; ADE20K's crops
@@ -83,7 +85,9 @@ def parse_args(argv=None):
     parser.add_argument('--compare', action='store_true',
                         help='also write the single resized pass and a side-by-side figure')
     parser.add_argument('--compare-width', type=int, default=1600,
-                        help='width in px of the --compare figure')
+                        help='width in px of the --compare figure (at most the image\'s own)')
+    parser.add_argument('--compare-crop', type=int, nargs=4, metavar=('X', 'Y', 'W', 'H'),
+                        help='draw the --compare figure on this region of the image (pixels)')
     args = parser.parse_args(argv)
     check_options(parser, args)
     try:
@@ -111,6 +115,8 @@ def check_options(parser, args) -> None:
                      '--full-image-pass or --compare')
     if args.compare_width < 64:
         parser.error(f'--compare-width must be at least 64 px, got {args.compare_width}')
+    if args.compare_crop and (min(args.compare_crop[:2]) < 0 or min(args.compare_crop[2:]) < 1):
+        parser.error(f'--compare-crop X Y W H: a region inside the image, got {args.compare_crop}')
 
 
 def checked_images(img: str) -> List[str]:
@@ -214,22 +220,32 @@ def draw(visualizer, img_bgr: np.ndarray, sample, score_thr: float) -> np.ndarra
 
 
 def compare_figure(visualizer, img_bgr: np.ndarray, panels: Sequence[Tuple[str, object]],
-                   score_thr: float, width: int) -> np.ndarray:
-    """The panels' results side by side on the image scaled to ``width`` px in all (never
-    enlarged), each under its title and count; boxes drawn at a constant line width, so that
-    they stay visible at any scale."""
+                   score_thr: float, width: int, crop=None) -> np.ndarray:
+    """The panels' results side by side on the image (or its region ``crop``: x, y, w, h)
+    scaled to ``width`` px in all (never enlarged), each under its title and its count of
+    detections in the whole image; boxes are drawn at a constant line width, so that they stay
+    visible at any scale."""
     gap, band = 8, 32
-    scale = min(1., (width - gap * (len(panels) - 1)) / len(panels) / img_bgr.shape[1])
-    small = mmcv.imrescale(img_bgr, scale)
+    x, y, w, h = crop or (0, 0, img_bgr.shape[1], img_bgr.shape[0])
+    region = img_bgr[y:y + h, x:x + w]
+    scale = min(1., (width - gap * (len(panels) - 1)) / len(panels) / region.shape[1])
+    small = mmcv.imrescale(region, scale)
     palette = visualizer.dataset_meta.get('palette') or [(220, 20, 60)]
     drawn = []
     for title, sample in panels:
         pred = sample.pred_instances
         pred = pred[pred.scores >= score_thr]
+        boxes = pred.bboxes - pred.bboxes.new_tensor([x, y, x, y])
+        inside = (boxes[:, 2] > 0) & (boxes[:, 3] > 0) & (boxes[:, 0] < region.shape[1]) & \
+            (boxes[:, 1] < region.shape[0])
+        boxes = (boxes[inside] * scale).clamp(min=0)
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(max=small.shape[1] - 1)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(max=small.shape[0] - 1)
         visualizer.set_image(mmcv.bgr2rgb(small))
-        if len(pred):
-            colors = [tuple(palette[int(label) % len(palette)]) for label in pred.labels]
-            visualizer.draw_bboxes(pred.bboxes * scale, edge_colors=colors, line_widths=2)
+        if len(boxes):
+            colors = [tuple(palette[int(label) % len(palette)])
+                      for label in pred.labels[inside]]
+            visualizer.draw_bboxes(boxes, edge_colors=colors, line_widths=2)
         header = np.full((band, small.shape[1], 3), 255, np.uint8)
         cv2.putText(header, f'{title}: {len(pred)} detections', (6, band - 10),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
@@ -241,7 +257,16 @@ def compare_figure(visualizer, img_bgr: np.ndarray, panels: Sequence[Tuple[str, 
     return np.concatenate(row, axis=1)
 
 
+def check_sahi() -> None:
+    """Sliced detection needs SAHI's slicing: say how to get it before the model loads."""
+    if importlib.util.find_spec('sahi') is None:
+        sys.exit('large_image_demo: error: sliced detection needs SAHI: pip install sahi==0.12.8 '
+                 '(or pip install -e ".[demo]" in a clone); --no-slice runs without it')
+
+
 def detect(args) -> None:
+    if not args.no_slice:
+        check_sahi()
     patch = args.patch_size or DEFAULT_PATCH['det']
     detector = SlicedDetector(args.config, args.checkpoint, args.device, patch,
                               args.patch_overlap_ratio, args.batch_size, args.merge_iou_thr,
@@ -253,14 +278,19 @@ def detect(args) -> None:
         img = read_image(path)
         name = unique_stem(path, used)
         height, width = img.shape[:2]
-        info = dict(image=path, height=height, width=width, classes=classes,
-                    pred_score_thr=args.score_thr)
+        if args.compare_crop and not (args.compare_crop[0] < width and
+                                      args.compare_crop[1] < height):
+            sys.exit(f'large_image_demo: error: --compare-crop {args.compare_crop} starts '
+                     f'outside {path} ({width}x{height})')
+        base = dict(image=path, height=height, width=width, classes=classes,
+                    pred_score_thr=args.score_thr, patches=0)
         print(f'{path}: {width}x{height}', flush=True)
         if args.no_slice:
-            result, info['patches'] = detector.resized_pass(img), 0
+            result, info = detector.resized_pass(img), base
         else:
-            result, info['patches'] = detector(img, args.full_image_pass)
-            info.update(patch_size=patch, patch_overlap_ratio=args.patch_overlap_ratio,
+            result, patches = detector(img, args.full_image_pass)
+            info = dict(base, patches=patches, patch_size=patch,
+                        patch_overlap_ratio=args.patch_overlap_ratio,
                         full_image_pass=args.full_image_pass)
         found = instances(result, classes, args.score_thr)
         vis_file = osp.join(args.out_dir, 'vis', name + '.png')
@@ -272,11 +302,11 @@ def detect(args) -> None:
         if args.compare:
             resized = detector.resized_pass(img)
             resized_found = instances(resized, classes, args.score_thr)
-            write_json(dict(info, patches=0, instances=resized_found),
+            write_json(dict(base, instances=resized_found),
                        osp.join(args.out_dir, 'preds', name + '_resized.json'))
             figure = compare_figure(visualizer, img, [('one resized pass', resized),
                                                       (f'{info["patches"]} patches', result)],
-                                    args.score_thr, args.compare_width)
+                                    args.score_thr, args.compare_width, args.compare_crop)
             compare_file = osp.join(args.out_dir, 'compare', name + '.png')
             write_figure(figure, compare_file)
             print(f'{path}: {len(resized_found)} instance(s) from one resized pass -> '

@@ -25,7 +25,7 @@ from typing import List, Optional, Sequence
 import mmcv
 import numpy as np
 from mmengine.config import Config
-from mmengine.utils import import_modules_from_strings
+from mmengine.utils import ProgressBar, import_modules_from_strings
 
 from ravlt_dense.checkpoint import find_checkpoint
 from ravlt_dense.inference import add_model_arguments, default_device, resolve_demo_model
@@ -87,6 +87,33 @@ def load_config(config: str, slide: bool = False, crop_size=(512, 512),
     return cfg
 
 
+def count_windows(model) -> None:
+    """A progress bar over the sliding windows of each image (mmseg's ``slide_inference``
+    calls ``encode_decode`` once per window): a large image takes minutes."""
+    slide, encode_decode = model.slide_inference, model.encode_decode
+
+    def slide_with_progress(inputs, batch_img_metas):
+        (h_crop, w_crop), (h_stride, w_stride) = model.test_cfg.crop_size, model.test_cfg.stride
+        h_img, w_img = inputs.shape[2:]
+        rows = max(h_img - h_crop + h_stride - 1, 0) // h_stride + 1  # as slide_inference
+        cols = max(w_img - w_crop + w_stride - 1, 0) // w_stride + 1
+        progress = ProgressBar(rows * cols)  # windows done, windows per second, ETA
+
+        def counted(*args, **kwargs):
+            logits = encode_decode(*args, **kwargs)
+            progress.update()
+            return logits
+
+        model.encode_decode = counted
+        try:
+            return slide(inputs, batch_img_metas)
+        finally:
+            del model.encode_decode  # the class's method again
+            sys.stdout.write('\n')
+
+    model.slide_inference = slide_with_progress
+
+
 def build_inferencer(cfg: Config, checkpoint: str, device: str):
     """mmseg's inferencer with the project's weights loading, labelled with the model's
     classes (``ravlt_dense.apis.RAVLTSegInferencer``)."""
@@ -108,6 +135,8 @@ def run(config: str, checkpoint: str, inputs: Sequence[str], out_dir: str,
     images = collect_images(inputs)
     cfg = load_config(config, slide, crop_size, stride, scale_factor)
     inferencer = build_inferencer(cfg, checkpoint, device or default_device())
+    if slide:
+        count_windows(inferencer.model)
     visualizer = inferencer.visualizer
     visualizer.alpha = opacity
 

@@ -58,19 +58,21 @@ def test_slicing_finds_what_one_resized_pass_misses(quickstart_detector, tmp_pat
     out = tmp_path / 'out'
     proc = run_tool(['demo/large_image_demo.py', image, quickstart_detector.config,
                      quickstart_detector.checkpoint, '--out-dir', out, '--patch-size', '128',
-                     '--patch-overlap-ratio', '0.2', '--batch-size', '4', '--compare',
-                     '--device', 'cpu'])
+                     '--patch-overlap-ratio', '0.2', '--batch-size', '4', '--full-image-pass',
+                     '--compare', '--compare-crop', '128', '0', '384', '256', '--device', 'cpu'])
     assert 'task/s' in proc.stdout  # the patches' progress bar
     sliced = json.loads((out / 'preds' / 'mosaic.json').read_text())
     resized = json.loads((out / 'preds' / 'mosaic_resized.json').read_text())
     assert (sliced['height'], sliced['width'], sliced['patch_size']) == (*DET_SHAPE, 128)
+    assert sliced['full_image_pass'] and 'patch_size' not in resized
     assert sliced['patches'] == 6 * 4  # 6 columns x 4 rows of 128 px, 20% overlap
+    # the patches (and the full pass merged with them) against the full pass alone
     found, missed = (true_positives(r['instances'], truth) for r in (sliced, resized))
     assert found > 2 * max(missed, 1) and found >= 0.3 * len(truth), (found, missed, len(truth))
     vis = cv2.imread(str(out / 'vis' / 'mosaic.png'))
     assert vis.shape[:2] == DET_SHAPE and np.any(vis != cv2.imread(str(image)))
     figure = cv2.imread(str(out / 'compare' / 'mosaic.png'))
-    assert figure.shape[1] == 2 * DET_SHAPE[1] + 8  # the two panels at the image's own size
+    assert figure.shape[:2] == (32 + 256, 2 * 384 + 8)  # titles over the crop, side by side
     assert sorted(p.name for p in out.rglob('*') if p.is_file()) == [
         'mosaic.json', 'mosaic.png', 'mosaic.png', 'mosaic_resized.json']  # no temporaries
 
@@ -85,6 +87,7 @@ def test_sliding_windows_segment_a_large_image(quickstart_segmentor, tmp_path):
     proc = run_tool(['demo/large_image_demo.py', image, *model, '--out-dir', tmp_path / 'slide',
                      '--patch-size', '128', '--device', 'cpu'])
     assert 'the model sees 64x64, stride 48x48' in proc.stdout  # the config's 128 -> 64 px
+    assert 'task/s' in proc.stdout  # the windows' progress bar
     load_script('demo/seg_demo.py').run(*map(str, model), [str(image)], str(tmp_path / 'one'),
                                         device='cpu')
     slide, one = (cv2.imread(str(tmp_path / run / 'pred' / 'mosaic.png'), cv2.IMREAD_UNCHANGED)

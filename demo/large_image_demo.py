@@ -100,6 +100,7 @@ def parse_args(argv=None):
 
 
 def check_options(parser, args) -> None:
+    """The options' values, before anything is read or loaded."""
     if not 0 <= args.score_thr <= 1:
         parser.error(f'--score-thr must be in [0, 1], got {args.score_thr}')
     if args.patch_size is not None and args.patch_size < 32:

@@ -287,19 +287,16 @@ class FramePainter:
         return np.ascontiguousarray(visualizer.get_image()[:, :, ::-1])
 
 
-def run(source: VideoSource, painter: FramePainter, out: Optional[str] = None,
-        show: bool = False, batch_size: int = 1, max_frames: Optional[int] = None,
-        fps: Optional[float] = None, fourcc: str = 'mp4v', wait_time: float = 1
-        ) -> Tuple[int, bool]:
-    """Paint the frames of ``source``; write them to ``out`` and/or show them.
+def run(source: VideoSource, painter: FramePainter,
+        writer: Optional[AtomicVideoWriter] = None, show: bool = False, batch_size: int = 1,
+        max_frames: Optional[int] = None, wait_time: float = 1) -> Tuple[int, bool]:
+    """Paint the frames of ``source``; write them with ``writer`` and/or show them.
 
     Return the number of frames painted and whether the user stopped the run (Ctrl-C, or q /
-    Esc in the window). ``out`` appears once the source has been read to its end or to
-    ``max_frames``; a camera's video also when the user stops it; a video file stopped halfway
-    or an error leave nothing.
+    Esc in the window). The video is committed once the source has been read to its end or to
+    ``max_frames``, a camera's also when the user stops it; a video file stopped halfway, an
+    error or no frame at all leave nothing.
     """
-    fps = fps or source.fps or CAMERA_FPS
-    writer = AtomicVideoWriter(out, fourcc, fps, (source.width, source.height)) if out else None
     total = min(filter(None, (source.num_frames, max_frames)), default=0)
     progress = ProgressBar(total)  # frames done, frames per second ("task/s"), ETA
     done, stopped = 0, False
@@ -324,7 +321,7 @@ def run(source: VideoSource, painter: FramePainter, out: Optional[str] = None,
             cv2.destroyAllWindows()
         sys.stdout.write('\n')
     if writer:
-        if stopped and not source.is_camera:
+        if done == 0 or (stopped and not source.is_camera):
             writer.discard()
         else:
             writer.commit()
@@ -349,12 +346,17 @@ def main(argv=None):
     except BaseException:
         source.release()
         raise
+    writer = None
+    if args.out:
+        try:
+            writer = AtomicVideoWriter(args.out, args.fourcc, args.fps or source.fps or
+                                       CAMERA_FPS, (source.width, source.height))
+        except ValueError as err:  # a codec OpenCV lacks
+            source.release()
+            sys.exit(f'video_demo: error: {err}')
     start = time.perf_counter()
-    try:
-        done, stopped = run(source, painter, args.out, args.show, args.batch_size,
-                            args.max_frames, args.fps, args.fourcc, args.wait_time)
-    except ValueError as err:  # the writer's codec
-        sys.exit(f'video_demo: error: {err}')
+    done, stopped = run(source, painter, writer, args.show, args.batch_size, args.max_frames,
+                        args.wait_time)
     seconds = time.perf_counter() - start
     print(f'{source.name}: {done} frame(s) in {seconds:.1f} s, {done / seconds:.2f} frames/s',
           flush=True)

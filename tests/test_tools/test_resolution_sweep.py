@@ -129,7 +129,9 @@ def test_slopes_and_budgets(sweep_tool, tmp_path, monkeypatch):
             cells = table_row(md, section, f'test_resolution_sweep:{name}')
             assert len(cells) == len(SIZES) + 1 and all(
                 re.fullmatch(r'[\d,]+', c) for c in cells[:-1]), cells
-            slopes[section, name] = float(cells[-1])
+            # the slope and the sizes it was fitted over
+            slopes[section, name] = float(re.fullmatch(r'(\d+\.\d\d) \(192–320\)',
+                                                       cells[-1]).group(1))
         assert table_row(md, section, 'test_resolution_sweep:slow') == [
             '**over time budget**', 'not run', '–']
         assert table_row(md, section, 'test_resolution_sweep:hungry') == [

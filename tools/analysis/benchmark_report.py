@@ -239,7 +239,7 @@ def plot_loglog(rows: List[dict], path: str,
                                                       else f' (slope {slope:.2f})'))
     fig, axes = plt.subplots(1, len(panels), squeeze=False,
                              figsize=(panel_size[0] * len(panels), panel_size[1]))
-    colors = plt.get_cmap('tab20').colors
+    colors = plt.get_cmap('tab10').colors
     lines = list(dict.fromkeys(map(name, rows)))  # a series keeps its colour in every panel
     for ax, (key, axis, slopes) in zip(axes[0], panels):
         by_series = points(rows, key, name)
@@ -249,14 +249,16 @@ def plot_loglog(rows: List[dict], path: str,
                     color=colors[lines.index(line) % len(colors)],
                     label=legend(line, slopes.get(line)))
         values = [pt for pts in by_series.values() for pt in pts]
+        ax.set_xscale('log')
+        ax.set_yscale('log')
         if len({p for p, _ in values}) > 1:
             lo, hi = min(p for p, _ in values), max(p for p, _ in values)
             ref = min(v for p, v in values if p == lo)
+            ylim = ax.get_ylim()  # the guides start at the lowest point and end at the top
             for power, ls in ((1, ':'), (2, '-.')):
                 ax.plot([lo, hi], [ref, ref * (hi / lo)**power], ls, color='grey',
                         label=f'slope {power} ({"linear" if power == 1 else "quadratic"})')
-        ax.set_xscale('log')
-        ax.set_yscale('log')
+            ax.set_ylim(ylim)
         ax.set_xlabel('pixels per image (H x W)')
         ax.set_ylabel(axis)
         ax.grid(True, which='both', alpha=0.3)

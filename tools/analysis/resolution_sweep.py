@@ -52,6 +52,8 @@ DEFAULT_MODELS = {
               'maskrcnn_ravlt_s_rala', 'maskrcnn_swin_t'),
 }
 SHARE = 0.5  # "dominates": more than half of the forward's time
+# Ahead of Swin-T: faster or lighter by more than this (closer is a tie: the noise of one run)
+MARGIN = 0.05
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -248,7 +250,10 @@ def value_table(rows, key, fmt, fits, title_unit) -> List[str]:
     lines = ['| model | ' + ' | '.join(sizes) + f' | slope ({title_unit}) |',
              '|---|' + '---|' * (len(sizes) + 1)]
     for name, per_size in by_model(rows).items():
-        slope = f'{fits[name][0]:.2f}' if name in fits else '–'
+        slope = '–'
+        if name in fits:
+            value, pixels = fits[name]
+            slope = f'{value:.2f} ({side(min(pixels))}–{side(max(pixels))})'
         lines.append(f'| {name} | ' + ' | '.join(cell(per_size.get(s), key, fmt) for s in sizes)
                      + f' | {slope} |')
     return lines
@@ -260,12 +265,19 @@ def fit_range(fits: Dict[str, tuple]) -> str:
     if len(spans) == 1:
         lo, hi, n = spans.pop()
         return f'fitted over the {n} largest sizes measured, {size_of(lo)} to {size_of(hi)}'
-    return 'fitted over each model\'s largest sizes measured (the ranges differ: see the CSV)'
+    most = max(len(p) for _, p in fits.values())
+    return (f'fitted over each model\'s {most} largest sizes measured (fewer where it has '
+            'fewer), from and to the sizes in brackets')
 
 
 def size_of(pixels: int) -> str:
-    side = int(round(pixels**0.5))
-    return f'{side}x{side}' if side * side == pixels else f'{pixels:,} px'
+    return f'{side(pixels)}x{side(pixels)}' if side(pixels).isdigit() else side(pixels)
+
+
+def side(pixels: int) -> str:
+    """The side of a square of ``pixels`` ('1024'), else the pixel count ('1,228,800 px')."""
+    n = int(round(pixels**0.5))
+    return str(n) if n * n == pixels else f'{pixels:,} px'
 
 
 def baseline_of(name: str, level: str, measured) -> Optional[str]:
@@ -312,8 +324,8 @@ def crossover_lines(rows: List[dict], level: str) -> List[str]:
             f'{speed[s]:.2f}x / {memory[s]:.2f}x' if s in ours else '' for s in sizes) + ' |')
         largest = max(ours, key=lambda s: ours[s]['pixels'])
         base_name = report.label(next(iter(theirs.values())))
-        for what, ratios, better in (('time', speed, lambda v: v > 1),
-                                     ('memory', memory, lambda v: v < 1)):
+        for what, ratios, better in (('time', speed, lambda v: v > 1 + MARGIN),
+                                     ('memory', memory, lambda v: v < 1 - MARGIN)):
             start = for_good(sizes, {s: better(v) for s, v in ratios.items()})
             if start is None:
                 answers.append(f'- {name} against {base_name}, {what}: not ahead up to '
@@ -333,8 +345,8 @@ def crossover_lines(rows: List[dict], level: str) -> List[str]:
              + (' Whole models are compared with the same head on Swin-T.'
                 if level == 'model' else ''), '',
              '| model | ' + ' | '.join(sizes) + ' |', '|---|' + '---|' * len(sizes)]
-            + table + ['', 'Where each overtakes Swin-T (ahead at that size and every larger '
-                       'one both measured):', ''] + answers + [''])
+            + table + ['', f'Where each overtakes Swin-T (ahead by more than {MARGIN:.0%} at '
+                       'that size and every larger one both measured):', ''] + answers + [''])
 
 
 def share_lines(rows: List[dict]) -> List[str]:
@@ -430,12 +442,13 @@ def plot(rows: List[dict], path: str, fits, args) -> Optional[str]:
     measured = [r for r in rows if 'latency_ms' in r]
     if not measured:
         return 'nothing was measured: no plot'
-    stopped = {report.label(r): r['input'] for r in rows
+    stopped = {report.label(r): f"over {'time' if 'time budget' in r['note'] else 'memory'} "
+               f"budget at {r['input']}" for r in rows
                if r.get('note', '').startswith('stopped: over')}
 
     def legend(line, slope):
         text = line + ('' if slope is None else f': slope {slope:.2f}')
-        return text + (f'; over budget at {stopped[line]}' if line in stopped else '')
+        return text + (f'; {stopped[line]}' if line in stopped else '')
 
     panels = [(key, axis, {k: s for k, (s, _) in fits[key].items()})
               for key, axis in (('latency_ms', 'median latency (ms)'),

@@ -204,8 +204,8 @@ def complete_metrics(metrics: Mapping[str, float], reference: Optional[Mapping[s
         return dict(metrics)
     if reference and all(name.startswith('coco/') for name in reference):
         from mmengine.logging import print_log
-        print_log(f'{what}: no detection in any image; COCO\'s AP of that is 0 (-1 where no '
-                  'object of the subset exists)', logger='current', level=30)
+        print_log(f'No detection in any of {what}: COCO\'s AP of that is 0 (-1 where the '
+                  'subset holds no object)', logger='current', level=30)
         return {name: -1.0 if value == -1 else 0.0 for name, value in reference.items()}
     hint = (' For a detector: it may have found nothing at all; lower its score threshold '
             '(e.g. --cfg-options model.test_cfg.rcnn.score_thr=0.0).' if reference is None

@@ -6,7 +6,6 @@ from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 from setuptools.command.develop import develop
 
-
 HERE = osp.dirname(osp.abspath(__file__))
 
 

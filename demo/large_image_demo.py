@@ -38,16 +38,17 @@ from typing import List, Sequence, Tuple
 import cv2
 import mmcv
 import numpy as np
-import seg_demo  # demo/ is sys.path[0] when this runs as a script
 from mmengine.config import Config
 from mmengine.fileio import dump, put
 from mmengine.utils import ProgressBar
-from video_demo import det_inferencer, is_segmentor, resolve_model
 
 # importing ravlt_dense registers RAVLT and the types found in our checkpoints
 from ravlt_dense.engine.checkpoints import ATOMIC_BACKEND
 from ravlt_dense.inference import default_device
 from ravlt_dense.inputs import collect_images, read_image, unique_stem
+
+import seg_demo  # demo/ is sys.path[0] when this runs as a script
+from video_demo import det_inferencer, is_segmentor, resolve_model
 
 ATOMIC = dict(backend=ATOMIC_BACKEND)  # files written whole (temporary name, then renamed)
 DEFAULT_PATCH = dict(det=640, seg=512)  # mmdet's demo; ADE20K's crops

@@ -28,7 +28,6 @@ from typing import Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
-import seg_demo  # demo/ is sys.path[0] when this runs as a script
 from mmengine.config import Config
 from mmengine.utils import ProgressBar
 
@@ -36,6 +35,8 @@ from mmengine.utils import ProgressBar
 from ravlt_dense import zoo
 from ravlt_dense.checkpoint import find_checkpoint
 from ravlt_dense.inference import default_device
+
+import seg_demo  # demo/ is sys.path[0] when this runs as a script
 
 WINDOW = 'video_demo'
 ESCAPE_KEYS = (ord('q'), 27)  # q, Esc

@@ -6,8 +6,7 @@ tools/train.py trains the same config in fp32 instead, and says so once.
 import warnings
 
 from mmengine.config import Config
-from mmengine.device import (is_cuda_available, is_mlu_available, is_musa_available,
-                             is_npu_available)
+from mmengine.device import is_cuda_available, is_mlu_available, is_musa_available, is_npu_available
 
 # The arguments AmpOptimWrapper takes on top of OptimWrapper's (which rejects them).
 AMP_ONLY_ARGS = ('loss_scale', 'dtype', 'use_fsdp')

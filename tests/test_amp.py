@@ -9,8 +9,9 @@ from mmengine.config import Config
 from mmengine.optim import OptimWrapper, build_optim_wrapper
 from mmengine.registry import MODELS, init_default_scope
 
-from conftest import QUICKSTART, REPO, TINY_ARCH
 from ravlt_dense.amp import fit_optim_wrapper_to_device
+
+from conftest import QUICKSTART, REPO, TINY_ARCH
 
 DET = REPO / 'configs' / 'maskrcnn_ravlt_s_coco.py'
 SEG = REPO / 'configs' / 'upernet_ravlt_s_ade20k.py'

@@ -7,9 +7,15 @@ import torch
 
 import ravlt_dense  # noqa: F401  registers the safe globals of our checkpoints
 from ravlt_dense.checkpoint import infer_arch, to_backbone_state_dict
-from conftest import (TINY_ARCH, pretrained, randomised, release_detection_checkpoint,
-                      release_imagenet_checkpoint)
 from ravlt_dense.models.backbones.ravlt import RAVLT
+
+from conftest import (
+    TINY_ARCH,
+    pretrained,
+    randomised,
+    release_detection_checkpoint,
+    release_imagenet_checkpoint,
+)
 
 
 def outputs(model, size=64):
@@ -145,6 +151,7 @@ def test_release_formats_are_converted_on_load(tmp_path):
 
 def test_non_strict_loads_what_fits_and_reports_the_rest(tmp_path):
     from mmengine.logging import MMLogger
+
     from ravlt_dense.checkpoint import load_model_checkpoint
     source = TwoLayers(width=4)  # backbone and head of another width: only head.bias fits
     torch.save(dict(state_dict=source.state_dict()), tmp_path / 'other.pth')
@@ -189,6 +196,7 @@ def mmengine_fork_allowlist():
 
 def test_registrations_survive_the_fork_safe_globals_context(tmp_path):
     from mmengine.logging import HistoryBuffer
+
     from ravlt_dense.checkpoint import register_safe_globals
     buffer = HistoryBuffer()
     buffer.update(np.float64(0.5))
@@ -222,6 +230,7 @@ def fork_local_loader():
     """mmengine's loader of local files as the fork's (onedl-mmengine 0.10.12) behaves: a
     refused weights-only load is retried with weights_only=False; restored afterwards."""
     import pickle
+
     from mmengine.runner.checkpoint import CheckpointLoader
     before = CheckpointLoader._get_checkpoint_loader('any.pth')
 
@@ -242,7 +251,9 @@ def test_code_carrying_files_are_refused_by_mmengine_on_either_stack(tmp_path,
     """What resume and load_from use (mmengine's CheckpointLoader) refuses a file carrying code
     once ravlt_dense is imported, even where mmengine itself would unpickle it."""
     import pickle
+
     from mmengine.runner.checkpoint import CheckpointLoader
+
     from ravlt_dense.checkpoint import register_checkpoint_loaders
     path = tmp_path / 'code.pth'
     torch.save(dict(state_dict={}, meta=dict(hook=CarriesCode())), path)

@@ -9,11 +9,16 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import QUICKSTART, TINY_ARCH, pretrained, randomised, release_imagenet_checkpoint
-from ravlt_dense.checkpoint import (CheckpointDownloadError, CorruptCheckpointError,
-                                    load_checkpoint_file, load_model_checkpoint)
+from ravlt_dense.checkpoint import (
+    CheckpointDownloadError,
+    CorruptCheckpointError,
+    load_checkpoint_file,
+    load_model_checkpoint,
+)
 from ravlt_dense.models import build_model
 from ravlt_dense.models.backbones.ravlt import RAVLT
+
+from conftest import QUICKSTART, TINY_ARCH, pretrained, randomised, release_imagenet_checkpoint
 
 
 def equal_backbones(a, b):

@@ -3,8 +3,9 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import REPO
 from ravlt_dense.inference import config_dataset_meta, default_device, full_palette
+
+from conftest import REPO
 
 
 def test_demos_default_to_the_gpu_when_there_is_one(monkeypatch):

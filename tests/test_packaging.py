@@ -20,8 +20,9 @@ from mmengine.config.utils import MODULE2PACKAGE
 from packaging.requirements import Requirement
 
 import ravlt_dense
-from conftest import metric_values, run_tool, shapes_options
 from ravlt_dense import stack
+
+from conftest import metric_values, run_tool, shapes_options
 
 REPO = Path(__file__).resolve().parents[1]
 PIN_FILES = {'upstream': 'stack.txt', 'onedl': 'stack-onedl.txt'}
@@ -180,8 +181,8 @@ def test_mmdet_metrics_import_without_a_missing_package_warning():
 def installed_wheel(tmp_path_factory):
     """A fresh venv outside the clone with the wheel of ravlt_dense installed; the OpenMMLab
     stack comes from this environment (a .pth line), ravlt_dense only from the wheel."""
-    import sysconfig
     import shutil
+    import sysconfig
     root = tmp_path_factory.mktemp('wheel')
     # the files of the tree (tracked, or new and not ignored), as a fresh clone has them: setuptools
     # builds in the source's build/, where an earlier build's files would ride along

@@ -17,9 +17,10 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import REPO, load_script
 from ravlt_dense import inference, zoo
 from ravlt_dense.models import RAVLT, build_model
+
+from conftest import REPO, load_script
 
 HF = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main/'
 

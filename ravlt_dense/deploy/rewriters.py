@@ -28,6 +28,7 @@ from mmdeploy.core import FUNCTION_REWRITER, SYMBOLIC_REWRITER
 from mmdeploy.utils import IR, get_ir_config
 
 import ravlt_dense  # noqa: F401  registers RAVLT (mmdeploy ignores custom_imports)
+
 from . import detection  # noqa: F401  mmdet's post-processing, exactly (see its docstring)
 from .pooling import exact_adaptive_avg_pool2d
 

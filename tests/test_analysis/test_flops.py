@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from conftest import TINY_ARCH
 from ravlt_dense.analysis import module_flops, traced_flops
 from ravlt_dense.models.backbones.ravlt import RAVLT, RAVLTBlock, RoPE
+
+from conftest import TINY_ARCH
 
 
 @pytest.fixture(autouse=True)

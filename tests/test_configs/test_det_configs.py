@@ -2,10 +2,11 @@
 import pytest
 from mmengine.config import Config
 
-from conftest import REPO
 from ravlt_dense import zoo
-from ravlt_dense.models.backbones.ravlt import RAVLT
 from ravlt_dense.models import build_model
+from ravlt_dense.models.backbones.ravlt import RAVLT
+
+from conftest import REPO
 
 # The detector type of each collection of the metafile.
 DETECTORS = {'Mask R-CNN': 'MaskRCNN', 'RetinaNet': 'RetinaNet',

@@ -17,12 +17,20 @@ import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 
-from conftest import (IMG, REPO, load_script, randomised, release_imagenet_checkpoint, run_tool,
-                      shapes_options)
 from ravlt_dense import zoo
 from ravlt_dense.cli import config_file
 from ravlt_dense.models import build_model
 from ravlt_dense.models.backbones.ravlt import RAVLT
+
+from conftest import (
+    IMG,
+    REPO,
+    load_script,
+    randomised,
+    release_imagenet_checkpoint,
+    run_tool,
+    shapes_options,
+)
 
 CONFIGS = REPO / 'configs'
 DINO = CONFIGS / 'dino' / 'dino-4scale_ravlt-s_8xb2-12e_coco.py'

@@ -4,9 +4,10 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import REPO
 from ravlt_dense import zoo
 from ravlt_dense.models import build_model
+
+from conftest import REPO
 
 CONFIGS = REPO / 'configs'
 FPN_QUICK = CONFIGS / 'quickstart' / 'fpn_ravlt_t_shapes.py'
@@ -117,9 +118,9 @@ def test_quickstart_configs_match_generator(ade_gen):
 
 def test_upernet_quickstart_trains_one_step():
     """The UperNet quick-start model takes a training step on CPU (the FPN one runs end to end)."""
-    from mmseg.structures import SegDataSample
-    from mmengine.structures import PixelData
     from mmengine.optim import build_optim_wrapper
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
     cfg = Config.fromfile(UPER_QUICK)
     torch.manual_seed(0)
     model = build_model(cfg)

@@ -9,8 +9,9 @@ import mmdet  # noqa: F401
 import pytest
 from mmengine.config import Config
 
-from conftest import QUICKSTART, REPO, TINY_ARCH, load_script, run_tool, shapes_options
 from ravlt_dense.datasets.checks import check_datasets, find_broken_json, find_class_mismatch
+
+from conftest import QUICKSTART, REPO, TINY_ARCH, load_script, run_tool, shapes_options
 
 
 def test_missing_data_root_is_named_with_the_layout_to_provide(tmp_path):
@@ -205,8 +206,8 @@ def test_train_tool_warns_of_annotations_of_no_category(shapes, tmp_path):
 
 
 def test_annotations_of_a_class_left_out_by_the_config_are_no_mistake(tmp_path):
-    from mmengine.registry import init_default_scope
     from mmdet.registry import DATASETS
+    from mmengine.registry import init_default_scope
 
     from ravlt_dense.datasets.checks import unknown_categories
     write_coco(tmp_path / 'ann.json', ['cat', 'dog', 'bird'])

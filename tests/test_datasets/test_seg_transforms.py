@@ -9,8 +9,9 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import ravlt_dense.datasets  # noqa: F401  registers LoadCheckedAnnotations
-from conftest import REPO
 from ravlt_dense.models import build_model
+
+from conftest import REPO
 
 FPN_QUICK = REPO / 'configs' / 'quickstart' / 'fpn_ravlt_t_shapes.py'
 

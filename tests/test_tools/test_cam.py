@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_script, run_tool
 from ravlt_dense.analysis import cam as C
+
+from conftest import load_script, run_tool
 
 TOOL = 'tools/analysis/cam.py'
 

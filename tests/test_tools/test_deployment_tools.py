@@ -3,6 +3,7 @@ tools/train.py, and the --compile switch of tools/analysis/benchmark.py."""
 import pytest
 
 import ravlt_dense.models.backbones.ravlt as ravlt
+
 from conftest import load_script, run_tool
 
 pytestmark = pytest.mark.usefixtures('fresh_dynamo')

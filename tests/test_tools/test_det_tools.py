@@ -22,10 +22,18 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import (QUICKSTART, REPO, load_script, metric_values, run_tool, shapes_options,
-                      tool_env)
-from ravlt_dense.models.backbones.ravlt import RAVLT
 from ravlt_dense.models import build_model
+from ravlt_dense.models.backbones.ravlt import RAVLT
+
+from conftest import (
+    QUICKSTART,
+    REPO,
+    load_script,
+    metric_values,
+    run_tool,
+    shapes_options,
+    tool_env,
+)
 
 image_demo = load_script('demo/image_demo.py')
 

@@ -4,10 +4,11 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import load_script
 from ravlt_dense import zoo
-from ravlt_dense.models.backbones.ravlt import RAVLT
 from ravlt_dense.models import build_model
+from ravlt_dense.models.backbones.ravlt import RAVLT
+
+from conftest import load_script
 
 get_flops = load_script('tools/analysis/get_flops.py')
 

@@ -2,8 +2,9 @@
 every key, and writes nothing when one does not fit."""
 import torch
 
-from conftest import randomised, release_detection_checkpoint, run_tool
 from ravlt_dense.models.backbones.ravlt import RAVLT
+
+from conftest import randomised, release_detection_checkpoint, run_tool
 
 
 def run_converter(*args):

@@ -3,8 +3,9 @@ images come from."""
 import cv2
 import numpy as np
 
-from conftest import load_script
 from ravlt_dense.models.backbones.ravlt import RAVLT
+
+from conftest import load_script
 
 rank_analysis = load_script('tools/analysis/rank_analysis.py')
 

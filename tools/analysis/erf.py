@@ -45,7 +45,6 @@ import sys
 import time
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence
 
-import benchmark_models  # the benchmark's backbones: a sibling, this folder is on sys.path
 import numpy as np
 import torch
 import torch.nn as nn
@@ -62,6 +61,8 @@ from ravlt_dense.analysis.erf import (
 from ravlt_dense.checkpoint import CheckpointDownloadError, CorruptCheckpointError
 from ravlt_dense.cli import add_shape_argument, config_file, parsed_shape
 from ravlt_dense.inputs import collect_images, read_image, unique_stem
+
+import benchmark_models  # the benchmark's backbones: a sibling, this folder is on sys.path
 
 # ImageNet statistics in RGB, mmdet's and mmseg's defaults: for models without a config
 IMAGENET = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True)

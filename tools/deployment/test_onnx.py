@@ -96,6 +96,7 @@ def main(argv=None):
     args = parse_args(argv)
     require_mmdeploy()  # mmdeploy, onnxruntime, RAVLT and the project's rewrites
     from mmdeploy.apis import build_task_processor
+
     from ravlt_dense.datasets.checks import check_datasets
     from ravlt_dense.deploy.evaluation import check_deploy_config
     config, model_cfg, deploy_cfg = load_configs(args)

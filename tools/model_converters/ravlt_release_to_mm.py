@@ -16,8 +16,12 @@ import sys
 import torch
 
 import ravlt_dense  # noqa: F401  registers RAVLT and the safe checkpoint types
-from ravlt_dense.checkpoint import (convert_release_checkpoint, fit_state_dict, infer_arch,
-                                    to_backbone_state_dict)
+from ravlt_dense.checkpoint import (
+    convert_release_checkpoint,
+    fit_state_dict,
+    infer_arch,
+    to_backbone_state_dict,
+)
 from ravlt_dense.models import build_model
 
 

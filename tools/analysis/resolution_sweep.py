@@ -262,6 +262,8 @@ def value_table(rows, key, fmt, fits, title_unit) -> List[str]:
 def fit_range(fits: Dict[str, tuple]) -> str:
     """The sizes the slopes were fitted over, as one phrase when all models share them."""
     spans = {(min(p), max(p), len(p)) for _, p in fits.values()}
+    if not spans:
+        return 'not fitted: no model was measured at two sizes'
     if len(spans) == 1:
         lo, hi, n = spans.pop()
         return f'fitted over the {n} largest sizes measured, {size_of(lo)} to {size_of(hi)}'

@@ -324,7 +324,13 @@ def test_mask2former_config_is_the_openmmlab_one_with_ravlt(config):
     assert tiny.model.backbone.arch == 't' and tiny.model.backbone.drop_path_rate == 0.1
     assert tiny.model.backbone.init_cfg.checkpoint == HF + 'RAVLT_T.pth'
     assert tiny.model[head].in_channels == list(RAVLT.arch_zoo['t']['embed_dims'])
-    assert tiny.optim_wrapper == cfg.optim_wrapper and tiny.train_cfg == cfg.train_cfg
+    assert tiny.train_cfg == cfg.train_cfg
+    # the same optimizer; the parameter rules name RAVLT-T's blocks (the S config's, RAVLT-S's)
+    keys = tiny.optim_wrapper.paramwise_cfg.pop('custom_keys')
+    assert keys == {**{k: v for k, v in cfg.optim_wrapper.paramwise_cfg.custom_keys.items()
+                       if not k.startswith('backbone')}, **tiny.ravlt_custom_keys.t}
+    cfg.optim_wrapper.paramwise_cfg.pop('custom_keys')
+    assert tiny.optim_wrapper == cfg.optim_wrapper
 
 
 def seg_batch(size=128, num_classes=150):

@@ -69,6 +69,57 @@ def cuda_forms(x: torch.Tensor) -> bool:
     return x.is_cuda and not is_tracing()
 
 
+# The largest map a band makes: under the C allocator's 32 MB (see runs_in_bands)
+BAND_BYTES = 24 << 20
+
+
+def runs_in_bands(x: torch.Tensor, module: nn.Module) -> bool:
+    """Whether ``module`` computes ``x`` band by band, in buffers it reuses (the CPU inference
+    form of the fast path): in eval mode, fp32 on the CPU, no autocast, no tracer, no gradient
+    to record.
+
+    glibc's allocator gives a tensor of more than 32 MB a fresh mapping, and every page of it
+    costs a fault on its first write (on a VM a costly one): made whole, the maps of a block
+    cost all-RALA RAVLT-S at 1536x1536 nearly as much CPU time in page faults as in arithmetic
+    (docs/analysis/linear_speed.md). In bands of rows every
+    intermediate is under ``BAND_BYTES`` and reused from the allocator's heap; the maps a
+    block keeps whole are the stage's buffers, made once per stage.
+    """
+    return (not module.training and x.device.type == 'cpu' and x.dtype == torch.float32
+            and not is_tracing()
+            and not torch.is_autocast_enabled('cpu')
+            and not (torch.is_grad_enabled()
+                     and (x.requires_grad or any(p.requires_grad for p in module.parameters()))))
+
+
+def band_rows(width: int, channels: int, reach: int = 0, itemsize: int = 4) -> int:
+    """Rows of a band whose ``channels`` x ``width`` map, with the ``reach`` rows a conv reads
+    beyond it on either side, fits in ``BAND_BYTES`` (at least one row)."""
+    return max(1, BAND_BYTES // (width * channels * itemsize) - 2 * reach)
+
+
+def row_bands(height: int, rows: int):
+    """(first, end) of each band of ``rows`` rows covering ``height`` rows."""
+    for first in range(0, height, rows):
+        yield first, min(first + rows, height)
+
+
+def conv_rows(conv: nn.Conv2d, x: torch.Tensor, first: int, end: int) -> torch.Tensor:
+    """A stride-1 'same' conv of ``x`` (1, C, H, W), output rows first..end only: the conv of
+    the band with the rows its kernel reaches beyond it (the outputs at those rows, lacking
+    their own neighbours, are dropped)."""
+    reach = conv.padding[0]
+    top, bottom = max(first - reach, 0), min(end + reach, x.shape[-2])
+    return conv(x[:, :, top:bottom])[:, :, first - top:end - top]
+
+
+def batch_norm_(norm: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """An eval-mode BatchNorm written into ``x`` (x * scale + shift): no fresh map."""
+    scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+    shift = norm.bias - norm.running_mean * scale
+    return torch.addcmul(shift[:, None, None], x, scale[:, None, None], out=x)
+
+
 class PointwiseConv(nn.Conv2d):
     """A 1x1 conv (an ``nn.Conv2d``: the release's keys and shapes) that runs on CUDA as one
     matrix product with its bias in the product's epilogue.
@@ -402,6 +453,44 @@ class RALAttention(nn.Module):
         except KernelUnavailable:
             return None
 
+    def attend_all(self, qkvo: torch.Tensor,
+                   rope: RoPE) -> Callable[[slice], torch.Tensor]:
+        """The attention over every token of the qkvo map (1, 4C, H, W) of one image, for
+        ``output_rows``: a function that gives its (1, heads, n, d) output at a range of
+        tokens. Overwrites q and k in ``qkvo`` (v and o stay as they are, for ``output_rows``).
+
+        RALA: phi(q) and phi(k) in place; the KV buffer RoPE(phi(k))^T (alpha v) summed as
+        (RoPE(phi(k)) alpha)^T v, and q turned into RoPE(phi(q)) z, so that a token's output
+        is one product with the buffer. Softmax: RoPE on q and k in place, its output whole.
+        """
+        channels, (height, width) = self.dim, qkvo.shape[-2:]
+        rotation = rope.cached(height, width)
+        if self.attn_type == 'softmax':
+            qk = self._split_heads(qkvo[:, :2 * channels], 2 * self.num_heads)
+            torch.view_as_complex(qk.unflatten(-1, (-1, 2))).mul_(rotation)
+            out = F.scaled_dot_product_attention(
+                *map(self._split_heads, qkvo[:, :3 * channels].chunk(3, dim=1)))
+            return lambda tokens: out[:, :, tokens]
+        F.elu(qkvo[:, :2 * channels], inplace=True).add_(1)
+        q, k, v = map(self._split_heads, qkvo[:, :3 * channels].chunk(3, dim=1))
+        alpha = torch.softmax(self.scale * q.mean(dim=-2, keepdim=True) @ k.transpose(-1, -2),
+                              dim=-1)  # (1, h, 1, N)
+        z = torch.reciprocal_((q @ (alpha @ k).transpose(-1, -2)).add_(1e-6))  # (1, h, N, 1)
+        for x in (q, k):
+            torch.view_as_complex(x.unflatten(-1, (-1, 2))).mul_(rotation)
+        kv = k.mul_(alpha.transpose(-1, -2)).transpose(-1, -2) @ v  # (1, h, d, d)
+        q.mul_(z)
+        return lambda tokens: q[:, :, tokens] @ kv
+
+    def output_rows(self, qkvo: torch.Tensor, attention: Callable[[slice], torch.Tensor],
+                    first: int, end: int) -> torch.Tensor:
+        """proj((attention + lepe) * o) at rows first..end of the qkvo map that ``attend_all``
+        made ``attention`` from: (1, C, end - first, W)."""
+        channels, width = self.dim, qkvo.shape[-1]
+        lepe = conv_rows(self.lepe, qkvo[:, 2 * channels:3 * channels], first, end)
+        self._split_heads(lepe).add_(attention(slice(first * width, end * width)))
+        return self.proj(lepe.mul_(qkvo[:, 3 * channels:, first:end]))
+
     def _split_heads(self, x: torch.Tensor, num_heads: Optional[int] = None) -> torch.Tensor:
         """(B, C, H, W) -> (B, heads, N, d) as a view; contiguous per head for channels-last."""
         return x.flatten(2).transpose(1, 2).unflatten(
@@ -559,6 +648,32 @@ class RAVLTBlock(nn.Module):
         x = self._add_scaled(x, self.gamma_1, self.attn(self.norm1(x), rope))
         return self._add_scaled(x, self.gamma_2, self.ffn(self.norm2(x), inplace=True))
 
+    def forward_into(self, x: torch.Tensor, mid: torch.Tensor, out: torch.Tensor,
+                     qkvo: torch.Tensor, rope: RoPE) -> torch.Tensor:
+        """``out`` = block(``x``) for one image (1, C, H, W), channels-last, band by band in
+        the stage's buffers: ``mid`` (the stream after the position encoding and attention)
+        and ``qkvo`` (1, 4C, H, W). ``out`` may be ``x``. No gradient (``runs_in_bands``)."""
+        attn, ffn = self.attn, self.ffn
+        height, width = x.shape[-2:]
+        for first, end in row_bands(height, band_rows(width, 4 * attn.dim)):
+            rows = mid[:, :, first:end]
+            torch.add(conv_rows(self.pos, x, first, end), x[:, :, first:end], out=rows)
+            qkvo[:, :, first:end] = attn.qkvo(self.norm1(rows))
+        attention = attn.attend_all(qkvo, rope)
+        for first, end in row_bands(height, band_rows(width, attn.dim, reach=2)):
+            mid[:, :, first:end].addcmul_(self.gamma_1,
+                                          attn.output_rows(qkvo, attention, first, end))
+        # The FFN's depth-wise conv reads its hidden map one row beyond the band on either
+        # side: those rows are computed for both bands they border.
+        for first, end in row_bands(height, band_rows(width, ffn.fc1.out_channels, reach=1)):
+            top, bottom = max(first - 1, 0), min(end + 1, height)
+            hidden = torch._C._nn.gelu_(ffn.fc1(self.norm2(mid[:, :, top:bottom])))
+            band = slice(first - top, end - top)
+            mixed = ffn.dwconv(hidden)[:, :, band].add_(hidden[:, :, band])
+            torch.addcmul(mid[:, :, first:end], self.gamma_2, ffn.fc2(mixed),
+                          out=out[:, :, first:end])
+        return out
+
     def _add_scaled(self, x: torch.Tensor, gamma: torch.Tensor,
                     branch: torch.Tensor) -> torch.Tensor:
         """x + drop_path(gamma * branch), the layer scale in the branch's dtype: an fp32 gamma
@@ -584,7 +699,9 @@ class Downsample(nn.Module):
         self.norm = nn.BatchNorm2d(out_dim)
 
     def forward(self, x):
-        return self.norm(self.reduction(x))
+        x = self.reduction(x)
+        # inference on the CPU: the norm in place
+        return batch_norm_(self.norm, x) if runs_in_bands(x, self) else self.norm(x)
 
 
 class RAVLTStage(nn.Module):
@@ -618,12 +735,30 @@ class RAVLTStage(nn.Module):
         self.downsample = Downsample(dim, out_dim) if out_dim else None
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        for block in self.blocks:
-            if self.with_cp and x.requires_grad:
-                x = cp.checkpoint(block, x, self.RoPE, use_reentrant=False)
-            else:
-                x = block(x, self.RoPE)
+        if self.blocks and self.blocks[0].attn.attn_impl == 'fast' and runs_in_bands(x, self):
+            x = self._blocks_in_bands(x)
+        else:
+            for block in self.blocks:
+                if self.with_cp and x.requires_grad:
+                    x = cp.checkpoint(block, x, self.RoPE, use_reentrant=False)
+                else:
+                    x = block(x, self.RoPE)
         return x, (self.downsample(x) if self.downsample is not None else x)
+
+    def _blocks_in_bands(self, x: torch.Tensor) -> torch.Tensor:
+        """The blocks in inference on the CPU (``runs_in_bands``), image by image, through
+        three buffers that every block reuses: the blocks' intermediates are made a band of
+        rows at a time (``RAVLTBlock.forward_into``)."""
+        x = x.contiguous(memory_format=torch.channels_last)
+        out = torch.empty_like(x)
+        mid = torch.empty((1, ) + x.shape[1:], dtype=x.dtype, memory_format=torch.channels_last)
+        qkvo = torch.empty((1, 4 * x.shape[1]) + x.shape[2:], dtype=x.dtype,
+                           memory_format=torch.channels_last)
+        for i in range(x.shape[0]):
+            image, result = x[i:i + 1], out[i:i + 1]
+            for block in self.blocks:
+                image = block.forward_into(image, mid, result, qkvo, self.RoPE)
+        return out
 
 
 class ConvStem(nn.Module):
@@ -644,7 +779,16 @@ class ConvStem(nn.Module):
             nn.Conv2d(half, dim, 3, 2, 1), nn.BatchNorm2d(dim))
 
     def forward(self, x):
-        return self.proj(x)
+        if not runs_in_bands(x, self):
+            return self.proj(x)
+        for layer in self.proj:  # inference on the CPU: the norms and GELUs in place
+            if isinstance(layer, _BatchNorm) and not layer.training and layer.affine:
+                x = batch_norm_(layer, x)
+            elif isinstance(layer, nn.GELU) and layer.approximate == 'none':
+                x = torch._C._nn.gelu_(x)
+            else:
+                x = layer(x)
+        return x
 
 
 # --------------------------------------------------------------------------------------------

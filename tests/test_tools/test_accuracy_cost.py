@@ -7,9 +7,10 @@ import os.path as osp
 import pytest
 import yaml
 
-from conftest import load_script
 from ravlt_dense import zoo
 from ravlt_dense.analysis import accuracy
+
+from conftest import load_script
 
 accuracy_cost = load_script('tools/analysis/accuracy_cost.py')
 

@@ -361,10 +361,11 @@ def markdown(table: List[dict], costs, skipped, args, machine: str, command: str
               'IQR in brackets' if rounds else 'not measured (--no-latency)')
     where = (f'measured in an earlier run, read from `{args.costs_from}`' if args.costs_from
              else 'measured here')
+    version = '' if args.costs_from else code_version()
     lines = [f'# Accuracy against cost, {datetime.datetime.now():%Y-%m-%d %H:%M}', '',
              f'Command: `{command}` ({elapsed:.0f} s)  ',
              f'Machine: {machine}; torch {torch.__version__}, Python '
-             f'{platform.python_version()}', '',
+             f'{platform.python_version()}' + (f'; code at {version}' if version else ''), '',
              '- **Published** (read from metafiles, not measured here): the accuracy columns; '
              'RAVLT\'s from `' + osp.relpath(args.metafile or zoo.METAFILE) + '`, the others\' '
              'from the installed ' + ', '.join(
@@ -467,7 +468,39 @@ def figure_png(table: List[dict], args, machine: str) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=80)
     plt.close(fig)
-    return buf.getvalue()
+    return small_png(buf.getvalue())
+
+
+def code_version() -> str:
+    """The clone's commit ('0e27762', '+ local changes' where the tree differs), '' outside a
+    git clone: the numbers of a backbone change with its code."""
+    import subprocess
+    try:
+        out = subprocess.run(['git', 'describe', '--always', '--dirty'], cwd=models.REPO,
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return ''
+    version = out.stdout.strip()
+    if out.returncode or not version:
+        return ''
+    return version.replace('-dirty', ' + local changes')
+
+
+def load_average(at_start) -> str:
+    """', load average 3.1 -> 5.2': how busy the machine was (other processes too) at the start
+    and the end of the measurements; '' where unknown."""
+    if at_start is None:
+        return ''
+    return f', load average {at_start:.1f} -> {os.getloadavg()[0]:.1f}'
+
+
+def small_png(png: bytes, colors: int = 64) -> bytes:
+    """The same picture in a palette of ``colors`` (a line plot needs few): a third of the
+    size, small enough for the docs."""
+    from PIL import Image
+    out = io.BytesIO()
+    Image.open(io.BytesIO(png)).convert('RGB').quantize(colors).save(out, 'PNG', optimize=True)
+    return out.getvalue()
 
 
 def write_all(out_dir: str, contents: Dict[str, bytes]) -> List[str]:
@@ -505,6 +538,7 @@ def main(argv=None):
                for n in names if n not in with_accuracy}
     names = [n for n in names if n in with_accuracy]
     rows = [r for r in rows if r.model in names]
+    load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else None
     if args.costs_from:
         costs, not_built, machine, args.shape = read_costs(args.costs_from, names)
         args.no_latency = not any('latency_ms' in c for c in costs.values())
@@ -514,7 +548,7 @@ def main(argv=None):
         costs, not_built = measure(names, rows, args, start)
         machine = device_name(torch.device(args.device))
         if args.device.startswith('cpu'):
-            machine += f' ({os.cpu_count()} logical CPUs)'
+            machine += f' ({os.cpu_count()} logical CPUs{load_average(load)})'
     skipped.update(not_built)
     table = table_rows(rows, costs, skipped, args, machine)
     command = 'python ' + ' '.join([osp.relpath(osp.abspath(__file__))] + (

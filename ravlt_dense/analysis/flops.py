@@ -166,8 +166,13 @@ def module_flops(model: nn.Module, inputs: Tuple) -> Dict[str, float]:
                nn.MultiheadAttention, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Upsample)
     handles = [m.register_forward_hook(hook, with_kwargs=True) for m in model.modules()
                if isinstance(m, counted)]
+    # With a gradient to record, RAVLT runs its whole-map path: without one, its CPU inference
+    # computes some maps a band of rows at a time (runs_in_bands), recomputing the rows a conv
+    # reaches across bands, which would count more than the network's own cost.
+    inputs = tuple(x.detach().requires_grad_() if torch.is_tensor(x) and x.is_floating_point()
+                   else x for x in inputs)
     try:
-        with torch.no_grad():
+        with torch.enable_grad():
             model(*inputs)
     finally:
         for h in handles:

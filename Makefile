@@ -19,4 +19,5 @@ quickstart: env
 	bash tools/quickstart.sh
 
 test: env
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest tests

@@ -2,9 +2,9 @@
 
 ``rala_kernel_applies(x)`` says whether the kernels can take the tensor: a CUDA tensor on an
 Ampere or newer GPU (TF32 tensor cores; the forward kernels were checked on an H200) and a
-triton they import with. The kernel module is imported on first use. ``rala_triton`` is RALA through the
-kernels: differentiable (a custom operator ``ravlt::rala_forward`` whose registered autograd
-runs the backward kernels), or for inference with the attention's epilogue fused in.
+triton they import with. The kernel module is imported on first use. ``rala_triton`` is RALA
+through the kernels: differentiable (a custom operator ``ravlt::rala_forward`` whose registered
+autograd runs the backward kernels), or for inference with the attention's epilogue fused in.
 
 What a failure means:
   * a triton the kernels cannot be imported with (too old, changed language: ImportError),

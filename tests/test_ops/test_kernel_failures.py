@@ -8,9 +8,10 @@ from unittest import mock
 import pytest
 import torch
 
-from conftest import run_tool
 from ravlt_dense import ops
 from ravlt_dense.models.backbones.ravlt import RALAttention, RoPE
+
+from conftest import run_tool
 
 pytestmark = pytest.mark.gpu
 

@@ -8,9 +8,10 @@ from unittest import mock
 import pytest
 import torch
 
-from conftest import weighted_sum
 from ravlt_dense import ops
 from ravlt_dense.models.backbones.ravlt import RAVLT, RALAttention, RoPE, rala_reference
+
+from conftest import weighted_sum
 
 pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures('fused_kernels')]
 

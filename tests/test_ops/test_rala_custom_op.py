@@ -8,8 +8,9 @@ import pytest
 import torch
 from functorch.compile import make_boxed_func
 
-from conftest import weighted_sum
 from ravlt_dense.models.backbones.ravlt import RALAttention, RoPE
+
+from conftest import weighted_sum
 
 pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures('fused_kernels', 'fresh_dynamo')]
 
@@ -110,6 +111,7 @@ def test_onnx_export_keeps_plain_ops(kernel_on_this_device, tmp_path):
 
 def test_the_in_place_epilogue_is_refused_inside_a_graph():
     from unittest import mock
+
     from ravlt_dense import ops
     q = torch.randn(1, 1, 6, 32, device=DEVICE)
     rotation = RoPE(32).to(DEVICE).cached(2, 3)

@@ -10,9 +10,11 @@ from unittest import mock
 import pytest
 import torch
 
-from conftest import TINY_ARCH as TINY, weighted_sum
 from ravlt_dense import ops
 from ravlt_dense.models.backbones.ravlt import RAVLT, RALAttention, RoPE, rala_reference
+
+from conftest import TINY_ARCH as TINY
+from conftest import weighted_sum
 
 pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures('fused_kernels')]
 

@@ -1,7 +1,7 @@
 """tools/analysis/resolution_sweep.py on tiny networks of known growth: the fitted slope of peak
-memory is about 1 for 1x1 convolutions and about 2 for global softmax attention; a model over the time or the
-memory budget is stopped and marked, its larger sizes not run, and the sweep finishes with the
-others' rows; the report's answers (crossovers, RAVLT's stage shares) from rows; bad input.
+memory is about 1 for 1x1 convolutions and about 2 for global softmax attention; a model over the
+time or the memory budget is stopped and marked, its larger sizes not run, and the sweep finishes
+with the others' rows; the report's answers (crossovers, RAVLT's stage shares) from rows; bad input.
 
 The networks are built by ``module:factory`` names from this module, which the sweep's child
 processes import (this folder on their PYTHONPATH): nothing here imports conftest at the top.
@@ -84,8 +84,9 @@ def hungry(shape):
 
 def tiny_ravlt(shape):
     """RAVLT in the released mix (softmax in stages 3 and 4), the tests' tiny widths."""
-    from conftest import TINY_ARCH
     from ravlt_dense.models.backbones.ravlt import RAVLT
+
+    from conftest import TINY_ARCH
     return RAVLT(TINY_ARCH)
 
 

@@ -5,12 +5,23 @@ import re
 import pytest
 import torch
 
-from conftest import TINY_ARCH as TINY, needs_cuda, weighted_sum
 from ravlt_dense import zoo
 from ravlt_dense.models.backbones import ravlt
-from ravlt_dense.models.backbones.ravlt import (RAVLT, PointwiseConv, RALAttention, RAVLTBlock,
-                                                RoPE, apply_rope, apply_rope_complex, rala_fast,
-                                                rala_reference, rope_tables)
+from ravlt_dense.models.backbones.ravlt import (
+    RAVLT,
+    PointwiseConv,
+    RALAttention,
+    RAVLTBlock,
+    RoPE,
+    apply_rope,
+    apply_rope_complex,
+    rala_fast,
+    rala_reference,
+    rope_tables,
+)
+
+from conftest import TINY_ARCH as TINY
+from conftest import needs_cuda, weighted_sum
 
 
 @pytest.fixture(autouse=True)

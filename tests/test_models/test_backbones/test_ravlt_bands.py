@@ -3,9 +3,10 @@ reference path, whatever the band height; used only where no gradient is recorde
 import pytest
 import torch
 
-from conftest import TINY_ARCH as TINY
 from ravlt_dense.models.backbones import ravlt
 from ravlt_dense.models.backbones.ravlt import RAVLT, RAVLTBlock
+
+from conftest import TINY_ARCH as TINY
 
 MIXES = [('rala', 'rala', 'softmax', 'softmax'), ('rala', ) * 4]
 

@@ -9,9 +9,10 @@ import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
 
-from conftest import TINY_ARCH, pretrained, randomised
 from ravlt_dense.models.backbones import ravlt
 from ravlt_dense.models.backbones.ravlt import RAVLT, modules_in_release_order
+
+from conftest import TINY_ARCH, pretrained, randomised
 
 STD = 0.02
 # TINY_ARCH widened so that every conv has enough weights for a sample std (>= 288)

@@ -7,8 +7,9 @@ on any graph break under fullgraph=True) except one inductor test.
 import pytest
 import torch
 
-from conftest import TINY_ARCH, load_script, weighted_sum
 from ravlt_dense.models.backbones.ravlt import RAVLT
+
+from conftest import TINY_ARCH, load_script, weighted_sum
 
 pytestmark = pytest.mark.usefixtures('fresh_dynamo')
 

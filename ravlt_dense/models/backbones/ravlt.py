@@ -69,8 +69,10 @@ def cuda_forms(x: torch.Tensor) -> bool:
     return x.is_cuda and not is_tracing()
 
 
-# The largest map a band makes: under the C allocator's 32 MB (see runs_in_bands)
-BAND_BYTES = 24 << 20
+# The largest map a band makes. glibc serves blocks under 32 MB from its heap once blocks that
+# large have been freed, and gives the heap back where more than twice that much lies free
+# at its top: a band's few maps stay under that at this size (measured: docs/analysis).
+BAND_BYTES = 16 << 20
 
 
 def runs_in_bands(x: torch.Tensor, module: nn.Module) -> bool:
@@ -664,14 +666,18 @@ class RAVLTBlock(nn.Module):
             mid[:, :, first:end].addcmul_(self.gamma_1,
                                           attn.output_rows(qkvo, attention, first, end))
         # The FFN's depth-wise conv reads its hidden map one row beyond the band on either
-        # side: those rows are computed for both bands they border.
+        # side: those rows are computed for both bands they border. Its residual sum
+        # h + dw(h) is the conv whose centre taps are one larger: one pass over h, not two.
+        dw = ffn.dwconv
+        centre = dw.padding
+        weight = dw.weight.clone()
+        weight[:, :, centre[0], centre[1]] += 1
         for first, end in row_bands(height, band_rows(width, ffn.fc1.out_channels, reach=1)):
             top, bottom = max(first - 1, 0), min(end + 1, height)
             hidden = torch._C._nn.gelu_(ffn.fc1(self.norm2(mid[:, :, top:bottom])))
-            band = slice(first - top, end - top)
-            mixed = ffn.dwconv(hidden)[:, :, band].add_(hidden[:, :, band])
-            torch.addcmul(mid[:, :, first:end], self.gamma_2, ffn.fc2(mixed),
-                          out=out[:, :, first:end])
+            mixed = F.conv2d(hidden, weight, dw.bias, padding=dw.padding, groups=dw.groups)
+            torch.addcmul(mid[:, :, first:end], self.gamma_2,
+                          ffn.fc2(mixed[:, :, first - top:end - top]), out=out[:, :, first:end])
         return out
 
     def _add_scaled(self, x: torch.Tensor, gamma: torch.Tensor,

@@ -197,6 +197,13 @@ def test_kernel_applies_to_recent_cuda_gpus_with_triton():
         assert not ops.rala_kernel_applies(cuda_like)
 
 
+def pytorch_whole_map(model, x):
+    """The model through PyTorch's ops on whole maps, the form a failed kernel falls back to
+    (without it, inference on the CPU runs in bands of rows: equal only to rounding)."""
+    with mock.patch('ravlt_dense.models.backbones.ravlt.runs_in_bands', return_value=False):
+        return model(x)
+
+
 def test_a_device_the_kernels_do_not_fit_falls_back_to_pytorch_once(kernel_on_this_device,
                                                                     fused_kernels):
     from triton.runtime.errors import OutOfResources
@@ -211,7 +218,7 @@ def test_a_device_the_kernels_do_not_fit_falls_back_to_pytorch_once(kernel_on_th
         again = model(x)
         assert failing.call_count == 1  # remembered (every block has head dim 8): no second try
         assert DEVICE in str(next(iter(ops._failed)))
-        expected = model.set_rala_kernel(False)(x)
+        expected = pytorch_whole_map(model.set_rala_kernel(False), x)
     for a, b, c in zip(out, again, expected):
         assert torch.equal(a, c) and torch.equal(b, c)
 
@@ -224,6 +231,9 @@ def test_a_triton_the_kernels_do_not_import_with_falls_back_too(kernel_on_this_d
         with pytest.warns(UserWarning, match=r'cannot run for every device: '
                           r'(ImportError|ModuleNotFoundError)'):
             out = model(x)
+        again = model(x)  # no kernels from now on: as with rala_kernel=False
         expected = model.set_rala_kernel(False)(x)
-    for a, b in zip(out, expected):
-        assert torch.equal(a, b)
+    for a, b, c in zip(out, again, expected):
+        # (the first forward fell back inside its first attention, on whole maps; the stages
+        # after it, knowing the kernels gone, took the CPU's inference bands: equal to rounding)
+        assert (a - c).abs().max() <= 2e-5 and torch.equal(b, c)

@@ -741,7 +741,9 @@ class RAVLTStage(nn.Module):
         self.downsample = Downsample(dim, out_dim) if out_dim else None
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        if self.blocks and self.blocks[0].attn.attn_impl == 'fast' and runs_in_bands(x, self):
+        attn = self.blocks[0].attn if self.blocks else None
+        if (attn is not None and attn.attn_impl == 'fast' and runs_in_bands(x, self)
+                and not (attn.attn_type == 'rala' and attn._takes_kernel(x))):
             x = self._blocks_in_bands(x)
         else:
             for block in self.blocks:

@@ -5,6 +5,8 @@ Ampere or newer GPU (TF32 tensor cores; the forward kernels were checked on an H
 triton they import with. The kernel module is imported on first use. ``rala_triton`` is RALA
 through the kernels: differentiable (a custom operator ``ravlt::rala_forward`` whose registered
 autograd runs the backward kernels), or for inference with the attention's epilogue fused in.
+``rala`` is the differentiable form RAVLT trains through: its gradients from the backward
+kernels, or from PyTorch's autograd of the same math (``RALAKernelForward``).
 
 What a failure means:
   * a triton the kernels cannot be imported with (too old, changed language: ImportError),
@@ -130,9 +132,7 @@ def rala_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rotation: tor
     else:
         kernels = _kernels()
     kernels.check_inputs(q, k, v, rotation, lepe, gate)
-    table = rotation.to(q.device)
-    if table.is_complex():
-        table = torch.view_as_real(table).flatten(-2)
+    table = rotation_table(rotation, q.device)
     if lepe is not None:
         if compiling:
             raise ValueError('the fused epilogue writes into lepe, which compiled graphs do not '
@@ -143,6 +143,54 @@ def rala_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rotation: tor
     if compiling:
         return kernels.rala_forward(q, k, v, table, scale)[0]
     return _attempt(_key(q, 'forward'), kernels.rala_forward, q, k, v, table, scale)[0]
+
+
+class RALAKernelForward(torch.autograd.Function):
+    """RALA with the fused forward kernels and PyTorch's autograd for the gradients: the
+    backward recomputes the same math in PyTorch ops (``rala_pytorch``) from the saved q, k, v
+    (the kernels keep no activations) and differentiates it. What RAVLT trains through on
+    CUDA unless ``rala_kernel_backward`` opts in to the backward kernels (``rala``).
+
+    ``apply(q, k, v, rotation, scale)``: the arguments of ``rala_triton`` without the epilogue;
+    raises ``KernelUnavailable`` where the forward kernels cannot run.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, rotation, scale):
+        ctx.save_for_backward(q, k, v)
+        ctx.rotation, ctx.scale = rotation, scale
+        return rala_triton(q, k, v, rotation, scale)  # (no gradient recorded in here)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        table = rotation_table(ctx.rotation, grad.device)
+        with torch.enable_grad():
+            inputs = [t.detach().requires_grad_() for t in ctx.saved_tensors]
+            out = rala_pytorch(*inputs, table, ctx.scale)
+            return (*torch.autograd.grad(out, inputs, grad), None, None)
+
+
+def rala(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rotation: torch.Tensor,
+         scale: float, backward_kernels: bool = False) -> torch.Tensor:
+    """RALA through the fused forward kernels, differentiable: ``rala_triton``'s arguments
+    without the epilogue. The gradients come from the backward kernels where
+    ``backward_kernels`` (the operator's registered autograd; compiled graphs always keep the
+    operator), else from PyTorch's autograd of the same math (``RALAKernelForward``).
+
+    Raises:
+        KernelUnavailable: The kernels cannot run for this configuration (warned once).
+    """
+    if backward_kernels or torch.compiler.is_compiling() or not torch.is_grad_enabled():
+        return rala_triton(q, k, v, rotation, scale)
+    return RALAKernelForward.apply(q, k, v, rotation, scale)
+
+
+def rotation_table(rotation: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The (N, d) float32 table of interleaved (cos, sin) the kernels read, on ``device``, from
+    ``RoPE.cached``'s complex rotation or from such a table (``rope_table``)."""
+    table = rotation.to(device)
+    return torch.view_as_real(table).flatten(-2) if table.is_complex() else table
 
 
 def rope_table(sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
@@ -198,5 +246,5 @@ def _give_up(key, what: str, exc: Exception) -> None:
     raise KernelUnavailable(reason) from exc
 
 
-__all__ = ['KernelUnavailable', 'rala_kernel_applies', 'rala_triton', 'rope_table',
-           'triton_available']
+__all__ = ['KernelUnavailable', 'RALAKernelForward', 'rala', 'rala_kernel_applies',
+           'rala_triton', 'rope_table', 'rotation_table', 'triton_available']

@@ -120,7 +120,7 @@ def test_attention_trains_every_parameter_through_the_kernels(kernel_on_this_dev
     x = torch.randn(2, 64, height, width, device=DEVICE, requires_grad=True)
     forward = mock.Mock(wraps=ops.rala_triton)
     backward = mock.Mock(wraps=fused_kernels.rala_backward)
-    with mock.patch('ravlt_dense.models.backbones.ravlt.rala_triton', forward), \
+    with mock.patch('ravlt_dense.ops.rala_triton', forward), \
             mock.patch.object(fused_kernels, 'rala_backward', backward):
         fused = attention_gradients(attn, x, rope)
     attn.attn_impl = 'reference'
@@ -164,7 +164,7 @@ def test_amp_training_takes_the_kernels_with_half_inputs(kernel_on_this_device, 
     x = torch.randn(1, 64, 6, 7, device=DEVICE, requires_grad=True)
     forward = mock.Mock(wraps=ops.rala_triton)
     backward = mock.Mock(wraps=fused_kernels.rala_backward)
-    with mock.patch('ravlt_dense.models.backbones.ravlt.rala_triton', forward), \
+    with mock.patch('ravlt_dense.ops.rala_triton', forward), \
             mock.patch.object(fused_kernels, 'rala_backward', backward), \
             torch.autocast(DEVICE, dtype=half):
         amp = attention_gradients(attn, x, rope)

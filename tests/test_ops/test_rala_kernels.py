@@ -108,7 +108,7 @@ def test_attention_on_a_channels_first_map_takes_the_kernel(kernel_on_this_devic
     rope = RoPE(32).to(DEVICE)
     x = torch.randn(2, 64, 9, 13, device=DEVICE)
     kernel = mock.Mock(wraps=ops.rala_triton)
-    with torch.no_grad(), mock.patch('ravlt_dense.models.backbones.ravlt.rala_triton', kernel):
+    with torch.no_grad(), mock.patch('ravlt_dense.ops.rala_triton', kernel):
         fused = attn(x, rope)
         attn.attn_impl = 'reference'
         ref = attn(x, rope)
@@ -133,7 +133,7 @@ def test_backbone_takes_the_kernel_for_inference_and_matches_reference(kernel_on
     model = RAVLT(TINY, attn_types=('rala', ) * 4).to(DEVICE).eval()
     x = torch.randn(1, 3, 80, 72, device=DEVICE)
     kernel = mock.Mock(wraps=ops.rala_triton)
-    with torch.no_grad(), mock.patch('ravlt_dense.models.backbones.ravlt.rala_triton', kernel):
+    with torch.no_grad(), mock.patch('ravlt_dense.ops.rala_triton', kernel):
         fused = model(x)
         assert kernel.call_count == sum(TINY['depths'])
         ref = model.set_attn_impl('reference')(x)
@@ -154,7 +154,7 @@ def test_training_takes_the_backward_kernels_only_when_opted_in(kernel_on_this_d
     x = torch.randn(2, 3, 64, 64, device=DEVICE)
     forward = mock.Mock(wraps=ops.rala_triton)
     backward = mock.Mock(wraps=fused_kernels.rala_backward)
-    with mock.patch('ravlt_dense.models.backbones.ravlt.rala_triton', forward), \
+    with mock.patch('ravlt_dense.ops.rala_triton', forward), \
             mock.patch.object(fused_kernels, 'rala_backward', backward):
         weighted_sum(model(x)).backward()
     blocks = sum(TINY['depths'])

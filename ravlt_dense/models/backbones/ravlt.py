@@ -1,9 +1,10 @@
 """RAVLT: Rank-Augmented Vision Linear Transformer ("Breaking the Low-Rank Dilemma of Linear
 Attention", CVPR 2025) as an OpenMMLab dense-prediction backbone.
 
-Read top to bottom: 2-D RoPE, the two attentions (RALA and softmax), the convolutional FFN, the
-block, the stage, the stem and finally the backbone. Module and attribute names follow the authors'
-release, so their checkpoints load key for key (``layers.0.RoPE.angle``, ``blocks.0.attn.qkvo``...).
+Read top to bottom: how the fast path runs (tracing, CUDA forms, CPU inference in bands),
+2-D RoPE, the two attentions (RALA and softmax), the convolutional FFN, the block, the stage,
+the stem and finally the backbone. Module and attribute names follow the authors' release, so
+their checkpoints load key for key (``layers.0.RoPE.angle``, ``blocks.0.attn.qkvo``...).
 
 Every attention has two implementations of the same math:
   * ``reference``: the paper's formulas written out directly (token-major tensors, an explicit
@@ -11,25 +12,21 @@ Every attention has two implementations of the same math:
   * ``fast``: channels-last maps, RALA with the key re-weighting folded into the values and its
     sums in fp32, softmax attention through ``F.scaled_dot_product_attention``, RoPE as one
     complex product with the rotation cached per (size, device), and sums added in place into
-    tensors made just before (on CPU each fresh large tensor costs page faults). The tests hold
-    the two to 1e-5, outputs and gradients.
+    tensors made just before. The tests hold the two to 1e-5, outputs and gradients.
 
-While a tracer records the model (``torch.compile``, ``torch.export``, ``torch.jit.trace``, the
-ONNX exporters: see ``is_tracing``), the fast path computes the same math in a form tracers
-follow: RoPE in real arithmetic on tables built from the ``angle`` buffer inside the graph (no
-complex numbers, which ONNX lacks; no cache keyed on storage; the compiler fuses it), and its
-sums out of place (exporters that trace do not follow writes through views).
-
-On CUDA the fast path also writes a few layers another way where PyTorch's CUDA kernels would
-spend extra passes on the portable spelling (``cuda_forms``: 1x1 convs as matrix products with
-the bias inside, the norms of the blocks in half precision under autocast).
-
-On CUDA with triton installed the fast path hands RALA's forward to fused Triton kernels
-(``ravlt_dense.ops``, same math in three passes over the tokens instead of a dozen; compiled
-and exported graphs keep them as the operator ``ravlt::rala_forward``); in training PyTorch's
-autograd gives its gradients, or with ``rala_kernel_backward=True`` three backward kernels
-(not yet run on a GPU). ``rala_kernel=False`` keeps the PyTorch ops, and so do the ONNX and
-TorchScript exports.
+The fast path takes other forms where they pay (each held to the same math by the tests):
+  * traced (``torch.compile``, ``torch.export``, ``torch.jit.trace``, the ONNX exporters: see
+    ``is_tracing``): RoPE in real arithmetic on tables built from the ``angle`` buffer inside
+    the graph (no complex numbers, which ONNX lacks; no cache keyed on storage), its sums out
+    of place (exporters that trace do not follow writes through views);
+  * on CUDA (``cuda_forms``): 1x1 convs as matrix products with the bias inside, the norms of
+    the blocks in half precision under autocast; with triton installed RALA runs in fused
+    Triton kernels (``ravlt_dense.ops``; the operator ``ravlt::rala_forward`` in compiled and
+    exported graphs, PyTorch ops in ONNX and TorchScript exports; ``rala_kernel=False`` keeps
+    the PyTorch ops). In training PyTorch's autograd gives its gradients, or with
+    ``rala_kernel_backward=True`` three backward kernels (not yet run on a GPU);
+  * in CPU inference (``runs_in_bands``): each stage runs its blocks in bands of rows through
+    buffers it reuses, so that no block makes a map of its input's size.
 """
 import math
 from collections import OrderedDict
@@ -43,14 +40,17 @@ from mmengine.model import BaseModule, constant_init, trunc_normal_init
 from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ravlt_dense import ops
 from ravlt_dense.checkpoint import load_backbone_checkpoint
-from ravlt_dense.ops import KernelUnavailable, rala_kernel_applies, rala_triton, rope_table
 
 ATTN_TYPES = ('rala', 'softmax')
 ATTN_IMPLS = ('fast', 'reference')
 MIN_INPUT_SIZE = 32  # four stride-2 reductions (stem x2, three downsamples) need at least this
 
 
+# --------------------------------------------------------------------------------------------
+# How the fast path runs: traced, on CUDA, in bands of rows in CPU inference
+# --------------------------------------------------------------------------------------------
 def is_tracing() -> bool:
     """Whether the model is being traced rather than run: ``torch.compile`` and ``torch.export``
     (dynamo), ``torch.jit.trace`` or either ONNX exporter."""
@@ -115,7 +115,7 @@ def conv_rows(conv: nn.Conv2d, x: torch.Tensor, first: int, end: int) -> torch.T
     return conv(x[:, :, top:bottom])[:, :, first - top:end - top]
 
 
-def batch_norm_(norm: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+def batch_norm_(norm: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
     """An eval-mode BatchNorm written into ``x`` (x * scale + shift): no fresh map."""
     scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
     shift = norm.bias - norm.running_mean * scale
@@ -315,32 +315,6 @@ def rala_fast(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return out.to(out_dtype)
 
 
-class RALAKernelForward(torch.autograd.Function):
-    """RALA with the fused forward kernels and PyTorch's autograd for the gradients: the
-    backward recomputes ``rala_fast`` from the saved q, k, v (the kernels keep no activations)
-    and differentiates it, as training with ``rala_kernel=False`` does. What RAVLT trains
-    through on CUDA unless ``rala_kernel_backward`` opts in to the backward kernels.
-
-    ``apply(q, k, v, rotation, scale)``: the arguments of ``rala_triton`` without the epilogue;
-    raises ``KernelUnavailable`` where the forward kernels cannot run.
-    """
-
-    @staticmethod
-    def forward(ctx, q, k, v, rotation, scale):
-        ctx.save_for_backward(q, k, v)
-        ctx.rotation, ctx.scale = rotation, scale
-        return rala_triton(q, k, v, rotation, scale)  # (no gradient recorded in here)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        rotation = ctx.rotation
-        with torch.enable_grad():
-            inputs = [t.detach().requires_grad_() for t in ctx.saved_tensors]
-            out = rala_fast(*inputs, lambda x: apply_rope_complex(x, rotation), ctx.scale)
-            return (*torch.autograd.grad(out, inputs, grad), None, None)
-
-
 def softmax_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                                 sin: torch.Tensor, cos: torch.Tensor, scale: float
                                 ) -> torch.Tensor:
@@ -354,11 +328,17 @@ class RALAttention(nn.Module):
     """One attention layer of RAVLT; ``attn_type`` picks RALA or softmax over the same weights.
 
     qkvo = Conv1x1(C -> 4C) gives q, k, v and the output gate o; a 5x5 depth-wise conv on v
-    (``lepe``) adds a local branch; y = proj((attention + lepe) * o). On CUDA (``use_kernel``:
-    see ``RAVLT``'s ``rala_kernel``) RALA's forward runs in fused Triton kernels
-    (``ravlt_dense.ops``), where no gradient is needed the two steps after it too; its backward
-    is PyTorch's autograd (``RALAKernelForward``) unless ``kernel_backward`` (``RAVLT``'s
-    ``rala_kernel_backward``) is set, then the backward kernels.
+    (``lepe``) adds a local branch; y = proj((attention + lepe) * o). ``forward`` computes the
+    attention by one of three paths (``path``):
+      * 'reference': the formulas as written (``attn_impl='reference'``);
+      * 'kernel': RALA's fused Triton kernels (``ravlt_dense.ops``) where ``use_kernel``
+        (``RAVLT``'s ``rala_kernel``) and they run; where no gradient is recorded they apply
+        the two steps after the attention too. Gradients: PyTorch's autograd of the same math,
+        or with ``kernel_backward`` (``RAVLT``'s ``rala_kernel_backward``) the backward
+        kernels. A case the kernels cannot run (warned once) takes the fast path;
+      * 'fast': the same math in fewer PyTorch ops (``rala_fast``, SDPA).
+    In CPU inference a stage runs its blocks in bands of rows instead (``attend_all`` and
+    ``output_rows`` here, ``RAVLTStage``).
 
     Args:
         dim (int): Channels C of the input map.
@@ -387,73 +367,95 @@ class RALAttention(nn.Module):
         self.proj = PointwiseConv(dim, dim)
 
     def forward(self, x: torch.Tensor, rope: RoPE) -> torch.Tensor:
-        B, C, H, W = x.shape
         qkvo = self.qkvo(x)
-        q, k, v, o = qkvo.chunk(4, dim=1)
-        lepe = self.lepe(v)
-        # (B, C, H, W) -> (B, heads, N, d); channels are head-major (c = head * d + i)
+        lepe = self.lepe(qkvo[:, 2 * self.dim:3 * self.dim])
+        path = self.path(qkvo)
+        if path == 'reference':
+            mixed = self._reference(qkvo, lepe, rope)
+        elif path == 'kernel':
+            mixed = self._kernel(qkvo, lepe, rope)
+        else:
+            mixed = self._fast(qkvo, lepe, rope)
+        return self.proj(mixed)
+
+    def path(self, x: torch.Tensor) -> str:
+        """'reference', 'kernel' or 'fast': how ``forward`` computes the attention of ``x``
+        (a map on the attention's device; its ``requires_grad`` tells whether gradients are
+        recorded). The kernels are left out of the ONNX and TorchScript exports (plain ops
+        there) and of compiled training graphs without ``kernel_backward`` (the compiler
+        derives the PyTorch ops' backward); ``torch.export`` keeps them (inference programs).
+        """
         if self.attn_impl == 'reference':
-            q, k, v = (t.reshape(B, self.num_heads, self.head_dim, H * W).transpose(-1, -2)
-                       for t in (q, k, v))
-            attend = rala_reference if self.attn_type == 'rala' else softmax_attention_reference
-            out = attend(q, k, v, *rope(H, W), self.scale)
-            return self.proj((self._merge_heads(out, H, W) + lepe) * o)
+            return 'reference'
+        if not (self.attn_type == 'rala' and self.use_kernel and ops.rala_kernel_applies(x)):
+            return 'fast'
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return 'fast'
+        if (torch.compiler.is_compiling() and self._records_grad(x)
+                and not (self.kernel_backward or torch.compiler.is_exporting())):
+            return 'fast'
+        return 'kernel'
+
+    def _reference(self, qkvo: torch.Tensor, lepe: torch.Tensor, rope: RoPE) -> torch.Tensor:
+        """(attention + lepe) * o by the paper's formulas, token-major tensors."""
+        B, _, H, W = qkvo.shape
+        q, k, v, o = qkvo.chunk(4, dim=1)
+        # (B, C, H, W) -> (B, heads, N, d); channels are head-major (c = head * d + i)
+        q, k, v = (t.reshape(B, self.num_heads, self.head_dim, H * W).transpose(-1, -2)
+                   for t in (q, k, v))
+        attend = rala_reference if self.attn_type == 'rala' else softmax_attention_reference
+        out = attend(q, k, v, *rope(H, W), self.scale)
+        return (self._merge_heads(out, H, W) + lepe) * o
+
+    def _fast(self, qkvo: torch.Tensor, lepe: torch.Tensor, rope: RoPE) -> torch.Tensor:
+        """(attention + lepe) * o in PyTorch ops: RALA as ``rala_fast``, softmax through SDPA,
+        on head views of the map (no copies of a channels-last one)."""
+        height, width = qkvo.shape[-2:]
+        q, k, v, o = qkvo.chunk(4, dim=1)
         if self.attn_type == 'rala':
-            q, k, v = map(self._split_heads, (q, k, v))
-            out = self._rala_kernel(q, k, v, lepe, o, rope) if self._takes_kernel(q) else None
-            if out is lepe:  # inference: the kernel's epilogue wrote (lepe + RALA) * o there
-                return self.proj(lepe)
-            if out is None:
-                out = rala_fast(q, k, v, rope.rotary(H, W), self.scale)
+            out = rala_fast(*map(self._split_heads, (q, k, v)), rope.rotary(height, width),
+                            self.scale)
         else:
             # q and k are adjacent channels of the qkvo map: one rotation (one cast to fp32 and
             # back) for both, as 2 x heads heads
-            qk = rope.rotary(H, W)(self._split_heads(qkvo[:, :2 * C], 2 * self.num_heads))
-            q, k = qk.chunk(2, dim=1)
-            out = F.scaled_dot_product_attention(q, k, self._split_heads(v))
-        if is_tracing():
-            return self.proj((lepe + self._merge_heads(out, H, W)) * o)
-        # Add into lepe through its token-major view: neither `out` nor a sum gets a new copy.
-        self._split_heads(lepe).add_(out)
-        return self.proj(lepe.mul_(o))
+            qk = rope.rotary(height, width)(
+                self._split_heads(qkvo[:, :2 * self.dim], 2 * self.num_heads))
+            out = F.scaled_dot_product_attention(*qk.chunk(2, dim=1), self._split_heads(v))
+        return self._gated(out, lepe, o)
 
-    def _takes_kernel(self, q: torch.Tensor) -> bool:
-        """Whether RALA goes to the fused kernels: they are on and apply to q's device, and the
-        model is not being exported to ONNX or TorchScript (plain ops there; torch.compile and
-        torch.export keep the kernels as the custom operator ``ravlt::rala_forward``)."""
-        return (self.use_kernel and rala_kernel_applies(q) and not torch.jit.is_tracing()
-                and not torch.onnx.is_in_onnx_export())
-
-    def _rala_kernel(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     lepe: torch.Tensor, o: torch.Tensor, rope: RoPE) -> Optional[torch.Tensor]:
-        """RALA through the fused kernels (``ravlt_dense.ops``): its (B, heads, N, d) output;
-        ``lepe`` itself where no gradient is needed (eager), the kernel's epilogue having
-        written (lepe + RALA) * o into it; None where the kernels cannot run for this case
-        (warned once) or where a ``torch.compile`` graph needs gradients without
-        ``kernel_backward`` (PyTorch's ops then, whose backward the compiler derives;
-        ``torch.export`` keeps the operator: its programs are for inference).
-
-        Where gradients are needed: the forward kernels with PyTorch's autograd for the
-        backward (``RALAKernelForward``), or with ``kernel_backward`` the operator
-        ``ravlt::rala_forward``, whose registered backward runs the backward kernels."""
-        height, width = lepe.shape[-2:]
-        needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
-                                                  or v.requires_grad)
+    def _kernel(self, qkvo: torch.Tensor, lepe: torch.Tensor, rope: RoPE) -> torch.Tensor:
+        """(RALA + lepe) * o through the fused kernels: where no gradient is recorded (eager),
+        their epilogue writes it into ``lepe``; otherwise ``ops.rala`` gives RALA. The fast
+        path where the kernels cannot run for this case (``ops.KernelUnavailable``)."""
+        height, width = qkvo.shape[-2:]
+        q, k, v, o = map(self._split_heads, qkvo.chunk(4, dim=1))
         try:
             if torch.compiler.is_compiling():  # the rotation from the angle buffer, in the graph
-                if needs_grad and not (self.kernel_backward or torch.compiler.is_exporting()):
-                    return None
-                return rala_triton(q, k, v, rope_table(*rope(height, width)), self.scale)
-            rotation = rope.cached(height, width)
-            if needs_grad and self.kernel_backward:
-                return rala_triton(q, k, v, rotation, self.scale)  # autograd: backward kernels
-            if needs_grad:
-                return RALAKernelForward.apply(q, k, v, rotation, self.scale)
-            rala_triton(q, k, v, rotation, self.scale, lepe=self._split_heads(lepe),
-                        gate=self._split_heads(o))
-            return lepe
-        except KernelUnavailable:
-            return None
+                out = ops.rala_triton(q, k, v, ops.rope_table(*rope(height, width)), self.scale)
+            elif self._records_grad(qkvo):
+                out = ops.rala(q, k, v, rope.cached(height, width), self.scale,
+                               backward_kernels=self.kernel_backward)
+            else:
+                ops.rala_triton(q, k, v, rope.cached(height, width), self.scale,
+                                lepe=self._split_heads(lepe), gate=o)
+                return lepe
+        except ops.KernelUnavailable:
+            return self._fast(qkvo, lepe, rope)
+        return self._gated(out, lepe, qkvo[:, 3 * self.dim:])
+
+    def _gated(self, out: torch.Tensor, lepe: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+        """(lepe + out) * o as a map, ``out`` (B, heads, N, d): added into lepe through its
+        token-major view (a conv's fresh output, which its backward does not read: neither
+        ``out`` nor a sum gets a copy), or while traced out of place (exporters that trace do
+        not follow writes through views)."""
+        if is_tracing():
+            return (lepe + self._merge_heads(out, *lepe.shape[-2:])) * o
+        self._split_heads(lepe).add_(out)
+        return lepe.mul_(o)
+
+    @staticmethod
+    def _records_grad(x: torch.Tensor) -> bool:
+        return torch.is_grad_enabled() and x.requires_grad
 
     def attend_all(self, qkvo: torch.Tensor,
                    rope: RoPE) -> Callable[[slice], torch.Tensor]:
@@ -741,9 +743,7 @@ class RAVLTStage(nn.Module):
         self.downsample = Downsample(dim, out_dim) if out_dim else None
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        attn = self.blocks[0].attn if self.blocks else None
-        if (attn is not None and attn.attn_impl == 'fast' and runs_in_bands(x, self)
-                and not (attn.attn_type == 'rala' and attn._takes_kernel(x))):
+        if self.blocks and runs_in_bands(x, self) and self.blocks[0].attn.path(x) == 'fast':
             x = self._blocks_in_bands(x)
         else:
             for block in self.blocks:

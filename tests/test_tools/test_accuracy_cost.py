@@ -122,6 +122,9 @@ def test_cli_plots_published_accuracy_against_measured_cost(tmp_path):
               for k in ('params_M', 'flops_full_G', 'latency_ms')]
     assert ('| RAVLT-T | ' + ' | '.join(f'{r:.2f}x' for r in ratios)
             + f' | {new_ap - swin_ap:+.1f} |') in md
+    # one row per model: its costs, then its accuracy
+    assert f"| RAVLT-T | {float(rows['ravlt_t']['params_M']):.1f} |" in md
+    assert md.split('## Every model')[1].split('\n## ')[0].count(f'| {new_ap} |') == 1
     assert (out / 'accuracy_cost.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
     # re-rendered from these costs, the accuracies are read anew: the zoo's again

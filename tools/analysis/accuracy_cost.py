@@ -353,15 +353,32 @@ def over_baseline(table: List[dict], costs: Dict[str, dict]) -> List[str]:
     return lines
 
 
+def every_model(table: List[dict], costs: Dict[str, dict], order: List[str]) -> List[str]:
+    """One row per model (in the order of ``order``): its costs, then its accuracy on each
+    benchmark."""
+    benches = list(dict.fromkeys(r['benchmark'] for r in table))
+    by = {(r['model'], r['benchmark']): r['published'] for r in table}
+    table = sorted(table, key=lambda r: order.index(r['model']))
+    head = ['model', 'params M', 'FLOPs G full', 'FLOPs G modules', 'latency ms'] + [
+        accuracy.BENCHMARKS[b].title for b in benches]
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for model, label in dict.fromkeys((r['model'], r['label']) for r in table):
+        c = costs.get(model, {})
+        cells = [label, _num(c.get('params_M')), _num(c.get('flops_full_G')),
+                 _num(c.get('flops_modules_G')), _latency_cell(c)]
+        lines.append('| ' + ' | '.join(cells + [str(by.get((model, b), '–'))
+                                              for b in benches]) + ' |')
+    return lines
+
+
 def markdown(table: List[dict], costs, skipped, args, machine: str, command: str,
-             elapsed: float) -> str:
+             elapsed: float, version: str = '') -> str:
     shape = 'x'.join(map(str, args.shape))
     rounds = {c['repeat'] for c in costs.values() if 'latency_ms' in c}
     timing = (f'median of {max(rounds):.0f} rounds, the models timed in turn in one process, '
               'IQR in brackets' if rounds else 'not measured (--no-latency)')
     where = (f'measured in an earlier run, read from `{args.costs_from}`' if args.costs_from
              else 'measured here')
-    version = '' if args.costs_from else code_version()
     lines = [f'# Accuracy against cost, {datetime.datetime.now():%Y-%m-%d %H:%M}', '',
              f'Command: `{command}` ({elapsed:.0f} s)  ',
              f'Machine: {machine}; torch {torch.__version__}, Python '
@@ -377,8 +394,11 @@ def markdown(table: List[dict], costs, skipped, args, machine: str, command: str
     summary = over_baseline(table, costs)
     if summary:
         lines += ['## What RAVLT buys over Swin-T, at what cost', '',
-                  'Cost: RAVLT\'s as a multiple of Swin-T\'s (measured here); accuracy: RAVLT\'s '
+                  'Cost: RAVLT\'s as a multiple of Swin-T\'s (measured); accuracy: RAVLT\'s '
                   'minus Swin-T\'s (published).', ''] + summary + ['']
+    lines += ['## Every model', '', 'Costs measured; accuracies published (the tables below '
+              'name each one\'s metafile entry).', ''] + every_model(
+                  table, costs, list(accuracy.model_names(args.metafile))) + ['']
     for bench in dict.fromkeys(r['benchmark'] for r in table):
         b = accuracy.BENCHMARKS[bench]
         lines += [f'## {b.title}', '',
@@ -539,6 +559,7 @@ def main(argv=None):
     names = [n for n in names if n in with_accuracy]
     rows = [r for r in rows if r.model in names]
     load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else None
+    version = '' if args.costs_from else code_version()  # what is imported is what is measured
     if args.costs_from:
         costs, not_built, machine, args.shape = read_costs(args.costs_from, names)
         args.no_latency = not any('latency_ms' in c for c in costs.values())
@@ -553,7 +574,8 @@ def main(argv=None):
     table = table_rows(rows, costs, skipped, args, machine)
     command = 'python ' + ' '.join([osp.relpath(osp.abspath(__file__))] + (
         sys.argv[1:] if argv is None else list(argv)))
-    text = markdown(table, costs, skipped, args, machine, command, time.monotonic() - start)
+    text = markdown(table, costs, skipped, args, machine, command, time.monotonic() - start,
+                    version)
     # everything rendered before anything is written
     contents = dict(zip(OUTPUTS, (figure_png(table, args, machine), text.encode(),
                                   csv_text(table).encode())))

@@ -131,8 +131,13 @@ class PointwiseConv(nn.Conv2d):
     these adds after all the block's convs are the 11.7 ms ``elementwise_kernel<128, 4,
     gpu_kernel_impl_nocast>`` of a batch-8 RAVLT-S forward on the H200 (docs/gpu.md).
     ``F.linear`` on the (B*H*W, C) view of a channels-last map is the same product, and
-    cuBLASLt adds the bias while it writes the result. Elsewhere (the CPU already runs a 1x1
-    conv as this product, bit for bit), for other layouts and in traced graphs: the plain conv.
+    cuBLASLt adds the bias while it writes the result.
+
+    On the CPU in fp32 it is oneDNN's convolution whatever the thread count: with one thread
+    (and fewer than 16 images) PyTorch takes the 1x1 conv to its own im2col-free product
+    instead, which runs in MKL's sgemm at half oneDNN's speed on the AMD EPYC this project is
+    measured on (docs/analysis/linear_speed.md). Other dtypes, autocast, traced graphs: the
+    plain conv.
     """
 
     def __init__(self, in_channels: int, out_channels: int):
@@ -141,12 +146,19 @@ class PointwiseConv(nn.Conv2d):
     def forward(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``bias`` replaces the layer's own (``ConvFFN`` folds the depth-wise conv's into it)."""
         bias = self.bias if bias is None else bias
-        if not (cuda_forms(x) and x.is_contiguous(memory_format=torch.channels_last)):
-            return self._conv_forward(x, self.weight, bias)
-        B, C, H, W = x.shape
-        # 2-D input: F.linear of a 4-D one adds the bias in a separate broadcast pass again
-        out = F.linear(x.permute(0, 2, 3, 1).reshape(B * H * W, C), self.weight.flatten(1), bias)
-        return out.view(B, H, W, -1).permute(0, 3, 1, 2)
+        if cuda_forms(x) and x.is_contiguous(memory_format=torch.channels_last):
+            B, C, H, W = x.shape
+            # 2-D input: F.linear of a 4-D one adds the bias in a separate broadcast pass again
+            out = F.linear(x.permute(0, 2, 3, 1).reshape(B * H * W, C), self.weight.flatten(1),
+                           bias)
+            return out.view(B, H, W, -1).permute(0, 3, 1, 2)
+        if (not is_tracing() and x.device.type == 'cpu'
+                and x.dtype == self.weight.dtype == torch.float32
+                and not torch.is_autocast_enabled('cpu')
+                and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+            return torch.mkldnn_convolution(x, self.weight, bias, self.padding, self.stride,
+                                            self.dilation, self.groups)
+        return self._conv_forward(x, self.weight, bias)
 
 
 # --------------------------------------------------------------------------------------------

@@ -91,7 +91,20 @@ def runs_in_bands(x: torch.Tensor, module: nn.Module) -> bool:
             and not is_tracing()
             and not torch.is_autocast_enabled('cpu')
             and not (torch.is_grad_enabled()
-                     and (x.requires_grad or any(p.requires_grad for p in module.parameters()))))
+                     and (x.requires_grad or any(p.requires_grad for p in module.parameters())))
+            and not has_hooks(module))
+
+
+def has_hooks(module: nn.Module) -> bool:
+    """Whether a forward hook watches ``module`` or a module inside it (or every module).
+
+    The bands call the blocks' layers' kernels, not the layers, and work in place: a hook (a
+    CAM, a feature probe) would neither fire nor see the maps it saw. Hooked modules run whole.
+    """
+    hooks = nn.modules.module
+    if hooks._global_forward_hooks or hooks._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
 
 
 def band_rows(width: int, channels: int, reach: int = 0, itemsize: int = 4) -> int:

@@ -78,3 +78,33 @@ def test_bands_only_where_no_gradient_is_recorded(monkeypatch):
     model.eval().requires_grad_(False)
     model(x)  # a frozen backbone: nothing to record
     assert len(calls) == sum(TINY['depths'])
+
+
+def test_hooked_modules_run_whole_and_their_hooks_see_the_maps(monkeypatch):
+    model = randomised(RAVLT(TINY))
+    x = torch.randn(1, 3, 64, 64)
+    seen = {}
+    stem_conv = model.patch_embed.proj[0]
+
+    def keep(name, value):
+        seen[name] = value  # (a hook that returns a value replaces the output)
+
+    handles = [
+        model.layers[1].blocks[0].attn.register_forward_hook(
+            lambda m, args, out: keep('attn', args[0].shape)),
+        # the bands would run the BN after this conv in place, over the map the hook kept
+        stem_conv.register_forward_hook(lambda m, args, out: keep('stem', out))
+    ]
+    calls = count_banded_blocks(monkeypatch)
+    with torch.no_grad():
+        hooked = model(x)
+        for h in handles:
+            h.remove()
+        expected_stem = stem_conv(x)
+        banded = model(x)
+    assert seen['attn'] == (1, TINY['embed_dims'][1], 8, 8)
+    assert (seen['stem'] - expected_stem).abs().max() <= 1e-5  # (conv order of sums differs)
+    # stage 1 ran whole while hooked; the other stages, and every stage unhooked, in bands
+    assert len(calls) == 2 * sum(TINY['depths']) - TINY['depths'][1]
+    for a, b in zip(hooked, banded):
+        assert (a - b).abs().max() <= 2e-5

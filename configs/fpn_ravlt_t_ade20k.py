@@ -6,7 +6,7 @@ _base_ = [
 ]
 optim_wrapper = dict(
     _delete_=True,
-    type='AmpOptimWrapper',  # without a GPU tools/train.py trains in fp32 (ravlt_dense.amp)
+    type='AmpOptimWrapper',  # without a GPU tools/train.py trains it in fp32, with a warning
     loss_scale='dynamic',
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=1e-4),
     clip_grad=None)

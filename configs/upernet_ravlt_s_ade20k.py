@@ -8,7 +8,7 @@ _base_ = [
 ]
 optim_wrapper = dict(
     _delete_=True,
-    type='AmpOptimWrapper',  # without a GPU tools/train.py trains in fp32 (ravlt_dense.amp)
+    type='AmpOptimWrapper',  # without a GPU tools/train.py trains it in fp32, with a warning
     loss_scale=512.,
     optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
     # Every BatchNorm/LayerNorm whatever its name (the stem's BNs are patch_embed.proj.{1,4,7,10}).

@@ -24,8 +24,8 @@ import cv2
 
 # importing ravlt_dense registers RAVLT and the types found in our checkpoints
 from ravlt_dense.checkpoint import find_checkpoint
-from ravlt_dense.inference import add_model_arguments, default_device, resolve_demo_model
-from ravlt_dense.inputs import collect_images, read_image, unique_stem
+from ravlt_dense.tools.images import collect_images, read_image, unique_stem
+from ravlt_dense.tools.inference import add_model_arguments, default_device, resolve_demo_model
 
 
 def parse_args(argv=None):
@@ -38,8 +38,8 @@ def parse_args(argv=None):
                         help="'cpu' or a GPU such as 'cuda:0' (default: cuda:0 if available)")
     args = parser.parse_args(argv)
     try:
-        args.config, args.checkpoint, args.inputs = resolve_demo_model(
-            args.model, args.inputs, args.weights)
+        named, args.inputs = resolve_demo_model(args.model, args.inputs, args.weights)
+        args.config, args.checkpoint = named.config, named.weights
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))
     if find_checkpoint(args.checkpoint) is None:

@@ -42,10 +42,11 @@ from mmengine.config import Config
 from mmengine.fileio import dump, put
 from mmengine.utils import ProgressBar
 
+from ravlt_dense.tools.images import collect_images, read_image, unique_stem
+from ravlt_dense.tools.inference import default_device
+
 # importing ravlt_dense registers RAVLT and the types found in our checkpoints
-from ravlt_dense.engine.checkpoints import ATOMIC_BACKEND
-from ravlt_dense.inference import default_device
-from ravlt_dense.inputs import collect_images, read_image, unique_stem
+from ravlt_dense.tools.saving import ATOMIC_BACKEND
 
 import seg_demo  # demo/ is sys.path[0] when this runs as a script
 from video_demo import det_inferencer, is_segmentor, resolve_model

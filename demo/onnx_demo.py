@@ -15,7 +15,7 @@ import os.path as osp
 import sys
 
 from ravlt_dense.deploy import require_mmdeploy
-from ravlt_dense.inputs import collect_images, unique_stem
+from ravlt_dense.tools.images import collect_images, unique_stem
 
 
 def parse_args(argv=None):
@@ -47,10 +47,10 @@ def main(argv=None):
     from mmdeploy.utils import get_input_shape
     from mmengine.config import Config
 
-    from ravlt_dense.cli import existing_config
     from ravlt_dense.deploy.configs import deploy_config_path, model_task
     from ravlt_dense.deploy.evaluation import onnx_input_size
-    config = existing_config(args.config)
+    from ravlt_dense.tools.cli import model_or_exit
+    config = model_or_exit(args.config).config
     model_cfg = Config.fromfile(config)
     if args.cfg_options:
         model_cfg.merge_from_dict(args.cfg_options)

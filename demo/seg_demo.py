@@ -28,8 +28,8 @@ from mmengine.config import Config
 from mmengine.utils import ProgressBar, import_modules_from_strings
 
 from ravlt_dense.checkpoint import find_checkpoint
-from ravlt_dense.inference import add_model_arguments, default_device, resolve_demo_model
-from ravlt_dense.inputs import collect_images, read_image, unique_stem
+from ravlt_dense.tools.images import collect_images, read_image, unique_stem
+from ravlt_dense.tools.inference import add_model_arguments, default_device, resolve_demo_model
 
 
 def parse_args(argv=None):
@@ -160,8 +160,8 @@ def run(config: str, checkpoint: str, inputs: Sequence[str], out_dir: str,
 
 def main(argv=None):
     args = parse_args(argv)
-    config, checkpoint, inputs = resolve_demo_model(args.model, args.inputs, args.weights)
-    return run(config, checkpoint, inputs, args.out_dir, device=args.device,
+    named, inputs = resolve_demo_model(args.model, args.inputs, args.weights)
+    return run(named.config, named.weights, inputs, args.out_dir, device=args.device,
                opacity=args.opacity, with_labels=not args.no_labels, slide=args.slide,
                crop_size=args.crop_size, stride=args.stride)
 

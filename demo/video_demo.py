@@ -32,9 +32,9 @@ from mmengine.config import Config
 from mmengine.utils import ProgressBar
 
 # importing ravlt_dense registers RAVLT and the types found in our checkpoints
-from ravlt_dense import zoo
 from ravlt_dense.checkpoint import find_checkpoint
-from ravlt_dense.inference import default_device
+from ravlt_dense.tools import names
+from ravlt_dense.tools.inference import default_device
 
 import seg_demo  # demo/ is sys.path[0] when this runs as a script
 
@@ -72,7 +72,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     check_options(parser, args)
     try:
-        args.config, args.checkpoint = resolve_model(args.model, args.checkpoint, args.weights)
+        args.config, args.checkpoint = model_and_checkpoint(args.model, args.checkpoint,
+                                                            args.weights)
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))
     args.device = args.device or default_device()
@@ -113,13 +114,14 @@ def has_display() -> bool:
     return bool(os.environ.get('DISPLAY') or os.environ.get('WAYLAND_DISPLAY'))
 
 
-def resolve_model(model: str, checkpoint: Optional[str],
-                  weights: Optional[str]) -> Tuple[str, str]:
+def model_and_checkpoint(model: str, checkpoint: Optional[str],
+                         weights: Optional[str]) -> Tuple[str, str]:
     """(config, checkpoint) of ``MODEL [CHECKPOINT]``: a config and its checkpoint, or a zoo
     name and its weights; ``weights`` replaces either checkpoint."""
-    if (model.endswith('.py') or osp.isfile(model)) and not osp.isfile(model):
-        raise FileNotFoundError(f'config not found: {model}')
-    config, checkpoint = zoo.resolve(model, weights or checkpoint)
+    named = names.resolve_model(model, weights or checkpoint)  # a zoo name brings its weights
+    if named.from_zoo:
+        named.checkpoint()  # ValueError: a zoo config without released weights
+    config, checkpoint = named.config, named.weights
     if checkpoint is None:
         raise ValueError(f'give the CHECKPOINT of {model} after it (or --weights)')
     if find_checkpoint(checkpoint) is None:

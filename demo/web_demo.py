@@ -55,9 +55,9 @@ os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
 
 from ravlt_dense import zoo  # noqa: E402
 from ravlt_dense.checkpoint import find_checkpoint  # noqa: E402
-from ravlt_dense.cli import config_file  # noqa: E402
-from ravlt_dense.inference import default_device  # noqa: E402
-from ravlt_dense.inputs import IMG_EXTENSIONS, collect_images, read_image  # noqa: E402
+from ravlt_dense.tools.images import IMG_EXTENSIONS, collect_images, read_image  # noqa: E402
+from ravlt_dense.tools.inference import default_device  # noqa: E402
+from ravlt_dense.tools.names import resolve_model  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DATA_TOOLS = osp.join(REPO, 'tools', 'data')
@@ -97,14 +97,12 @@ def parse_model(spec: str) -> ModelChoice:
             raise ValueError(f'{spec}: give the checkpoint of a config as CONFIG:CHECKPOINT, '
                              f'e.g. {name}:work_dirs/{osp.splitext(osp.basename(name))[0]}/'
                              'epoch_12.pth')
-        config = config_file(name)
-        if not osp.isfile(config):
-            raise FileNotFoundError(f'{spec}: config not found: {name}')
-        label = osp.splitext(osp.basename(config))[0]
-    else:
-        config = zoo.config_path(name)  # ValueError naming the zoo's models
-        checkpoint = checkpoint or zoo.weights_url(name)  # ValueError for configs-only rows
-        label = name
+    try:
+        named = resolve_model(name, checkpoint or None)  # ValueError naming the zoo's models
+    except FileNotFoundError:
+        raise FileNotFoundError(f'{spec}: config not found: {name}') from None
+    config, checkpoint = named.config, named.checkpoint()  # ValueError: no released weights
+    label = name if named.from_zoo else osp.splitext(osp.basename(config))[0]
     if find_checkpoint(checkpoint) is None:
         raise FileNotFoundError(f'{spec}: checkpoint not found: {checkpoint} (a file, an '
                                 'http(s) URL or a model of the zoo)')

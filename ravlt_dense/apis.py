@@ -5,34 +5,11 @@
     inferencer = RAVLTSegInferencer('upernet_ravlt_s_ade20k', weights='mine.pth', device='cpu')
     result = inferencer('photo.jpg')
 
-They are ``DetInferencer`` and ``MMSegInferencer`` with the weights loading of the demos
-(:class:`ravlt_dense.inference.ReleaseWeightsMixin`): files, URLs and zoo names, ours or the
-authors' mmdet 2.x / mmseg 0.x checkpoints, loaded strictly.
+They are ``DetInferencer`` and ``MMSegInferencer`` loading weights as the tools do: files, URLs
+and zoo names, ours or the authors' mmdet 2.x / mmseg 0.x checkpoints, loaded strictly. (This
+module is where users import them from, as from ``mmdet.apis``; they are defined in
+``ravlt_dense.tools.inference``.)
 """
-from mmdet.apis import DetInferencer
-from mmseg.apis import MMSegInferencer
-
-from ravlt_dense.inference import ReleaseWeightsMixin, full_palette
-
-
-class RAVLTDetInferencer(ReleaseWeightsMixin, DetInferencer):
-    """mmdet's ``DetInferencer`` taking RAVLT's zoo names and the release's checkpoints."""
-
-
-class RAVLTSegInferencer(ReleaseWeightsMixin, MMSegInferencer):
-    """mmseg's ``MMSegInferencer`` taking RAVLT's zoo names and the release's checkpoints,
-    its drawings labelled with the model's classes.
-
-    ``MMSegInferencer`` labels its drawings with the classes passed to it (Cityscapes' by
-    default) whatever the checkpoint says: here the model's own classes and palette are used.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        meta = self.model.dataset_meta
-        classes = list(meta['classes'])
-        self.visualizer.set_dataset_meta(classes=classes,
-                                         palette=full_palette(classes, meta.get('palette')))
-
+from ravlt_dense.tools.inference import RAVLTDetInferencer, RAVLTSegInferencer
 
 __all__ = ['RAVLTDetInferencer', 'RAVLTSegInferencer']

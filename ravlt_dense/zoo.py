@@ -153,11 +153,3 @@ def backbone_params(arch: str, metafile: Optional[str] = None) -> int:
     """Parameters of the dense RAVLT backbone of variant ``arch`` (incl. the output norms)."""
     return get(f'ravlt_{arch}_in1k', metafile)['Metadata']['Backbone Parameters']
 
-
-def resolve(model: str, weights: Optional[str] = None,
-            metafile: Optional[str] = None) -> Tuple[str, Optional[str]]:
-    """(config file, weights) of a config path or a zoo name, as mmdet's inferencers resolve
-    model names: a zoo name brings its config and, unless ``weights`` is given, its weights."""
-    if osp.isfile(model) or model.endswith('.py'):
-        return model, weights
-    return config_path(model, metafile), weights or weights_url(model, metafile)

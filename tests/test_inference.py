@@ -1,9 +1,9 @@
-"""ravlt_dense.inference: the demos' device, and the classes and palette of a model."""
+"""ravlt_dense.tools.inference: the demos' device, and the classes and palette of a model."""
 import pytest
 import torch
 from mmengine.config import Config
 
-from ravlt_dense.inference import config_dataset_meta, default_device, full_palette
+from ravlt_dense.tools.inference import config_dataset_meta, default_device, full_palette
 
 from conftest import REPO
 

@@ -218,9 +218,10 @@ def installed_wheel(tmp_path_factory):
 
 def test_wheel_resolves_zoo_names_without_a_clone(installed_wheel):
     run, mim = installed_wheel['run'], installed_wheel['mim']
-    proc = run('-c', 'import ravlt_dense; from ravlt_dense import zoo; '
+    proc = run('-c', 'import ravlt_dense; '
                'from mmengine.config import Config; '
-               'config, weights = zoo.resolve("maskrcnn_ravlt_s_coco"); '
+               'from ravlt_dense.tools.names import resolve_model; '
+               'm = resolve_model("maskrcnn_ravlt_s_coco"); config, weights = m.config, m.weights; '
                'cfg = Config.fromfile(config); '
                'print(ravlt_dense.__file__, config, weights, cfg.model.backbone.arch, '
                'cfg.model.roi_head.bbox_head.num_classes)')
@@ -367,7 +368,7 @@ def package_imports() -> dict:
 
 def test_no_module_of_the_package_imports_one_that_imports_it_back():
     graph = package_imports()
-    assert 'ravlt_dense.checkpoint.loading' in graph and graph['ravlt_dense.inference']
+    assert 'ravlt_dense.checkpoint.loading' in graph and graph['ravlt_dense.tools.inference']
 
     def reaches(start, goal, seen):
         for nxt in graph[start]:

@@ -9,7 +9,7 @@ test_ade20k_config_param_count), which build them anyway.
 import json
 import os.path as osp
 import re
-from pathlib import Path
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -17,8 +17,9 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from ravlt_dense import inference, zoo
+from ravlt_dense import zoo
 from ravlt_dense.models import RAVLT, build_model
+from ravlt_dense.tools.names import resolve_model
 
 from conftest import REPO, load_script
 
@@ -142,27 +143,6 @@ def test_unknown_names_are_errors():
     with pytest.raises(ValueError, match="'ravlt_s_in1k' of the zoo has no config"):
         zoo.config_path('ravlt_s_in1k')
     assert zoo.name_of_config('configs/quickstart/fpn_ravlt_t_shapes.py') is None
-    with pytest.raises(ValueError, match="Unknown model 'photo.jpg'"):
-        inference.resolve_demo_model('photo.jpg', ['x.jpg'])
-    with pytest.raises(FileNotFoundError, match='config not found: nope.py'):
-        inference.resolve_demo_model('nope.py', ['ckpt.pth', 'x.jpg'])
-
-
-def test_tools_read_a_config_as_a_file_a_zoo_name_or_a_package_name():
-    """What tools/train.py, test.py and get_flops.py take for CONFIG."""
-    from ravlt_dense.cli import config_file
-    assert config_file('configs/maskrcnn_ravlt_s_coco.py') == 'configs/maskrcnn_ravlt_s_coco.py'
-    assert config_file('maskrcnn_ravlt_s_coco') == zoo.config_path('maskrcnn_ravlt_s_coco')
-    swin = config_file('mmdet::mask2former/mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco.py')
-    assert Path(swin).is_file() and Path(swin).parts[-5:] == (
-        'mmdet', '.mim', 'configs', 'mask2former',
-        'mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco.py')
-    with pytest.raises(FileNotFoundError, match="mmseg has no config 'mask2former/nope.py'"):
-        config_file('mmseg::mask2former/nope.py')
-    with pytest.raises(ValueError, match="no installed package 'mmnothing'"):
-        config_file('mmnothing::a/b.py')
-    with pytest.raises(ValueError, match="Unknown model 'maskrcnn_ravlt_x_coco'"):
-        config_file('maskrcnn_ravlt_x_coco')
 
 
 def test_variants_are_the_arch_zoo_and_every_model_names_one():
@@ -183,10 +163,10 @@ def test_url_root_override(monkeypatch):
     assert zoo.weights_url('upernet_ravlt_s_ade20k') == HF + 'uper_s_2x.pth'
     monkeypatch.setenv(zoo.URL_ROOT_ENV, 'http://mirror.local/ravlt/')
     assert zoo.weights_url('upernet_ravlt_s_ade20k') == 'http://mirror.local/ravlt/uper_s_2x.pth'
-    config, weights = zoo.resolve('maskrcnn_ravlt_s_coco')
-    assert config == str(REPO / 'configs' / 'maskrcnn_ravlt_s_coco.py')
-    assert weights == 'http://mirror.local/ravlt/maskrcnn_s_1x_12_epoch.pth'
-    assert zoo.resolve('maskrcnn_ravlt_s_coco', 'mine.pth')[1] == 'mine.pth'
+    named = resolve_model('maskrcnn_ravlt_s_coco')
+    assert named.config == str(REPO / 'configs' / 'maskrcnn_ravlt_s_coco.py')
+    assert named.weights == 'http://mirror.local/ravlt/maskrcnn_s_1x_12_epoch.pth'
+    assert resolve_model('maskrcnn_ravlt_s_coco', 'mine.pth').weights == 'mine.pth'
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,8 +206,11 @@ def test_image_demo_runs_a_zoo_name(tiny_zoo):
     serve_release(tiny_zoo['server'], 'maskrcnn_ravlt_t_shapes.py', 'maskrcnn_t_shapes.pth',
                   dict(epoch=12, mmdet_version='2.25.0'))
     demo = load_script('demo/image_demo.py')
-    demo.main(['maskrcnn_ravlt_t_shapes', str(tiny_zoo['photo']), '--out-dir',
-               str(tiny_zoo['out']), '--pred-score-thr', '0'])
+    with mock.patch.object(zoo, 'config_path', wraps=zoo.config_path) as config_path:
+        demo.main(['maskrcnn_ravlt_t_shapes', str(tiny_zoo['photo']), '--out-dir',
+                   str(tiny_zoo['out']), '--pred-score-thr', '0'])
+    # the name is read once; the inferencer is given the config file it named
+    assert [c.args[0] for c in config_path.call_args_list] == ['maskrcnn_ravlt_t_shapes']
     pred = json.loads((tiny_zoo['out'] / 'preds' / 'photo.json').read_text())
     assert pred['classes'] == ['circle', 'square', 'triangle', 'star']
     assert pred['instances'] and pred['instances'][0]['class_name'] in pred['classes']
@@ -247,8 +230,8 @@ def test_seg_demo_runs_a_zoo_name_with_the_release_classes(tiny_zoo):
     label = cv2.imread(written[0]['pred'], cv2.IMREAD_UNCHANGED)
     assert label.shape == (64, 80) and label.max() < 5
     # the model and its drawings carry the checkpoint's weights and classes
-    config, weights = zoo.resolve('fpn_ravlt_t_shapes')
-    inferencer = demo.build_inferencer(demo.load_config(config), weights, 'cpu')
+    named = resolve_model('fpn_ravlt_t_shapes')
+    inferencer = demo.build_inferencer(demo.load_config(named.config), named.weights, 'cpu')
     assert tuple(inferencer.visualizer.dataset_meta['classes']) == classes
     assert inferencer.visualizer.dataset_meta['palette'] == palette
     state = inferencer.model.state_dict()

@@ -11,11 +11,12 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import ravlt_dense  # noqa: F401  registers RAVLT and the checkpoint types that resuming needs
-from ravlt_dense.amp import fit_optim_wrapper_to_device
-from ravlt_dense.cli import load_config, parse_tool_args
-from ravlt_dense.datasets.checks import build_datasets, check_datasets
-from ravlt_dense.dist import finish_distributed, setup_cpu_distributed
-from ravlt_dense.engine import check_resume, save_checkpoints_atomically
+from ravlt_dense.datasets.checks import check_datasets
+from ravlt_dense.tools.cli import load_config, parse_tool_args
+from ravlt_dense.tools.launch import finish_distributed, setup_cpu_distributed
+from ravlt_dense.tools.precision import fit_optim_wrapper_to_device
+from ravlt_dense.tools.run_checks import build_datasets
+from ravlt_dense.tools.saving import check_resume, save_checkpoints_atomically
 
 
 def parse_args():

@@ -1,11 +1,4 @@
-"""Runner additions (hooks, a file backend), registered in mmengine's registries on import."""
-from .checkpoints import (
-    AtomicLocalBackend,
-    check_resume,
-    checkpoint_damage,
-    save_checkpoints_atomically,
-)
+"""Runner additions that configs name (registered in mmengine's registries on import)."""
 from .hooks import PlainParamGroupsHook
 
-__all__ = ['AtomicLocalBackend', 'PlainParamGroupsHook', 'check_resume', 'checkpoint_damage',
-           'save_checkpoints_atomically']
+__all__ = ['PlainParamGroupsHook']

@@ -1,4 +1,4 @@
-"""The effective receptive field (ravlt_dense.analysis.erf, tools/analysis/erf.py): what it
+"""The effective receptive field (ravlt_dense.tools.analysis.erf, tools/analysis/erf.py): what it
 measures on models whose ERF is known, the tool end to end on a tiny RAVLT config, its weights
 by URL, and its errors on bad input (with nothing written)."""
 import csv
@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from ravlt_dense.analysis.erf import (
+from ravlt_dense.models.backbones.ravlt import RAVLT
+from ravlt_dense.tools.analysis.erf import (
     area_shares,
     effective_receptive_field,
     log_scaled,
     stage_geometry,
 )
-from ravlt_dense.models.backbones.ravlt import RAVLT
 
 from conftest import TINY_ARCH, randomised, release_imagenet_checkpoint, run_tool
 

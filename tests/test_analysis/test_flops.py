@@ -1,9 +1,9 @@
-"""ravlt_dense.analysis.flops: both FLOP counters against hand counts of a RAVLT block."""
+"""ravlt_dense.tools.analysis.flops: both FLOP counters against hand counts of a RAVLT block."""
 import pytest
 import torch
 
-from ravlt_dense.analysis import module_flops, traced_flops
 from ravlt_dense.models.backbones.ravlt import RAVLT, RAVLTBlock, RoPE
+from ravlt_dense.tools.analysis import module_flops, traced_flops
 
 from conftest import TINY_ARCH
 

@@ -1,10 +1,10 @@
-"""ravlt_dense.analysis.rank: rank measures, and the attention variants computed from one
+"""ravlt_dense.tools.analysis.rank: rank measures, and the attention variants computed from one
 layer's q, k, v."""
 import pytest
 import torch
 
-from ravlt_dense.analysis.rank import attention_variants, energy_rank, numerical_rank
 from ravlt_dense.models.backbones.ravlt import RoPE, apply_rope, rala_reference, rope_tables
+from ravlt_dense.tools.analysis.rank import attention_variants, energy_rank, numerical_rank
 
 
 @pytest.fixture(autouse=True)

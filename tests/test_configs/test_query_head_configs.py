@@ -18,9 +18,9 @@ from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 
 from ravlt_dense import zoo
-from ravlt_dense.cli import config_file
 from ravlt_dense.models import build_model
 from ravlt_dense.models.backbones.ravlt import RAVLT
+from ravlt_dense.tools.names import resolve_model
 
 from conftest import (
     IMG,
@@ -62,7 +62,7 @@ def imagenet_s(imagenet_weights):
 
 def official(name):
     """An OpenMMLab config by its ``mmdet::`` / ``mmseg::`` name."""
-    return Config.fromfile(config_file(name))
+    return Config.fromfile(resolve_model(name).config)
 
 
 def unscoped(node):

@@ -209,7 +209,7 @@ def test_annotations_of_a_class_left_out_by_the_config_are_no_mistake(tmp_path):
     from mmdet.registry import DATASETS
     from mmengine.registry import init_default_scope
 
-    from ravlt_dense.datasets.checks import unknown_categories
+    from ravlt_dense.tools.run_checks import unknown_categories
     write_coco(tmp_path / 'ann.json', ['cat', 'dog', 'bird'])
     init_default_scope('mmdet')
     dataset = dict(type='CocoDataset', data_root=str(tmp_path), ann_file='ann.json',
@@ -242,8 +242,8 @@ def test_heads_of_cascade_and_segmentation_models_are_named_by_their_config_keys
 
     from mmengine.config import Config
 
-    from ravlt_dense.datasets.checks import find_num_classes_mismatch, head_class_counts
     from ravlt_dense.models import build_model
+    from ravlt_dense.tools.run_checks import find_num_classes_mismatch, head_class_counts
     cfg = Config.fromfile(REPO / 'configs/quickstart/fpn_ravlt_t_shapes.py')
     cfg.model.backbone.update(arch='t')
     model = build_model(cfg)

@@ -1,5 +1,5 @@
-"""tools/analysis/accuracy_cost.py and ravlt_dense.analysis.accuracy: published accuracies read
-from the metafiles (ours, and the installed mmdet's and mmseg's), matched by head, dataset and
+"""tools/analysis/accuracy_cost.py and ravlt_dense.tools.analysis.accuracy: published accuracies
+read from the metafiles (ours, and the installed mmdet's and mmseg's), matched by head, dataset and
 schedule; one end-to-end run on a tiny input; bad input refused, outputs whole or absent."""
 import csv
 import os.path as osp
@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from ravlt_dense import zoo
-from ravlt_dense.analysis import accuracy
+from ravlt_dense.tools.analysis import accuracy
 
 from conftest import load_script
 

@@ -1,4 +1,4 @@
-"""Class activation maps (ravlt_dense.analysis.cam, tools/analysis/cam.py) on the trained
+"""Class activation maps (ravlt_dense.tools.analysis.cam, tools/analysis/cam.py) on the trained
 quick-start detector and segmentor: Grad-CAM finds the objects the models found, EigenCAM
 covers the image, the command line writes whole overlays, and bad input is named.
 """
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ravlt_dense.analysis import cam as C
+from ravlt_dense.tools.analysis import cam as C
 
 from conftest import load_script, run_tool
 

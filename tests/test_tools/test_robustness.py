@@ -1,5 +1,5 @@
-"""tools/analysis/test_robustness.py and ravlt_dense.analysis.robustness: the trained quick-start
-detector and segmentor under a heavy corruption score lower, at severity 0 exactly as
+"""tools/analysis/test_robustness.py and ravlt_dense.tools.analysis.robustness: the trained
+quick-start detector and segmentor under a heavy corruption score lower, at severity 0 exactly as
 tools/test.py reports; mPC and rPC as mmdet's robustness_eval.py defines them; bad input."""
 import functools
 import json
@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ravlt_dense.analysis import robustness as R
+from ravlt_dense.tools.analysis import robustness as R
 
 from conftest import load_script, run_tool
 

@@ -105,7 +105,7 @@ def _copy_with_damaged_last_checkpoint(trained, name, damage):
 
 @pytest.mark.parametrize('damage', ['cut short', 'zero-filled'])
 def test_resume_skips_a_damaged_last_checkpoint(trained, damage):
-    from ravlt_dense.engine import checkpoint_damage
+    from ravlt_dense.tools.saving import checkpoint_damage
     work = _copy_with_damaged_last_checkpoint(trained, damage.replace(' ', '_'), damage)
     options = [o.replace('max_iters=2', 'max_iters=3') for o in trained['options']]
     proc = run_tool(['tools/train.py', FPN_QUICK, '--work-dir', work, '--resume', *options])

@@ -243,7 +243,7 @@ def expected(quickstart_detector, examples):
     """What mmdet's inferencer (the project's, as the demo loads it) finds in the first example:
     (class, score, box) per instance, best first."""
     from ravlt_dense.apis import RAVLTDetInferencer
-    from ravlt_dense.inputs import read_image
+    from ravlt_dense.tools.images import read_image
     inferencer = RAVLTDetInferencer(model=str(quickstart_detector.config),
                                     weights=str(quickstart_detector.checkpoint), device='cpu',
                                     show_progress=False)

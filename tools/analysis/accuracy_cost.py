@@ -7,11 +7,11 @@ publish under the same heads (Swin, ResNet, ConvNeXt, PVTv2, Twins-PCPVT).
         [--no-latency] [--metafile configs/metafile.yml] [--costs-from CSV]
         [--out-dir work_dirs/accuracy_cost]
 
-Published: each accuracy is read from a metafile (ravlt_dense.analysis.accuracy): RAVLT's from
+Published: each accuracy is read from a metafile (ravlt_dense.tools.analysis.accuracy): RAVLT's from
 the zoo's (or ``--metafile``), the others' from the installed mmdet's and mmseg's model-index,
 matched by head, dataset and schedule.
 Measured here, for the backbone alone (the part that differs between the rows of a benchmark;
-the heads are the same): parameters, FLOPs counted two ways (ravlt_dense.analysis: full =
+the heads are the same): parameters, FLOPs counted two ways (ravlt_dense.tools.analysis: full =
 traced, attention products included; modules only, as the paper counts) and the latency of one
 image at ``--shape`` (eval, ``torch.inference_mode``, fp32). Backbones are built as
 tools/analysis/benchmark.py builds them; the others from the backbone of their published
@@ -44,8 +44,9 @@ import torch
 import torch.nn as nn
 
 from ravlt_dense import zoo
-from ravlt_dense.analysis import accuracy
-from ravlt_dense.cli import add_shape_argument, config_file, parsed_shape
+from ravlt_dense.tools.analysis import accuracy
+from ravlt_dense.tools.cli import add_shape_argument, parsed_shape
+from ravlt_dense.tools.names import package_config
 
 # siblings: this folder is sys.path[0] when run as a script
 import benchmark_models as models
@@ -117,7 +118,7 @@ def config_backbone(package: str, config: str) -> nn.Module:
     random weights."""
     from mmengine.config import Config
     from mmengine.utils import import_modules_from_strings
-    cfg = Config.fromfile(config_file(f"{package}::{config.split('configs/', 1)[-1]}"),
+    cfg = Config.fromfile(package_config(f"{package}::{config.split('configs/', 1)[-1]}"),
                           import_custom_modules=False)  # checked below, with a plain message
     backbone = cfg.model.backbone
     backbone.pop('init_cfg', None)  # no checkpoint: costs do not depend on the weights
@@ -185,7 +186,7 @@ def build_models(names, rows, shape, device, start) -> Tuple[Dict[str, tuple], D
 # ---------------------------------------------------------------------------- measuring
 def count(model: nn.Module, x: torch.Tensor) -> dict:
     """Parameters (M) and both FLOP counts (G) of one forward of ``x``."""
-    from ravlt_dense.analysis import module_flops, traced_flops
+    from ravlt_dense.tools.analysis import module_flops, traced_flops
     out = dict(params_M=sum(p.numel() for p in model.parameters()) / 1e6)
     with torch.no_grad():
         try:

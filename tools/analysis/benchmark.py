@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from ravlt_dense.analysis import PAPER_COUNTING
+from ravlt_dense.tools.analysis import PAPER_COUNTING
 
 # siblings: this folder is sys.path[0] when run as a script
 import benchmark_models as models

@@ -309,7 +309,7 @@ def forward_shares(model: nn.Module, call: Callable[[], object], device) -> Dict
 
 def _flops(model: nn.Module, spec: dict, device) -> dict:
     """Both counts for one image in fp32 (FLOPs do not depend on the batch or the dtype)."""
-    from ravlt_dense.analysis import module_flops, traced_flops
+    from ravlt_dense.tools.analysis import module_flops, traced_flops
     h, w = spec['shape']
     samples = getattr(model, 'data_samples', None)
     if samples is not None:

@@ -231,8 +231,8 @@ def _swap_to_swin(model_cfg) -> None:
 
 def config_path(cfg_file: str) -> str:
     """A whole model's config file: the clone's, or ``scope::path`` in mmdet's / mmseg's own."""
-    from ravlt_dense.cli import config_file
-    return config_file(cfg_file) if '::' in cfg_file else str(REPO / cfg_file)
+    from ravlt_dense.tools.names import package_config
+    return package_config(cfg_file) if '::' in cfg_file else str(REPO / cfg_file)
 
 
 def scope_of(name: str) -> str:
@@ -244,10 +244,10 @@ def scope_of(name: str) -> str:
 
 
 def build_whole_model(name: str, batch: int, shape: Tuple[int, int]) -> nn.Module:
-    """The model in "tensor" mode (``ravlt_dense.analysis.TensorForward``), random weights."""
+    """The model in "tensor" mode (``ravlt_dense.tools.analysis.TensorForward``), random weights."""
     from mmengine.config import Config
 
-    from ravlt_dense.analysis import TensorForward
+    from ravlt_dense.tools.analysis import TensorForward
     _, cfg_file, swin, _ = WHOLE_MODELS[name]
     cfg = Config.fromfile(config_path(cfg_file))
     model_cfg = cfg.model

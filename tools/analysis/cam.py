@@ -18,7 +18,7 @@ loaded as tools/test.py loads it. The config's ``default_scope`` says which it i
   most pixels): the sum of its logits over the pixels predicted as it.
 
 Images go through the config's test pipeline and the model's data preprocessor, and the
-model's own predict forward gives the score (ravlt_dense.analysis.cam explains how).
+model's own predict forward gives the score (ravlt_dense.tools.analysis.cam explains how).
 ``--target-layers`` are module names as ``model.named_modules()`` gives them (default: the
 backbone's second-to-last stage, stride 16). For every image NAME it writes (each file whole,
 or not at all):
@@ -40,12 +40,10 @@ import time
 import numpy as np
 from mmengine.config import Config, DictAction
 
-from ravlt_dense import zoo
-from ravlt_dense.analysis import cam as C
 from ravlt_dense.checkpoint import find_checkpoint
-from ravlt_dense.cli import config_file
-from ravlt_dense.inference import default_device
-from ravlt_dense.inputs import collect_images, read_image, unique_stem
+from ravlt_dense.tools.analysis import cam as C
+from ravlt_dense.tools.images import collect_images, read_image, unique_stem
+from ravlt_dense.tools.inference import default_device, resolve_demo_model
 
 # Rows of --panel at most: a figure for a few images, not for a data set.
 PANEL_ROWS = 12
@@ -89,8 +87,9 @@ def parse_args(argv=None):
                         'score_thr=0.3')
     args = parser.parse_args(argv)
     try:
-        args.config, args.checkpoint, args.inputs = resolve_model(
-            args.model, args.inputs, args.weights)
+        named, args.inputs = resolve_demo_model(args.model, args.inputs, args.weights,
+                                                need_inputs=False)
+        args.config, args.checkpoint = named.config, named.weights
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))
     if find_checkpoint(args.checkpoint) is None:
@@ -110,23 +109,6 @@ def parse_args(argv=None):
         parser.error(f'--alpha must be in (0, 1], got {args.alpha}')
     args.device = args.device or default_device()
     return args
-
-
-def resolve_model(model, rest, weights=None):
-    """(config file, checkpoint, inputs) of ``CONFIG [CHECKPOINT] IMAGE...``: a zoo name brings
-    its weights (unless ``weights``), a config takes the first argument after it."""
-    config = config_file(model)  # ValueError naming the zoo's models for an unknown name
-    if not osp.isfile(config):
-        raise FileNotFoundError(f'config not found: {model}')
-    rest = list(rest)
-    checkpoint = weights
-    if checkpoint is None and not osp.isfile(model) and model in zoo.config_names():
-        checkpoint = zoo.weights_url(model)  # ValueError for a config without weights
-    if checkpoint is None:
-        if not rest:
-            raise ValueError(f'give the checkpoint of {model} after it')
-        checkpoint = rest.pop(0)
-    return config, checkpoint, rest
 
 
 def load_config(args) -> Config:

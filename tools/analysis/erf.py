@@ -26,7 +26,7 @@ with respect to the image, absolute (``--grad relu``: rectified, as RepLKNet's c
 over colour channels and averaged over the images; the heat map is ``log10(map + 1)``
 rescaled to [0, 1]; the table gives, for each share t, the smallest centred square holding t
 of the heat map's total, as a share of the image area (RepLKNet's table); see
-ravlt_dense.analysis.erf. ``--stage`` counts the backbone's stages as its ``out_indices`` do
+ravlt_dense.tools.analysis.erf. ``--stage`` counts the backbone's stages as its ``out_indices`` do
 (0 = stride 4 in the detection backbones); -1 is the last map it returns.
 
 Writes erf.png, erf.md and erf.csv (and with --save-maps erf_MODEL.npy, the mean contribution
@@ -51,16 +51,17 @@ import torch.nn as nn
 from mmengine.config import Config, DictAction
 
 from ravlt_dense import zoo
-from ravlt_dense.analysis.erf import (
+from ravlt_dense.checkpoint import CheckpointDownloadError, CorruptCheckpointError
+from ravlt_dense.tools import names
+from ravlt_dense.tools.analysis.erf import (
     GRADS,
     THRESHOLDS,
     ERFResult,
     effective_receptive_field,
     probe_stage,
 )
-from ravlt_dense.checkpoint import CheckpointDownloadError, CorruptCheckpointError
-from ravlt_dense.cli import add_shape_argument, config_file, parsed_shape
-from ravlt_dense.inputs import collect_images, read_image, unique_stem
+from ravlt_dense.tools.cli import add_shape_argument, parsed_shape
+from ravlt_dense.tools.images import collect_images, read_image, unique_stem
 
 import benchmark_models  # the benchmark's backbones: a sibling, this folder is on sys.path
 
@@ -163,7 +164,7 @@ def is_config(name: str) -> bool:
 def backbone_config(name: str, cfg_options: Optional[dict], stage: int):
     """(backbone config, data preprocessor, default scope) of MODEL given as a config."""
     try:
-        file = config_file(name)
+        file = names.resolve_model(name).config
     except (ValueError, FileNotFoundError) as error:
         raise unknown_model(name, str(error))
     if not osp.isfile(file):

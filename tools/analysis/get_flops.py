@@ -13,7 +13,7 @@ counted at (``Input Size`` of configs/metafile.yml), else that of the config's t
 
 The model is built through the registry of the config's ``default_scope`` (mmdet, mmseg), and
 its ``mode='tensor'`` forward (what mmdet's and mmseg's own get_flops tools count) runs on one
-random image through the model's data preprocessor. Both counts of ravlt_dense.analysis.flops
+random image through the model's data preprocessor. Both counts of ravlt_dense.tools.analysis.flops
 (1 multiply-add = 1 FLOP), for the whole model and its backbone: full (traced, matrix products
 included) and modules only (the mmcv 1.x counter's kind, which the paper's figures match).
 Custom ops (RoIAlign, NMS) and element-wise ops are counted by neither.
@@ -37,9 +37,10 @@ import torch.nn as nn
 from mmengine.config import Config, DictAction
 
 from ravlt_dense import zoo
-from ravlt_dense.analysis import PAPER_COUNTING, TensorForward, module_flops, traced_flops
-from ravlt_dense.cli import add_shape_argument, config_file, parsed_shape
 from ravlt_dense.models import build_model
+from ravlt_dense.tools.analysis import PAPER_COUNTING, TensorForward, module_flops, traced_flops
+from ravlt_dense.tools.cli import add_shape_argument, parsed_shape
+from ravlt_dense.tools.names import resolve_model
 
 # Data sample type that each scope's models expect next to the image tensor.
 DATA_SAMPLES = {'mmdet': 'mmdet.structures.DetDataSample',
@@ -138,7 +139,7 @@ def parse_args(argv=None):
     parser.add_argument('--json', action='store_true', help='print one JSON object instead')
     args = parser.parse_args(argv)
     try:
-        args.config_file = config_file(args.config)
+        args.config_file = resolve_model(args.config).config
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     args.shape = (parsed_shape(parser, args.shape) if args.shape

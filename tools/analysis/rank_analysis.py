@@ -5,7 +5,7 @@ RALA and softmax attention, computed from the same q, k, v of every attention la
         [--num-images 4] [--shape 224 224] [--stages 0 1 2 3] [--rtol 1e-3] [--energy 0.99]
         [--work-dir work_dirs/rank_analysis]
 
-The measures and the variants' formulas are ravlt_dense.analysis.rank's. Writes rank_table.md,
+The measures and the variants' formulas are ravlt_dense.tools.analysis.rank's. Writes rank_table.md,
 rank_per_head.csv and rank_analysis.png to the work dir.
 """
 import argparse
@@ -18,10 +18,10 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from ravlt_dense.analysis import rank as R
-from ravlt_dense.cli import add_shape_argument, parsed_shape
-from ravlt_dense.inputs import collect_images, read_image
 from ravlt_dense.models.backbones.ravlt import RAVLT
+from ravlt_dense.tools.analysis import rank as R
+from ravlt_dense.tools.cli import add_shape_argument, parsed_shape
+from ravlt_dense.tools.images import collect_images, read_image
 
 SHAPES_DIR = 'data/coco_shapes'
 

@@ -7,8 +7,8 @@ import argparse
 import torch
 
 from ravlt_dense import zoo
-from ravlt_dense.cli import add_shape_argument, parsed_shape
 from ravlt_dense.models.backbones.ravlt import RAVLT
+from ravlt_dense.tools.cli import add_shape_argument, parsed_shape
 
 
 def main(argv=None):

@@ -26,11 +26,12 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import ravlt_dense  # noqa: F401  registers RAVLT
-from ravlt_dense.analysis import robustness as R
 from ravlt_dense.checkpoint import load_model_checkpoint, resolve_checkpoint
-from ravlt_dense.cli import load_config, parse_tool_args
-from ravlt_dense.datasets.checks import build_datasets, check_datasets
-from ravlt_dense.dist import finish_distributed, setup_cpu_distributed
+from ravlt_dense.datasets.checks import check_datasets
+from ravlt_dense.tools.analysis import robustness as R
+from ravlt_dense.tools.cli import load_config, parse_tool_args
+from ravlt_dense.tools.launch import finish_distributed, setup_cpu_distributed
+from ravlt_dense.tools.run_checks import build_datasets
 
 
 def parse_args():

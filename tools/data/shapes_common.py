@@ -63,7 +63,7 @@ def parse_args(argv: Optional[Sequence[str]], description: str, out: str,
     parser.add_argument('--out', default=out, help='output folder')
     parser.add_argument('--num-train', type=int, default=96, help='training images')
     parser.add_argument('--num-val', type=int, default=24, help='validation images')
-    # the tools' --shape (ravlt_dense.cli), without importing the package into a data script
+    # the tools' --shape (ravlt_dense.tools.cli), without importing the package into a data script
     parser.add_argument('--shape', type=int, nargs='+', metavar=('H', 'W'), default=[128],
                         help='image height and width (px), e.g. 800 1333, or one size for a '
                         'square image (default: 128)')

@@ -106,9 +106,9 @@ def post_processing_of(model_cfg) -> dict:
 def load_configs(args):
     from mmengine.config import Config
 
-    from ravlt_dense.cli import existing_config
     from ravlt_dense.deploy.configs import deploy_config_path, model_task
-    config = existing_config(args.config)
+    from ravlt_dense.tools.cli import model_or_exit
+    config = model_or_exit(args.config).config
     model_cfg = Config.fromfile(config)
     if args.cfg_options:
         model_cfg.merge_from_dict(args.cfg_options)

@@ -29,8 +29,8 @@ from mmengine.config import Config, DictAction
 from torch.utils._pytree import tree_flatten
 
 from ravlt_dense.checkpoint import load_model_checkpoint
-from ravlt_dense.cli import add_shape_argument, parsed_shape
 from ravlt_dense.models import build_model
+from ravlt_dense.tools.cli import add_shape_argument, model_or_exit, parsed_shape
 
 EXPORT_PACKAGES = ('onnx', 'onnxruntime', 'onnxscript')
 
@@ -58,7 +58,8 @@ class TensorOutputs(nn.Module):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('config', help='detection or segmentation config')
+    parser.add_argument('config', help='detection or segmentation config: a file, a name of '
+                        'the model zoo, or mmdet::PATH / mmseg::PATH')
     parser.add_argument('checkpoint', nargs='?',
                         help='weights: file, URL or zoo name, ours or the release\'s (loaded '
                         'strictly, as by tools/test.py); without it random weights are exported, '
@@ -79,6 +80,7 @@ def parse_args(argv=None):
                         help='override settings of the config, e.g. model.backbone.arch=t')
     args = parser.parse_args(argv)
     args.shape = parsed_shape(parser, args.shape, minimum=32)
+    args.config = model_or_exit(args.config).config
     if args.repeat < 1:
         parser.error('--repeat must be >= 1')
     return args

@@ -63,8 +63,8 @@ def load_configs(args):
     from mmengine.config import Config
     from mmengine.utils import import_modules_from_strings
 
-    from ravlt_dense.cli import existing_config
-    config = existing_config(args.model_cfg, 'model config')
+    from ravlt_dense.tools.cli import model_or_exit
+    config = model_or_exit(args.model_cfg, what='model config').config
     if not osp.isfile(args.deploy_cfg):
         raise SystemExit(f'deploy config not found: {args.deploy_cfg}')
     model_cfg = Config.fromfile(config)

@@ -5,7 +5,7 @@ _base_ = 'mmdet::_base_/schedules/schedule_1x.py'
 optim_wrapper = dict(
     _delete_=True,
     # fp16 with dynamic loss scaling; without a GPU tools/train.py trains in fp32 instead
-    # (ravlt_dense.amp, with a warning)
+    # (ravlt_dense.tools.precision, with a warning)
     type='AmpOptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
     # No decay on the weights and biases of BN and LayerNorm (all norms, incl. extra_norms),

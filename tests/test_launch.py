@@ -1,11 +1,11 @@
-"""ravlt_dense.dist: srun's variables become torch's rendezvous, and the process group is closed
-at the end of a run (the launchers themselves: tests/test_tools/test_launchers.py)."""
+"""ravlt_dense.tools.launch: srun's variables become torch's rendezvous, and the process group is
+closed at the end of a run (the launchers themselves: tests/test_tools/test_launchers.py)."""
 import os
 
 import pytest
 import torch.distributed as dist
 
-from ravlt_dense.dist import export_slurm_env, finish_distributed, first_slurm_host
+from ravlt_dense.tools.launch import export_slurm_env, finish_distributed, first_slurm_host
 
 
 def test_slurm_env_becomes_torch_rendezvous(monkeypatch):

@@ -4,7 +4,7 @@ RoPE, RALA and softmax attention, all computed from the same q, k, v of one RAVL
 
 Use on any RAVLT (a bare backbone, or a trained detector's ``model.backbone``)::
 
-    from ravlt_dense.analysis import rank
+    from ravlt_dense.tools.analysis import rank
     for record in rank.capture_attention_inputs(ravlt, images):  # one per attention layer
         rows = rank.layer_ranks(record)  # per image, head and variant: the ranks below
 

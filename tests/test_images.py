@@ -1,10 +1,10 @@
-"""ravlt_dense.inputs: image collection from files and folders, decoding errors, and the names
+"""ravlt_dense.tools.images: image collection from files and folders, decoding errors, and the names
 of the results."""
 import mmcv
 import numpy as np
 import pytest
 
-from ravlt_dense.inputs import collect_images, read_image, unique_stem
+from ravlt_dense.tools.images import collect_images, read_image, unique_stem
 
 
 def test_folders_flat_and_recursive(tmp_path):

@@ -2,12 +2,13 @@
 with mmdet's and mmseg's tools, the config they load from them, and the one spelling of an
 image size, ``--shape H W`` (mmdet's get_flops style), of the tools that take one."""
 import argparse
-import importlib.util
 import os
 import os.path as osp
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 from mmengine.config import Config, DictAction
+
+from ravlt_dense.tools.names import NamedModel, resolve_model
 
 
 def parse_tool_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
@@ -29,11 +30,12 @@ def parse_tool_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
 
 
 def load_config(args) -> Config:
-    """The config of a train/test command line (a file, a name of the model zoo or an
-    ``mmdet::`` / ``mmseg::`` name, see :func:`config_file`):
-    --cfg-options, --launcher and the work dir (``--work-dir``, else the config's, else
-    work_dirs/CONFIG_NAME), as mmdet's tools do."""
-    args.config = config_file(args.config)
+    """The config of a train/test command line, its model named as every tool takes one
+    (:func:`ravlt_dense.tools.names.resolve_model`: a file, a zoo name or an ``mmdet::`` /
+    ``mmseg::`` name), with --cfg-options, --launcher and the work dir (``--work-dir``, else
+    the config's, else work_dirs/CONFIG_NAME), as mmdet's tools do. ``args.config`` becomes
+    the config's file."""
+    args.config = resolve_model(args.config).config
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
@@ -45,38 +47,16 @@ def load_config(args) -> Config:
     return cfg
 
 
-def config_file(config: str) -> str:
-    """The file of a config named as the tools take it: a path, a name of RAVLT's model zoo
-    (``maskrcnn_ravlt_s_coco``), or an OpenMMLab package's own config as ``_base_`` lists name
-    them (``mmdet::mask2former/mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco.py``)."""
-    if '::' in config:
-        package, _, path = config.partition('::')
-        spec = importlib.util.find_spec(package) if package.isidentifier() else None
-        if spec is None or spec.origin is None:
-            raise ValueError(f"{config}: no installed package '{package}' to read it from "
-                             '(package::path names a config of an installed OpenMMLab '
-                             'package, e.g. mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py)')
-        root = osp.join(osp.dirname(spec.origin), '.mim', 'configs')
-        file = osp.join(root, path)
-        if not osp.isfile(file):
-            raise FileNotFoundError(f"{config}: {package} has no config '{path}' (looked in "
-                                    f'{root}; the names are those of {package}\'s configs/)')
-        return file
-    if osp.isfile(config) or config.endswith('.py'):
-        return config
-    from ravlt_dense import zoo
-    return zoo.config_path(config)  # ValueError naming the zoo's models
-
-
-def existing_config(config: str, what: str = 'config') -> str:
-    """:func:`config_file` for a command line: the file, or SystemExit saying what is wrong."""
+def model_or_exit(name: str, weights: Optional[str] = None, what: str = 'config') -> NamedModel:
+    """:func:`ravlt_dense.tools.names.resolve_model` for a command line: the model, or
+    SystemExit saying what is wrong with its name."""
     try:
-        file = config_file(config)
-    except (ValueError, FileNotFoundError) as error:
+        return resolve_model(name, weights)
+    except FileNotFoundError as error:
+        raise SystemExit(f'{what} not found: {name}' if str(error).startswith('config not found')
+                         else str(error))
+    except ValueError as error:
         raise SystemExit(str(error))
-    if not osp.isfile(file):
-        raise SystemExit(f'{what} not found: {config}')
-    return file
 
 
 def add_shape_argument(parser: argparse.ArgumentParser, help: str = 'input height and width',

@@ -1,4 +1,4 @@
-"""ravlt_dense.engine.checkpoints: which checkpoint files count as damaged and why, what resuming
+"""ravlt_dense.tools.saving: which checkpoint files count as damaged and why, what resuming
 does with them (in process, on hand-made work dirs; through tools/train.py in
 tests/test_tools/test_seg_tools.py), and saves through mmengine's CheckpointHook that a full
 disk interrupts."""
@@ -17,7 +17,7 @@ from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
 from ravlt_dense.checkpoint import CorruptCheckpointError
-from ravlt_dense.engine import check_resume, checkpoint_damage, save_checkpoints_atomically
+from ravlt_dense.tools.saving import check_resume, checkpoint_damage, save_checkpoints_atomically
 
 
 def save(path, step=1):
@@ -180,7 +180,7 @@ def train_toy(work_dir, atomic, disk_full_at=None, limit=0):
     if atomic:
         save_checkpoints_atomically(cfg)
         assert cfg.default_hooks.checkpoint.backend_args == dict(backend='atomic_local')
-        assert cfg.custom_imports.imports == ['ravlt_dense.engine']  # registers the backend
+        assert cfg.custom_imports.imports == ['ravlt_dense.tools.saving']  # registers the backend
     Runner.from_cfg(cfg).train()
 
 
@@ -215,17 +215,17 @@ def test_a_save_cut_short_leaves_no_partial_checkpoint(tmp_path, atomic, fsize_l
 
 
 def test_the_dumped_config_imports_the_backend(tmp_path):
-    """Our configs import ravlt_dense; the config a run dumps adds ravlt_dense.engine, so that
+    """Our configs import ravlt_dense; the config a run dumps adds ravlt_dense.tools.saving, so that
     training from it with mmdet's or mmseg's tools finds the 'atomic_local' backend."""
     cfg = Config(dict(work_dir=str(tmp_path), custom_imports=dict(imports=['ravlt_dense']),
                       default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1))))
     save_checkpoints_atomically(cfg)
     cfg.dump(tmp_path / 'dumped.py')
     dumped = Config.fromfile(tmp_path / 'dumped.py')  # imports its custom_imports
-    assert dumped.custom_imports.imports == ['ravlt_dense', 'ravlt_dense.engine']
+    assert dumped.custom_imports.imports == ['ravlt_dense', 'ravlt_dense.tools.saving']
     assert dumped.default_hooks.checkpoint.backend_args == dict(backend='atomic_local')
     save_checkpoints_atomically(dumped)  # once is enough
-    assert dumped.custom_imports.imports == ['ravlt_dense', 'ravlt_dense.engine']
+    assert dumped.custom_imports.imports == ['ravlt_dense', 'ravlt_dense.tools.saving']
 
 
 def test_configs_that_chose_their_storage_are_left_alone():

@@ -1,21 +1,24 @@
-"""What the demos add to mmdet's and mmseg's inferencers.
+"""mmdet's and mmseg's inferencers for RAVLT models, and what the demos add to them.
 
 * A model given by config + checkpoint, or by a zoo name (configs/metafile.yml) whose config and
-  weights URL stand in for both, as mmdet's inferencers take their own model names.
+  weights URL stand in for both, as mmdet's inferencers take their own model names (named as
+  every tool names one: :mod:`ravlt_dense.tools.names`).
 * Weights of ours or the authors' (mmdet 2.x / mmseg 0.x), by file, URL or zoo name, loaded by
   the loader of tools/test.py (``ravlt_dense.checkpoint.load_model_checkpoint``): converted on
   load and checked key by key.
 * Class names from the checkpoint, else from the config's dataset (COCO's 80, ADE20K's 150, or a
   custom ``metainfo``), never a default of another dataset.
 """
-import os.path as osp
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+from mmdet.apis import DetInferencer
+from mmseg.apis import MMSegInferencer
 
 from ravlt_dense import zoo
 from ravlt_dense.checkpoint import load_model_checkpoint
 from ravlt_dense.datasets.checks import dataset_metainfo
+from ravlt_dense.tools.names import NamedModel, resolve_model
 
 
 def default_device() -> str:
@@ -35,27 +38,26 @@ def add_model_arguments(parser, example: str) -> None:
     parser.add_argument('--weights', help="checkpoint (file or URL) instead of the zoo's")
 
 
-def resolve_demo_model(model: str, rest: Sequence[str], weights: Optional[str] = None
-                       ) -> Tuple[str, str, List[str]]:
-    """(config, checkpoint, inputs) of ``demo.py MODEL [CHECKPOINT] INPUT...``.
+def resolve_demo_model(model: str, rest: Sequence[str], weights: Optional[str] = None,
+                       need_inputs: bool = True) -> Tuple[NamedModel, List[str]]:
+    """The model and the inputs of ``demo.py MODEL [CHECKPOINT] INPUT...``.
 
     ``MODEL`` is a config file, followed by its checkpoint, or a name of the model zoo, whose
     config and weights are used (``weights`` replaces a checkpoint in both cases). Raises
     FileNotFoundError for a missing config, ValueError for an unknown zoo name or missing
-    arguments; the checkpoint is checked where it is loaded.
+    arguments (inputs too, if ``need_inputs``); the checkpoint is checked where it is loaded.
     """
     rest = list(rest)
-    is_config = model.endswith('.py') or osp.isfile(model)
-    if is_config and not osp.isfile(model):
-        raise FileNotFoundError(f'config not found: {model}')
-    config, checkpoint = zoo.resolve(model, weights)
-    if checkpoint is None:
+    named = resolve_model(model, weights)
+    if named.from_zoo:
+        named.checkpoint()  # ValueError: a zoo config without released weights
+    elif named.weights is None:
         if not rest:
             raise ValueError(f'give the checkpoint of {model} before the images')
-        checkpoint = rest.pop(0)
-    if not rest:
+        named = NamedModel(named.name, named.config, rest.pop(0), named.zoo_name)
+    if need_inputs and not rest:
         raise ValueError('no input images given')
-    return config, checkpoint, rest
+    return named, rest
 
 
 def config_dataset_meta(cfg) -> Optional[dict]:
@@ -109,9 +111,9 @@ class ReleaseWeightsMixin:
             return super()._load_model_from_metafile(model)
         from mmengine.config import Config
         from mmengine.utils import import_modules_from_strings
-        config, weights = zoo.resolve(model, self._release_weights)
-        self._release_weights = weights
-        cfg = Config.fromfile(config)
+        named = resolve_model(model, self._release_weights)
+        self._release_weights = named.checkpoint()
+        cfg = Config.fromfile(named.config)
         if cfg.get('custom_imports'):  # mmseg's inferencer does not read them
             import_modules_from_strings(**cfg.custom_imports)
         return cfg, None
@@ -126,3 +128,23 @@ class ReleaseWeightsMixin:
             checkpoint = dict(state_dict=loaded['state_dict'],
                               meta=dict(dataset_meta=dataset_meta) if dataset_meta else {})
         super()._load_weights_to_model(model, checkpoint, cfg)
+
+
+class RAVLTDetInferencer(ReleaseWeightsMixin, DetInferencer):
+    """mmdet's ``DetInferencer`` taking RAVLT's zoo names and the release's checkpoints."""
+
+
+class RAVLTSegInferencer(ReleaseWeightsMixin, MMSegInferencer):
+    """mmseg's ``MMSegInferencer`` taking RAVLT's zoo names and the release's checkpoints,
+    its drawings labelled with the model's classes.
+
+    ``MMSegInferencer`` labels its drawings with the classes passed to it (Cityscapes' by
+    default) whatever the checkpoint says: here the model's own classes and palette are used.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        meta = self.model.dataset_meta
+        classes = list(meta['classes'])
+        self.visualizer.set_dataset_meta(classes=classes,
+                                         palette=full_palette(classes, meta.get('palette')))

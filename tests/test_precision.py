@@ -1,5 +1,5 @@
-"""ravlt_dense.amp: the zoo's fp16 configs train in fp32 on a machine without a GPU, saying so
-once, and keep their AMP as written on a machine with one."""
+"""ravlt_dense.tools.precision: the zoo's fp16 configs train in fp32 on a machine without a GPU,
+saying so once, and keep their AMP as written on a machine with one."""
 import warnings
 from unittest import mock
 
@@ -9,7 +9,7 @@ from mmengine.config import Config
 from mmengine.optim import OptimWrapper, build_optim_wrapper
 from mmengine.registry import MODELS, init_default_scope
 
-from ravlt_dense.amp import fit_optim_wrapper_to_device
+from ravlt_dense.tools.precision import fit_optim_wrapper_to_device
 
 from conftest import QUICKSTART, REPO, TINY_ARCH
 

@@ -1,4 +1,5 @@
-"""Training checkpoints that survive a kill, a full disk or a crash of the machine.
+"""Saving training checkpoints that survive a kill, a full disk or a crash of the machine, and
+resuming from them (loading weights into a model is ``ravlt_dense.checkpoint``'s).
 
 * ``AtomicLocalBackend`` (mmengine file backend ``'atomic_local'``): writes a file under a
   temporary name, flushes it to disk and only then renames it into place, so that a checkpoint
@@ -80,8 +81,8 @@ class AtomicLocalBackend(LocalBackend):
 
 def save_checkpoints_atomically(cfg) -> None:
     """Make the config's ``CheckpointHook`` write through :class:`AtomicLocalBackend`
-    (``backend_args=dict(backend='atomic_local')``), and import ``ravlt_dense.engine``, which
-    registers it, in ``custom_imports``: the config the runner dumps into the work dir trains
+    (``backend_args=dict(backend='atomic_local')``), and import this module, which registers
+    it, in ``custom_imports``: the config the runner dumps into the work dir trains
     the same way with mmdet's or mmseg's own tools.
 
     Left alone: a config without the hook, one that chose its storage (``backend_args`` or
@@ -103,8 +104,8 @@ def save_checkpoints_atomically(cfg) -> None:
     custom_imports = cfg.get('custom_imports') or dict(allow_failed_imports=False)
     imports = custom_imports.get('imports') or []
     imports = [imports] if isinstance(imports, str) else list(imports)
-    if __package__ not in imports:
-        custom_imports['imports'] = [*imports, __package__]
+    if __name__ not in imports:
+        custom_imports['imports'] = [*imports, __name__]
     cfg.custom_imports = custom_imports
 
 

@@ -1,4 +1,5 @@
-"""tools/analysis/profile_backbone.py on CPU at a tiny size: stage times and operator kinds."""
+"""tools/analysis/profile_backbone.py on CPU at a tiny size: stage times, the process's CPU time
+and page faults, operator kinds."""
 import re
 
 from conftest import run_tool
@@ -14,6 +15,10 @@ def test_profile_reports_every_stage_and_operator_kinds():
     assert [r[0] for r in stage_rows] == ['stem', 'stage 1', 'stage 2', 'stage 3', 'stage 4']
     assert all(float(ms) > 0 for _, ms, _ in stage_rows)
     assert 97 <= sum(int(share) for *_, share in stage_rows) <= 103  # rounded shares
+    process = re.search(r'Process, per forward: wall ([\d.]+) s, CPU user ([\d.]+) s, system '
+                        r'([\d.]+) s, ([\d,]+) minor page faults; peak resident memory (\d+) MB',
+                        out)
+    assert process and float(process[1]) > 0 and int(process[5]) > 0
     kinds = dict(re.findall(r'^\| (convolution|matrix products|normalisation) \| ([\d.]+) \|', out,
                             re.M))
     assert float(kinds['convolution']) > 0 and float(kinds['matrix products']) > 0

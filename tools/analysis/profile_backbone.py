@@ -8,10 +8,12 @@ Per stage: the mean time of the stem and of each stage (blocks + downsampling), 
 recorded around them. Per operator: torch.profiler's device (or CPU) time summed by operator
 and grouped into convolutions, attention (SDPA), matrix products, normalisation and the
 element-wise rest; ``--by-shape N``: the N costliest operators by input shapes (which layer's op
-a kernel is). Eval mode, autocast in ``--dtype`` (float32: none); on CUDA RALA runs
-through its fused Triton kernels unless ``--no-rala-kernel``.
+a kernel is). On the CPU also the process's CPU time (user, system) and page faults per
+forward. Eval mode, autocast in ``--dtype`` (float32: none); on CUDA RALA runs through its
+fused Triton kernels unless ``--no-rala-kernel``.
 """
 import argparse
+import resource
 import time
 from collections import defaultdict
 
@@ -65,6 +67,21 @@ def stage_times(model, x, device, dtype, steps):
     for h in handles:
         h.remove()
     return {name: totals[name] / steps for name, _ in parts}
+
+
+def process_times(model, x, device, dtype, steps):
+    """Per forward: wall seconds, the process's user and system CPU seconds and its minor page
+    faults (a page touched for the first time: on the CPU, what a fresh large tensor costs)."""
+    with torch.inference_mode(), autocast(device, dtype):
+        before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        for _ in range(steps):
+            model(x)
+        synchronize(device)
+        after, end = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    return dict(wall=(end - start) / steps, user=(after.ru_utime - before.ru_utime) / steps,
+                system=(after.ru_stime - before.ru_stime) / steps,
+                faults=(after.ru_minflt - before.ru_minflt) / steps,
+                peak_rss_mb=after.ru_maxrss / 1024)
 
 
 def profiled(model, x, device, dtype, steps, record_shapes=False):
@@ -141,6 +158,11 @@ def main(argv=None):
         stages = stage_times(model, x, args.device, dtype, args.steps)
         total = sum(stages.values())
         print(f'## {attn}: {total * 1e3:.1f} ms per forward ({args.batch / total:.1f} img/s)\n')
+        if args.device == 'cpu':
+            t = process_times(model, x, args.device, dtype, args.steps)
+            print(f'Process, per forward: wall {t["wall"]:.2f} s, CPU user {t["user"]:.2f} s, '
+                  f'system {t["system"]:.2f} s, {t["faults"]:,.0f} minor page faults; peak '
+                  f'resident memory {t["peak_rss_mb"]:.0f} MB\n')
         print('| part | ms | share |\n|---|---|---|')
         for part, t in stages.items():
             print(f'| {part} | {t * 1e3:.2f} | {t / total:.0%} |')

@@ -96,15 +96,17 @@ def runs_in_bands(x: torch.Tensor, module: nn.Module) -> bool:
 
 
 def has_hooks(module: nn.Module) -> bool:
-    """Whether a forward hook watches ``module`` or a module inside it (or every module).
+    """Whether a forward hook watches a module inside ``module`` (or every module).
 
     The bands call the blocks' layers' kernels, not the layers, and work in place: a hook (a
-    CAM, a feature probe) would neither fire nor see the maps it saw. Hooked modules run whole.
+    CAM, a feature probe) would neither fire nor see the maps it saw, so such a module runs
+    whole. A hook on ``module`` itself sees its input and output as ever (a stage's timer).
     """
     hooks = nn.modules.module
     if hooks._global_forward_hooks or hooks._global_forward_pre_hooks:
         return True
-    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
+    return any(m._forward_hooks or m._forward_pre_hooks
+               for m in module.modules() if m is not module)
 
 
 def band_rows(width: int, channels: int, reach: int = 0, itemsize: int = 4) -> int:

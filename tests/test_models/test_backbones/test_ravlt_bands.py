@@ -108,3 +108,15 @@ def test_hooked_modules_run_whole_and_their_hooks_see_the_maps(monkeypatch):
     assert len(calls) == 2 * sum(TINY['depths']) - TINY['depths'][1]
     for a, b in zip(hooked, banded):
         assert (a - b).abs().max() <= 2e-5
+
+
+def test_a_hook_on_a_stage_itself_keeps_its_bands(monkeypatch):
+    """A stage's own hooks (a timer's) see its input and output, banded or not."""
+    model = randomised(RAVLT(TINY))
+    seen = []
+    model.layers[2].register_forward_hook(lambda m, args, out: seen.append(out[0].shape))
+    calls = count_banded_blocks(monkeypatch)
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 64))
+    assert seen == [(1, TINY['embed_dims'][2], 4, 4)]
+    assert len(calls) == sum(TINY['depths'])

@@ -1,7 +1,8 @@
-"""tools/analysis/benchmark.py on tiny shapes: the rows, CSVs, Markdown and plot it writes, a
-run cut by its time limits keeping what it measured; one case measured in-process
-(benchmark_case.py), the competitors (benchmark_models.py), and what the reports make of rows
-(benchmark_report.py: the scaling fit, the ratios to Swin-T). Structure, never timings."""
+"""The benchmark (ravlt_dense.tools.benchmark, command line tools/analysis/benchmark.py) on tiny
+shapes: the rows, CSVs, Markdown and plot it writes, a run cut by its time limits keeping what
+it measured; one case measured in-process (``case``), the competitors (``models``), what the
+reports make of rows (``report``: the scaling fit, the ratios to Swin-T). Structure, never
+timings."""
 import csv
 import importlib.util
 import math
@@ -10,11 +11,9 @@ import types
 
 import pytest
 
-from conftest import load_script
+from ravlt_dense.tools.benchmark import case, models, report
+from ravlt_dense.tools.benchmark import run as benchmark
 
-benchmark = load_script('tools/analysis/benchmark.py')
-models, report = benchmark.models, benchmark.report
-case = load_script('tools/analysis/benchmark_case.py')
 # Swin-T, the baseline of the ratios, where the stack is complete (mmdet with mmcv's ops)
 SWIN = models.missing_requirement('swin_t', 'backbone') is None
 

@@ -12,7 +12,7 @@ MODEL is a backbone given as
     names, loaded by the backbone's own ``init_weights`` (downloaded once into the torch hub
     cache), and the mean, std and channel order of its ``model.data_preprocessor``;
   * an ImageNet backbone of the zoo (``ravlt_t_in1k`` ... ``ravlt_l_in1k``): the authors' weights;
-  * a backbone of tools/analysis/benchmark_models.py (``ravlt_s_rala``, ``swin_t``, ``r50``,
+  * a backbone of ravlt_dense.tools.benchmark.models (``ravlt_s_rala``, ``swin_t``, ``r50``,
     ``convnext_t``, ...): the architecture only, as these carry no weights.
 ``--random`` (or weights that cannot be had: no network, no torchvision for ``torchvision://``
 weights) measures each backbone with the weights it is built with (PyTorch's default
@@ -61,8 +61,7 @@ from ravlt_dense.analysis.erf import (
 from ravlt_dense.checkpoint import CheckpointDownloadError, CorruptCheckpointError
 from ravlt_dense.cli import add_shape_argument, config_file, parsed_shape
 from ravlt_dense.inputs import collect_images, read_image, unique_stem
-
-import benchmark_models  # the benchmark's backbones: a sibling, this folder is on sys.path
+from ravlt_dense.tools.benchmark import models as benchmark_models  # the benchmark's backbones
 
 # ImageNet statistics in RGB, mmdet's and mmseg's defaults: for models without a config
 IMAGENET = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True)

@@ -87,6 +87,21 @@ def test_time_limits_become_rows_and_the_budget_ends_the_run(tmp_path):
     assert 'not run: the 0 s budget was spent' in md
 
 
+def test_the_csv_is_written_after_every_case(tmp_path, monkeypatch):
+    # what each case finds on disk when it starts: the rows of the cases before it
+    csv_path, found = tmp_path / 'benchmark.csv', []
+
+    def case_reading_the_csv(spec, timeout, stopped_why=''):
+        found.append(len(read_csv(csv_path)) if csv_path.exists() else None)
+        return [dict(model=spec['name'], description=spec['name'], level='backbone',
+                     input='64x64', pixels=4096, device='cpu', note='failed (exit 1): test')]
+    monkeypatch.setattr(benchmark, 'run_isolated', case_reading_the_csv)
+    rows = benchmark.main(['--models', 'ravlt_t', 'ravlt_s', 'ravlt_b', '--shape', '64', '64',
+                           '--work-dir', str(tmp_path)])
+    assert found == [None, 1, 2]
+    assert [r['model'] for r in read_csv(csv_path)] == [r['model'] for r in rows]
+
+
 def test_compile_switch_times_the_compiled_model_after_the_eager_cases(tmp_path):
     # dynamo's 'eager' backend: the compile path without inductor's minutes of code generation
     rows = benchmark.main(['--models', 'ravlt_t', '--shape', '64', '64', '--repeat', '1',

@@ -18,8 +18,9 @@ batch, timed in turn with the eager one. RAVLT runs once per ``--paths`` entry: 
 (RALA's fused kernels where they apply, CUDA), the same without the kernels, the reference path.
 Each case is a fresh process; eager cases come first, compiled ones after, so a run cut by
 ``--budget`` still has the eager table. Writes benchmark.md (the summary with ratios to Swin-T,
-then every row), benchmark.csv, summary.csv and scaling.png to the work dir. How latency and
-memory grow with the input size up to 4096x4096, against budgets: resolution_sweep.py.
+then every row), benchmark.csv (after every case), summary.csv and scaling.png to the work dir.
+How latency and memory grow with the input size up to 4096x4096, against budgets:
+resolution_sweep.py.
 """
 import argparse
 import datetime
@@ -129,8 +130,9 @@ def plan(args):
     return cases, notes
 
 
-def run(cases, args):
-    """Each case in its own process, within its time limit and what is left of the budget."""
+def run(cases, args, save=lambda rows: None):
+    """Each case in its own process, within its time limit and what is left of the budget;
+    ``save(rows)`` after each."""
     rows, start = [], time.monotonic()
     for i, case in enumerate(cases, 1):
         left = float('inf') if args.budget is None else args.budget - (time.monotonic() - start)
@@ -138,6 +140,7 @@ def run(cases, args):
         why = f'the {args.budget:.0f} s budget was spent' if budget_cut else ''
         got = run_isolated(case, min(args.timeout, left), why)
         rows += got
+        save(rows)
         status = next((r['note'] for r in got if r.get('note')), 'ok')
         what = ' '.join(filter(None, (case['name'], case['path'],
                                       'compiled' if case['compile'] else 'eager')))
@@ -202,18 +205,19 @@ def render(rows, notes, args, elapsed):
 def main(argv=None):
     args = parse_args(argv)
     start = time.monotonic()
+    paths = {k: osp.join(args.work_dir, k) for k in ('benchmark.md', 'benchmark.csv',
+                                                     'summary.csv', 'scaling.png')}
     if args.from_csv:
         rows = report.read_csv(args.from_csv)
         notes = [f'- rendered from `{args.from_csv}` (an earlier run)']
+        os.makedirs(args.work_dir, exist_ok=True)
     else:
+        os.makedirs(args.work_dir, exist_ok=True)
         cases, notes = plan(args)
         print(f'{len(cases)} cases' + (f', budget {args.budget:.0f} s' if args.budget else ''),
               flush=True)
-        rows = run(cases, args)
-
-    os.makedirs(args.work_dir, exist_ok=True)
-    paths = {k: osp.join(args.work_dir, k) for k in ('benchmark.md', 'benchmark.csv',
-                                                     'summary.csv', 'scaling.png')}
+        # the CSV after every case: a run stopped on the way keeps what it measured
+        rows = run(cases, args, lambda rows: report.write_csv(rows, paths['benchmark.csv']))
     if osp.abspath(paths['benchmark.csv']) != osp.abspath(args.from_csv or ''):
         report.write_csv(rows, paths['benchmark.csv'])
     lines, eager = render(rows, notes, args, time.monotonic() - start)

@@ -1,6 +1,6 @@
 """Speed, memory and FLOPs of RAVLT against Swin, ResNet-50, PVTv2 and ConvNeXt, on CPU or CUDA.
 
-    python tools/analysis/benchmark.py [--preset cuda-detection] [--level backbone|model]
+    python tools/analysis/benchmark.py [--preset NAME] [--level backbone|model]
         [--models ravlt_s swin_t ...] [--shape H W [--shape H W ...]] [--batch 1 8]
         [--train-batch 2] [--device cpu|cuda] [--dtype float32|float16|bfloat16]
         [--paths fast fast-nokernel reference] [--compile [BACKEND]] [--repeat 3] [--warmup 1]
@@ -20,7 +20,8 @@ Each case is a fresh process; eager cases come first, compiled ones after, so a 
 ``--budget`` still has the eager table. Writes benchmark.md (the summary with ratios to Swin-T,
 then every row), benchmark.csv (after every case), summary.csv and scaling.png to the work dir.
 How latency and memory grow with the input size up to 4096x4096, against budgets:
-resolution_sweep.py.
+resolution_sweep.py. A preset (``--preset NAME``) answers one question with the models, sizes
+and repeats it needs; ``--help`` lists them.
 """
 import argparse
 import datetime
@@ -42,11 +43,12 @@ DEFAULT_SHAPES = [(224, 224), (512, 512), (800, 1216)]
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--preset', choices=sorted(presets.PRESETS), help='a set of defaults that '
-                   'flags given as well override: ' + '; '.join(
-                       f'{name} = {presets.as_flags(preset)}'
-                       for name, preset in presets.PRESETS.items()))
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                epilog=presets.help_text(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--preset', choices=list(presets.PRESETS) + list(presets.ALIASES),
+                   metavar='NAME', help='a question and the run that answers it (listed '
+                   'below): ' + ', '.join(presets.PRESETS))
     p.add_argument('--level', choices=['backbone', 'model'], default='backbone')
     p.add_argument('--models', nargs='+', help='backbones: ' + ' '.join(models.BACKBONES)
                    + '; models: ' + ' '.join(models.WHOLE_MODELS))
@@ -80,11 +82,16 @@ def parse_args(argv=None):
     p.add_argument('--work-dir', default='work_dirs/benchmark')
     p.add_argument('--from-csv', help='measure nothing: re-render the tables and plot from a '
                    'benchmark.csv of an earlier run')
-    preset = presets.PRESETS.get(p.parse_known_args(argv)[0].preset, {})
+    name = presets.resolve(p.parse_known_args(argv)[0].preset)
+    preset = presets.PRESETS[name].flags if name else {}
     # --shape appends to its default: the preset's shapes apply only when none is given
     p.set_defaults(**{k: v for k, v in preset.items() if k != 'shape'})
     args = p.parse_args(argv)
+    args.preset = name
     args.shape = args.shape or preset.get('shape')
+    if name and args.device.startswith('cuda') and not torch.cuda.is_available():
+        p.error(f'--preset {name} runs on CUDA, but torch.cuda.is_available() is False: add '
+                '--device cpu --dtype float32 to run its models on the CPU')
     if args.device.startswith('cpu') and args.dtype != 'float32':
         p.error('--dtype float16/bfloat16 is for CUDA; the CPU benchmark is float32 '
                 '(add --dtype float32)')
@@ -165,6 +172,8 @@ def render(rows, notes, args, elapsed):
         machine = f'{cpu_model()}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} threads'
     lines = [f'# Benchmark ({args.level}), {datetime.datetime.now():%Y-%m-%d %H:%M}', '',
              f"Command: `python {' '.join(sys.argv)}` ({elapsed:.0f} s)  ",
+             *([f'Question (`--preset {args.preset}`): '
+                f'{presets.PRESETS[args.preset].question}  '] if args.preset else []),
              f'Machine: {machine}; torch {torch.__version__}, Python '
              f'{platform.python_version()}', '']
     baseline = models.baseline(r['model'] for r in measured)
@@ -207,6 +216,8 @@ def main(argv=None):
     start = time.monotonic()
     paths = {k: osp.join(args.work_dir, k) for k in ('benchmark.md', 'benchmark.csv',
                                                      'summary.csv', 'scaling.png')}
+    if args.preset:
+        print(f'{presets.PRESETS[args.preset].question} (--preset {args.preset})', flush=True)
     if args.from_csv:
         rows = report.read_csv(args.from_csv)
         notes = [f'- rendered from `{args.from_csv}` (an earlier run)']

@@ -1,7 +1,8 @@
-"""tools/analysis/benchmark.py on tiny shapes: the rows, CSVs, Markdown and plot it writes, a
-run cut by its time limits keeping what it measured; one case measured in-process
-(benchmark_case.py), the competitors (benchmark_models.py), and what the reports make of rows
-(benchmark_report.py: the scaling fit, the ratios to Swin-T). Structure, never timings."""
+"""The benchmark (ravlt_dense.tools.benchmark, command line tools/analysis/benchmark.py) on tiny
+shapes: the rows, CSVs, Markdown and plot it writes, a run cut by its time limits keeping what
+it measured; one case measured in-process (``case``), the competitors (``models``), what the
+reports make of rows (``report``: the scaling fit, the ratios to Swin-T), and the presets, each
+a valid run. Structure, never timings."""
 import csv
 import importlib.util
 import math
@@ -10,11 +11,11 @@ import types
 
 import pytest
 
-from conftest import load_script
+from ravlt_dense.tools.benchmark import case, models, presets, report
+from ravlt_dense.tools.benchmark import run as benchmark
 
-benchmark = load_script('tools/analysis/benchmark.py')
-models, report = benchmark.models, benchmark.report
-case = load_script('tools/analysis/benchmark_case.py')
+from conftest import run_tool
+
 # Swin-T, the baseline of the ratios, where the stack is complete (mmdet with mmcv's ops)
 SWIN = models.missing_requirement('swin_t', 'backbone') is None
 
@@ -86,6 +87,70 @@ def test_time_limits_become_rows_and_the_budget_ends_the_run(tmp_path):
     assert {r['note'] for r in rows} == {'not run: the 0 s budget was spent'}
     md = (tmp_path / 'b' / 'benchmark.md').read_text()
     assert 'not run: the 0 s budget was spent' in md
+    # the preset's question heads the report; its earlier name is the new one's alias
+    assert f"Question (`--preset {presets.ALIASES['cuda-detection']}`)" in md
+
+
+def test_the_csv_is_written_after_every_case(tmp_path, monkeypatch):
+    # what each case finds on disk when it starts: the rows of the cases before it
+    csv_path, found = tmp_path / 'benchmark.csv', []
+
+    def case_reading_the_csv(spec, timeout, stopped_why=''):
+        found.append(len(read_csv(csv_path)) if csv_path.exists() else None)
+        return [dict(model=spec['name'], description=spec['name'], level='backbone',
+                     input='64x64', pixels=4096, device='cpu', note='failed (exit 1): test')]
+    monkeypatch.setattr(benchmark, 'run_isolated', case_reading_the_csv)
+    rows = benchmark.main(['--models', 'ravlt_t', 'ravlt_s', 'ravlt_b', '--shape', '64', '64',
+                           '--work-dir', str(tmp_path)])
+    assert found == [None, 1, 2]
+    assert [r['model'] for r in read_csv(csv_path)] == [r['model'] for r in rows]
+
+
+@pytest.mark.parametrize('name', [*presets.PRESETS, *presets.ALIASES])
+def test_every_preset_is_a_valid_run(name, monkeypatch):
+    """Each preset parses into the run it states (on a machine without CUDA, as if it had one):
+    models of the registry at its level, shapes that tile every stage (multiples of 32), RAVLT
+    paths and dtypes the tool takes; an earlier name gives the same run as the new one."""
+    import torch
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    args = benchmark.parse_args(['--preset', name])
+    preset = presets.PRESETS[presets.resolve(name)]
+    assert args.preset == presets.resolve(name)
+    for key, value in preset.flags.items():
+        assert getattr(args, key) == value, key
+    known = models.BACKBONES if args.level == 'backbone' else models.WHOLE_MODELS
+    assert args.models and set(args.models) <= set(known)
+    cases, notes = benchmark.plan(args)
+    assert not [n for n in notes if 'unknown' in n], notes
+    assert {c['name'] for c in cases} | {n.split('`')[1] for n in notes} == set(args.models)
+    assert all(h % 32 == 0 and w % 32 == 0 for c in cases for h, w in [c['shape']])
+    assert set(args.paths) <= set(models.PATHS)
+    assert args.device.startswith('cuda') or args.dtype == 'float32'
+    assert preset.question.endswith('?') and preset.runs
+    if name in presets.ALIASES:
+        assert vars(args) == vars(benchmark.parse_args(['--preset', presets.ALIASES[name]]))
+
+
+def test_a_gpu_preset_without_cuda_says_how_to_run_it_on_the_cpu(monkeypatch, capsys):
+    import torch
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(['--preset', 'maskrcnn-gpu'])
+    assert ('--preset maskrcnn-gpu runs on CUDA, but torch.cuda.is_available() is False: add '
+            '--device cpu --dtype float32' in capsys.readouterr().err)
+    args = benchmark.parse_args(['--preset', 'cuda-detection', '--device', 'cpu', '--dtype',
+                                 'float32'])
+    assert (args.preset, args.device, args.compile) == ('detection-backbones-gpu', 'cpu',
+                                                        'inductor')
+
+
+def test_help_states_each_presets_question_and_run():
+    # the command line as a user runs it: a script importing the package, nothing else
+    out = ' '.join(run_tool(['tools/analysis/benchmark.py', '--help'], timeout=120).stdout.split())
+    for name, preset in presets.PRESETS.items():
+        assert f'{name}' in out
+        assert preset.question in out and 'runs: ' + preset.runs in out
+    assert 'detection-backbones-gpu (also: cuda-detection):' in out
 
 
 def test_compile_switch_times_the_compiled_model_after_the_eager_cases(tmp_path):
@@ -177,7 +242,7 @@ def test_ratios_are_against_timms_swin_t_where_mmdets_was_not_measured():
     ('convnext_t', 'mmpretrain', 27.82e6), ('convnext_t_timm', 'timm', 27.82e6),
     ('swin_t', 'mmdet', 27.52e6), ('swin_t_timm', 'timm', 27.52e6)])
 def test_a_competitor_from_timm_is_the_same_network(name, package, weights):
-    """OpenMMLab's and timm's ConvNeXt-T and Swin-T (cuda-detection's): the same networks,
+    """OpenMMLab's and timm's ConvNeXt-T and Swin-T (the GPU presets'): the same networks,
     four channels-first maps of 96..768 channels at strides 4..32 (timm's Swin-T sized to the
     input, its windows padded like mmdet's: 224x320 pads every width and is large enough that
     timm does not shrink the last stage's windows to its map); where missing, a row names the

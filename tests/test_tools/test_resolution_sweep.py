@@ -1,4 +1,5 @@
-"""tools/analysis/resolution_sweep.py on tiny networks of known growth: the fitted slope of peak
+"""The resolution sweep (ravlt_dense.tools.benchmark.sweep, command line
+tools/analysis/resolution_sweep.py) on tiny networks of known growth: the fitted slope of peak
 memory is about 1 for 1x1 convolutions and about 2 for global softmax attention; a model over the
 time or the memory budget is stopped and marked, its larger sizes not run, and the sweep finishes
 with the others' rows; the report's answers (crossovers, RAVLT's stage shares) from rows; bad input.
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+
+from ravlt_dense.tools.benchmark import report
 
 HERE = Path(__file__).resolve().parent
 # Sizes at which every map and attention matrix is past the CPU's caches (the 128x128 map of 1x1
@@ -92,8 +95,8 @@ def tiny_ravlt(shape):
 
 @pytest.fixture(scope='module')
 def sweep_tool():
-    from conftest import load_script
-    return load_script('tools/analysis/resolution_sweep.py')
+    from ravlt_dense.tools.benchmark import sweep
+    return sweep
 
 
 def table_row(md: str, section: str, name: str) -> list:
@@ -143,15 +146,14 @@ def test_slopes_and_budgets(sweep_tool, tmp_path, monkeypatch):
     assert 0.8 < slopes['Peak memory', 'pointwise'] < 1.2, slopes
     assert 1.6 < slopes['Peak memory', 'global_attention'] < 2.4, slopes
     assert (tmp_path / 'fig.png').stat().st_size > 0
-    csv_rows = sweep_tool.report.read_csv(tmp_path / 'resolution_backbone.csv')
+    csv_rows = report.read_csv(tmp_path / 'resolution_backbone.csv')
     assert [r['input'] for r in csv_rows] == [r['input'] for r in rows]
     assert sorted(os.listdir(tmp_path)) == ['fig.png', 'resolution_backbone.csv',
                                             'resolution_backbone.md']  # no temporary left
 
 
 def test_profile_of_ravlt_gives_each_stage_and_its_softmax():
-    from conftest import load_script
-    case = load_script('tools/analysis/benchmark_case.py')
+    from ravlt_dense.tools.benchmark import case
     rows = []
     case.measure(dict(
         name='test_resolution_sweep:tiny_ravlt', level='backbone', shape=(64, 64), batches=[1],
@@ -167,8 +169,7 @@ def test_profile_of_ravlt_gives_each_stage_and_its_softmax():
     assert 'share_s1_softmax' not in row  # RALA stages call no SDPA
 
 
-def test_slope_is_a_least_squares_fit_over_the_largest_sizes(sweep_tool):
-    report = sweep_tool.report
+def test_slope_is_a_least_squares_fit_over_the_largest_sizes():
     # a cache bump at the smallest size, then 1x, 4x, 16x the pixels at 1x, 4x, 64x the time
     rows = [dict(model='m', description='m', pixels=p, latency_ms=ms)
             for p, ms in ((1e3, 500.), (1e4, 1.), (4e4, 4.), (1.6e5, 64.))]

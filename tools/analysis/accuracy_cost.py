@@ -16,7 +16,7 @@ traced, attention products included; modules only, as the paper counts) and the 
 image at ``--shape`` (eval, ``torch.inference_mode``, fp32). Backbones are built as
 tools/analysis/benchmark.py builds them; the others from the backbone of their published
 config; ConvNeXt needs mmpretrain (else timm's identical network). All models are timed in one
-process, in turn, round after round (benchmark_case.interleaved_seconds): the load of a shared
+process, in turn, round after round (``timing.interleaved_seconds``): the load of a shared
 machine hits all alike; the latency is the median of ``--repeat`` rounds after ``--warmup``.
 (tools/analysis/benchmark.py measures each model in a process of its own, peak memory too.)
 ``--costs-from`` re-draws an earlier run's costs against the metafiles as they are now.
@@ -45,12 +45,10 @@ import torch.nn as nn
 
 from ravlt_dense import zoo
 from ravlt_dense.tools.analysis import accuracy
+from ravlt_dense.tools.benchmark import models
+from ravlt_dense.tools.benchmark.timing import device_name, interleaved_seconds, latency_stats
 from ravlt_dense.tools.cli import add_shape_argument, parsed_shape
 from ravlt_dense.tools.names import package_config
-
-# siblings: this folder is sys.path[0] when run as a script
-import benchmark_models as models
-from benchmark_case import _latency, device_name, interleaved_seconds
 
 OUTPUTS = ('accuracy_cost.png', 'accuracy_cost.md', 'accuracy_cost.csv')
 BASELINE = 'swin_t'  # what the summary compares RAVLT with
@@ -223,7 +221,7 @@ def time_models(built: Dict[str, tuple], x: torch.Tensor, warmup: int, repeat: i
             times[name] += ts
         log(start, f'round {i + 1}/{repeat}: ' + ', '.join(
             f'{name} {times[name][-1] * 1e3:.0f} ms' for name in calls))
-    return {name: _latency(sorted(ts), 1) for name, ts in times.items()}, failed
+    return {name: latency_stats(sorted(ts), 1) for name, ts in times.items()}, failed
 
 
 def measure(names: List[str], rows: List[accuracy.Published], args,

@@ -12,7 +12,7 @@ MODEL is a backbone given as
     names, loaded by the backbone's own ``init_weights`` (downloaded once into the torch hub
     cache), and the mean, std and channel order of its ``model.data_preprocessor``;
   * an ImageNet backbone of the zoo (``ravlt_t_in1k`` ... ``ravlt_l_in1k``): the authors' weights;
-  * a backbone of tools/analysis/benchmark_models.py (``ravlt_s_rala``, ``swin_t``, ``r50``,
+  * a backbone of ravlt_dense.tools.benchmark.models (``ravlt_s_rala``, ``swin_t``, ``r50``,
     ``convnext_t``, ...): the architecture only, as these carry no weights.
 ``--random`` (or weights that cannot be had: no network, no torchvision for ``torchvision://``
 weights) measures each backbone with the weights it is built with (PyTorch's default
@@ -60,10 +60,9 @@ from ravlt_dense.tools.analysis.erf import (
     effective_receptive_field,
     probe_stage,
 )
+from ravlt_dense.tools.benchmark import models as benchmark_models  # the benchmark's backbones
 from ravlt_dense.tools.cli import add_shape_argument, parsed_shape
 from ravlt_dense.tools.images import collect_images, read_image, unique_stem
-
-import benchmark_models  # the benchmark's backbones: a sibling, this folder is on sys.path
 
 # ImageNet statistics in RGB, mmdet's and mmseg's defaults: for models without a config
 IMAGENET = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True)

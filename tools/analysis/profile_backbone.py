@@ -20,8 +20,7 @@ from collections import defaultdict
 import torch
 
 from ravlt_dense.models.backbones.ravlt import RAVLT
-
-from benchmark_case import autocast, synchronize  # a sibling (sys.path[0])
+from ravlt_dense.tools.benchmark.timing import autocast, synchronize
 
 ATTN = dict(mix=('rala', 'rala', 'softmax', 'softmax'), rala=('rala', ) * 4)
 # Checked in this order: cuDNN's attention kernels also say cudnn, its convs also say gemm.

@@ -1,20 +1,19 @@
-"""The reports of tools/analysis/benchmark.py (and resolution_sweep.py): CSV in and out, the
-table of every row, the summary with each model's ratios to Swin-T, the log-log scaling fit and
-plot."""
+"""The reports of the benchmark and the resolution sweep: CSV in and out, the table of every row,
+the summary with each model's ratios to Swin-T, the log-log scaling fit and plot."""
 import csv
 import importlib.util
 import math
 import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from benchmark_models import baseline as pick_baseline  # a sibling (sys.path[0])
+from .models import baseline as pick_baseline
 
 COLUMNS = ['model', 'description', 'level', 'path', 'task', 'mode', 'input', 'pixels',
            'batch', 'device', 'dtype', 'params_M', 'flops_full_G', 'flops_modules_G',
            'flops_attn_products_G', 'latency_ms', 'latency_q1_ms', 'latency_q3_ms',
            'latency_min_ms', 'latency_max_ms', 'images_per_s', 'peak_mem_MB', 'mem_kind',
            'repeat', 'compile_s', 'speedup_vs_eager', 'uncounted_ops', 'note']
-# Where a RAVLT forward spends its time (benchmark_case.forward_shares), as fractions
+# Where a RAVLT forward spends its time (case.forward_shares), as fractions
 SHARE_COLUMNS = ['share_stem'] + [f'share_s{i}{part}' for i in range(1, 5)
                                   for part in ('', '_softmax')]
 INTS = ('pixels', 'batch', 'repeat')
@@ -160,7 +159,7 @@ def _metrics(rows: List[dict]):
 def summary_rows(rows: List[dict], baseline: Optional[str] = None) -> List[dict]:
     """One row per (model, path, input): each metric of ``_metrics`` and its ratio to the
     baseline's in the same run (>1 = better for speed; memory: ours / theirs). The baseline
-    is by default the first of ``benchmark_models.BASELINES`` among the rows."""
+    is by default the first of ``models.BASELINES`` among the rows."""
     baseline = baseline or pick_baseline(r['model'] for r in rows)
     metrics = _metrics(rows)
     out = []

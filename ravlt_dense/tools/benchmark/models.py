@@ -1,7 +1,7 @@
-"""What tools/analysis/benchmark.py compares: the registry of backbones (RAVLT's variants and
-mixes, and the competitors), the whole detectors / segmentors beside the same config with Swin-T,
-and how each is built. A name ``module:factory`` measures any network: ``factory((H, W))`` from
-the importable ``module`` builds it (a user's own model, or a test's)."""
+"""What the benchmark compares: the registry of backbones (RAVLT's variants and mixes, and the
+competitors), the whole detectors / segmentors beside the same config with Swin-T, and how each
+is built. A name ``module:factory`` measures any network: ``factory((H, W))`` from the
+importable ``module`` builds it (a user's own model, or a test's)."""
 import importlib
 import importlib.util
 from pathlib import Path
@@ -9,9 +9,11 @@ from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 import torch.nn as nn
 
-# ravlt_dense (and through it mmengine) is imported where a model needs it: a case process
-# measuring another network starts in a second, not in several.
-REPO = Path(__file__).resolve().parents[2]  # the whole models' configs are the clone's
+from ravlt_dense.zoo import ROOT
+
+# The whole models' configs are the package's: a clone's configs/, a wheel's .mim/configs/.
+# mmdet, mmseg and the models' own modules are imported where a model needs them.
+REPO = Path(ROOT)
 
 RALA_ONLY = ('rala', ) * 4
 

@@ -1,19 +1,16 @@
-"""One case of tools/analysis/benchmark.py, measured in a fresh child process, and the timing
-helpers it shares with tools/analysis/profile_backbone.py.
+"""One case of the benchmark, measured in a fresh child process.
 
 A case is one model (RAVLT: on one of its paths) at one input shape, eager or compiled. Each
-case runs in its own Python process (``python benchmark_case.py SPEC_JSON``), so peak memory is
-that model's alone (allocator caches, earlier models and the parent do not leak in), and a
-crash, a missing package or a time-out costs that case, not the run. The child prints each
-measurement as soon as it has it: a case stopped by its time limit or by the run's budget keeps
-what it measured. Two budgets stop a case cleanly: ``max_pass_s`` (the child announces each
-forward pass; one running longer is stopped) and ``max_memory_gb`` (CPU: the child's resident
-memory, watched by the parent; CUDA: torch's share of the GPU, an out-of-memory error in the
-child).
+case runs in its own Python process (``python -m ravlt_dense.tools.benchmark.case SPEC_JSON``),
+so peak memory is that model's alone (allocator caches, earlier models and the parent do not
+leak in), and a crash, a missing package or a time-out costs that case, not the run. The child
+prints each measurement as soon as it has it: a case stopped by its time limit or by the run's
+budget keeps what it measured. Two budgets stop a case cleanly: ``max_pass_s`` (the child
+announces each forward pass; one running longer is stopped) and ``max_memory_gb`` (CPU: the
+child's resident memory, watched by the parent; CUDA: torch's share of the GPU, an
+out-of-memory error in the child).
 """
 import json
-import os
-import platform
 import queue
 import re
 import statistics
@@ -28,109 +25,20 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-# a sibling: this folder is sys.path[0] when run as a script (or the child)
-from benchmark_models import REPO, build, description
+from .models import REPO, build, description
+from .timing import (
+    autocast,
+    device_name,
+    interleaved_seconds,
+    latency_stats,
+    peak_memory,
+    synchronize,
+)
 
 RESULT_TAG = 'BENCH_RESULT_JSON:'
 PASS_TAG = 'BENCH_PASS'  # the child starts a forward pass: the per-pass time budget starts
 # How often the parent reads a CPU case's resident memory against its memory budget.
 MEMORY_POLL_S = 0.05
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``lscpu``), else what ``platform`` knows of it."""
-    try:
-        out = subprocess.run(['lscpu'], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.lower().startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_name(device: torch.device) -> str:
-    """``cuda:<GPU name>`` or ``cpu:<CPU model> xN threads`` (the threads torch uses): printed
-    beside every timing, which means nothing without it."""
-    if device.type == 'cuda':
-        return f'cuda:{torch.cuda.get_device_name(device)}'
-    return f'cpu:{cpu_model()} x{torch.get_num_threads()} threads'
-
-
-def synchronize(device) -> None:
-    """Wait for the work queued on ``device`` (CUDA runs asynchronously: a timer stopped
-    without this measures the kernel launches, not the kernels)."""
-    if torch.device(device).type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
-def autocast(device, dtype: str) -> torch.autocast:
-    """Autocast on ``device`` to ``dtype`` ('float16', 'bfloat16'); 'float32' turns it off."""
-    return torch.autocast(torch.device(device).type, dtype=getattr(torch, dtype),
-                          enabled=dtype != 'float32')
-
-
-def _proc_status(field: str) -> Optional[int]:
-    """VmRSS / VmHWM of this process in bytes (Linux)."""
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith(field + ':'):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def peak_memory(fn: Callable[[], object], device: torch.device) -> Tuple[float, str]:
-    """(MB, how measured) that one call of ``fn`` held at its peak over what was held before."""
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        fn()
-        torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) - base
-        return peak / 2**20, 'cuda max_memory_allocated delta'
-    try:  # reset the kernel's RSS high-water mark (VmHWM) to now (Linux >= 4.0)
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        base = _proc_status('VmRSS')  # after the reset: the mark is at least this from now on
-    except OSError:
-        base = None
-    if base is not None:
-        fn()
-        # the kernel's RSS counters lag by a few hundred kB: a call that allocated nothing can
-        # read slightly below zero
-        return max(_proc_status('VmHWM') - base, 0) / 2**20, 'RSS peak delta (VmHWM)'
-    import resource  # ru_maxrss never goes down: a lower bound if the build peaked higher
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    fn()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return (after - before) / 2**20, 'ru_maxrss delta (lower bound)'
-
-
-def interleaved_seconds(calls: Dict[str, Callable[[], object]], repeat: int,
-                        device: torch.device) -> Dict[str, List[float]]:
-    """Sorted wall times of ``repeat`` calls of each, in turn (noise hits all alike), each timed
-    until the device has finished it."""
-    times = {name: [] for name in calls}
-    for _ in range(repeat):
-        for name, call in calls.items():
-            synchronize(device)
-            start = time.perf_counter()
-            call()
-            synchronize(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: sorted(ts) for name, ts in times.items()}
-
-
-def _latency(ts: List[float], batch: int) -> dict:
-    q = statistics.quantiles(ts, n=4, method='inclusive') if len(ts) > 1 else ts * 3
-    median = statistics.median(ts)
-    return dict(latency_ms=median * 1e3, latency_q1_ms=q[0] * 1e3, latency_q3_ms=q[2] * 1e3,
-                latency_min_ms=ts[0] * 1e3, latency_max_ms=ts[-1] * 1e3,
-                images_per_s=batch / median, repeat=len(ts))
 
 
 def _readout(outputs) -> torch.Tensor:
@@ -215,7 +123,7 @@ def measure(spec: dict, emit: Callable[[dict], None],
         peak, mem_kind = peak_memory(calls['compiled'], device)
         ts = interleaved_seconds(calls, repeat, device)
         row = dict(base, task='inference', mode='compiled', batch=batch, peak_mem_MB=peak,
-                   mem_kind=mem_kind, compile_s=compile_s, **_latency(ts['compiled'], batch))
+                   mem_kind=mem_kind, compile_s=compile_s, **latency_stats(ts['compiled'], batch))
         row['speedup_vs_eager'] = statistics.median(ts['eager']) / statistics.median(
             ts['compiled'])
         emit(row)
@@ -231,7 +139,7 @@ def measure(spec: dict, emit: Callable[[dict], None],
         ts = interleaved_seconds(dict(call=call), repeat, device)['call']
         shares = forward_shares(model, call, device) if profile else {}
         emit(dict(base, task=task, mode='eager', batch=batch, peak_mem_MB=peak,
-                  mem_kind=mem_kind, **_latency(ts, batch), **shares))
+                  mem_kind=mem_kind, **latency_stats(ts, batch), **shares))
 
     if train_batch:
         model.train()
@@ -403,17 +311,16 @@ def run_isolated(spec: dict, timeout: float, stopped_why: str = '') -> List[dict
     the run's budget; default: the case's time limit). With ``spec['max_pass_s']`` a forward
     pass running longer stops the case, with ``spec['max_memory_gb']`` on CPU the child's
     resident memory going above it; their notes start 'stopped: over the'."""
-    cmd = [sys.executable, os.path.abspath(__file__), json.dumps(spec)]
-    # the clone's ravlt_dense, installed or not
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(REPO)] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
+    # The child imports the package this process did: `-m` puts its working directory first on
+    # its path, the clone's root (REPO) that holds this package (a wheel's has none: installed).
+    cmd = [sys.executable, '-m', __name__, json.dumps(spec)]
     fail = dict(_case_row(spec, spec['device']),
                 mode='compiled' if spec.get('compile') else 'eager')
     if timeout <= 0:
         return [dict(fail, note=f'not run: {stopped_why or "no time left"}')]
     # stderr to a file: a full pipe would block the child and look like a hang
     with tempfile.TemporaryFile('w+') as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env,
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
                                 cwd=REPO)
         lines: 'queue.Queue' = queue.Queue()
         threading.Thread(target=_stream, args=(proc, lines), daemon=True).start()
@@ -434,8 +341,14 @@ def run_isolated(spec: dict, timeout: float, stopped_why: str = '') -> List[dict
     return rows
 
 
-if __name__ == '__main__':  # the child: one spec in (JSON), one JSON line out per row
+def main(argv=None) -> None:
+    """The child: one spec in (JSON), one JSON line out per row, a line before each pass."""
     import warnings
     warnings.filterwarnings('ignore')
-    measure(json.loads(sys.argv[1]), lambda row: print(RESULT_TAG + json.dumps(row), flush=True),
+    spec = json.loads((sys.argv[1:] if argv is None else argv)[0])
+    measure(spec, lambda row: print(RESULT_TAG + json.dumps(row), flush=True),
             lambda: print(PASS_TAG, flush=True))
+
+
+if __name__ == '__main__':
+    main()

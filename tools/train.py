@@ -12,7 +12,7 @@ from mmengine.runner import Runner
 
 import ravlt_dense  # noqa: F401  registers RAVLT and the checkpoint types that resuming needs
 from ravlt_dense.datasets.checks import check_datasets
-from ravlt_dense.tools.cli import load_config, parse_tool_args
+from ravlt_dense.tools.cli import add_custom_import, load_config, parse_tool_args
 from ravlt_dense.tools.launch import finish_distributed, setup_cpu_distributed
 from ravlt_dense.tools.precision import fit_optim_wrapper_to_device
 from ravlt_dense.tools.run_checks import build_datasets
@@ -63,6 +63,7 @@ def main():
 
     if cfg.get('compile'):  # dynamo cannot trace an optimizer with ConfigDict param groups
         cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='PlainParamGroupsHook')]
+        add_custom_import(cfg, 'ravlt_dense.engine')  # registers the hook
 
     check_datasets(cfg, loaders=('train_dataloader', 'val_dataloader'))
     setup_cpu_distributed(cfg, args.launcher)

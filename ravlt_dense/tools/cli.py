@@ -2,6 +2,7 @@
 with mmdet's and mmseg's tools, the config they load from them, and the one spelling of an
 image size, ``--shape H W`` (mmdet's get_flops style), of the tools that take one."""
 import argparse
+import importlib
 import os
 import os.path as osp
 from typing import Optional, Sequence, Union
@@ -45,6 +46,19 @@ def load_config(args) -> Config:
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     return cfg
+
+
+def add_custom_import(cfg: Config, module: str) -> None:
+    """Import ``module`` (which registers what the config names) and list it in the config's
+    ``custom_imports``, so that the config the run dumps works with mmdet's or mmseg's own
+    tools too."""
+    importlib.import_module(module)
+    custom_imports = cfg.get('custom_imports') or dict(allow_failed_imports=False)
+    imports = custom_imports.get('imports') or []
+    imports = [imports] if isinstance(imports, str) else list(imports)
+    if module not in imports:
+        custom_imports['imports'] = [*imports, module]
+    cfg.custom_imports = custom_imports
 
 
 def model_or_exit(name: str, weights: Optional[str] = None, what: str = 'config') -> NamedModel:

@@ -24,6 +24,7 @@ import torch
 from mmengine.fileio import LocalBackend, register_backend
 
 from ravlt_dense.checkpoint import CorruptCheckpointError, register_safe_globals
+from ravlt_dense.tools.cli import add_custom_import
 
 ATOMIC_BACKEND = 'atomic_local'
 
@@ -101,12 +102,7 @@ def save_checkpoints_atomically(cfg) -> None:
     if '://' in out_dir:
         return
     hook['backend_args'] = dict(backend=ATOMIC_BACKEND)
-    custom_imports = cfg.get('custom_imports') or dict(allow_failed_imports=False)
-    imports = custom_imports.get('imports') or []
-    imports = [imports] if isinstance(imports, str) else list(imports)
-    if __name__ not in imports:
-        custom_imports['imports'] = [*imports, __name__]
-    cfg.custom_imports = custom_imports
+    add_custom_import(cfg, __name__)
 
 
 def checkpoint_damage(path: str) -> Optional[str]:

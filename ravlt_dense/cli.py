@@ -5,7 +5,7 @@ import argparse
 import importlib.util
 import os
 import os.path as osp
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 from mmengine.config import Config, DictAction
 
@@ -47,8 +47,9 @@ def load_config(args) -> Config:
 
 def config_file(config: str) -> str:
     """The file of a config named as the tools take it: a path, a name of RAVLT's model zoo
-    (``maskrcnn_ravlt_s_coco``), or an OpenMMLab package's own config as ``_base_`` lists name
-    them (``mmdet::mask2former/mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco.py``)."""
+    (``mask-rcnn_ravlt-s_fpn_amp-1x_coco``, or a name it had before: :func:`zoo.current_name`),
+    or an OpenMMLab package's own config as ``_base_`` lists name them
+    (``mmdet::mask2former/mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco.py``)."""
     if '::' in config:
         package, _, path = config.partition('::')
         spec = importlib.util.find_spec(package) if package.isidentifier() else None
@@ -63,9 +64,18 @@ def config_file(config: str) -> str:
                                     f'{root}; the names are those of {package}\'s configs/)')
         return file
     if osp.isfile(config) or config.endswith('.py'):
-        return config
+        return config if osp.isfile(config) else renamed_config_file(config) or config
     from ravlt_dense import zoo
     return zoo.config_path(config)  # ValueError naming the zoo's models
+
+
+def renamed_config_file(config: str) -> Optional[str]:
+    """The file of a zoo config given by the path it had before the configs took mmdet's and
+    mmseg's names (its file name is an old zoo name: ``configs/renamed.yml``), with a warning
+    naming the new one; None for any other path."""
+    from ravlt_dense import zoo
+    name = osp.splitext(osp.basename(config))[0]
+    return zoo.config_path(name) if name in zoo.renamed() else None
 
 
 def existing_config(config: str, what: str = 'config') -> str:

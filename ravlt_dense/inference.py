@@ -105,6 +105,7 @@ class ReleaseWeightsMixin:
     def _load_model_from_metafile(self, model: str):
         """A model name: one of RAVLT's zoo (config and weights from configs/metafile.yml),
         else one of the inferencer's own scope (mmdet's or mmseg's model names)."""
+        model = zoo.current_name(model)  # an old zoo name: its model's name now
         if model not in zoo.config_names():
             return super()._load_model_from_metafile(model)
         from mmengine.config import Config

@@ -4,7 +4,7 @@ over the images.
     python tools/analysis/cam.py CONFIG CHECKPOINT IMAGE_OR_DIR [...] [--out-dir work_dirs/cam]
         [--target-layers backbone.layers.2 [...]] [--method gradcam eigencam]
         [--target-det 0] [--class NAME] [--panel FILE] [--device cpu] [--cfg-options ...]
-    python tools/analysis/cam.py ZOO_NAME IMAGE_OR_DIR [...]       # e.g. maskrcnn_ravlt_s_coco
+    python tools/analysis/cam.py ZOO_NAME IMAGE_OR_DIR [...]  # mask-rcnn_ravlt-s_fpn_amp-1x_coco
     python tools/analysis/cam.py CONFIG CHECKPOINT --preview-model  # every layer's name
 
 CONFIG is a config file, a name of the model zoo (its config and weights; ``--weights``
@@ -120,7 +120,8 @@ def resolve_model(model, rest, weights=None):
         raise FileNotFoundError(f'config not found: {model}')
     rest = list(rest)
     checkpoint = weights
-    if checkpoint is None and not osp.isfile(model) and model in zoo.config_names():
+    if (checkpoint is None and not osp.isfile(model)
+            and zoo.current_name(model) in zoo.config_names()):
         checkpoint = zoo.weights_url(model)  # ValueError for a config without weights
     if checkpoint is None:
         if not rest:

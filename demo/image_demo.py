@@ -2,7 +2,7 @@
 
     python demo/image_demo.py CONFIG CHECKPOINT IMAGE_OR_DIR [IMAGE_OR_DIR ...] \
         [--out-dir outputs] [--pred-score-thr 0.3] [--device cpu|cuda:0]
-    python demo/image_demo.py ZOO_NAME IMAGE_OR_DIR [...]     # e.g. maskrcnn_ravlt_s_coco
+    python demo/image_demo.py ZOO_NAME IMAGE_OR_DIR [...]  # mask-rcnn_ravlt-s_fpn_amp-1x_coco
 
 CHECKPOINT is a file, URL or zoo name, ours or the authors' mmdet 2.x release (converted on load,
 by the loader of tools/test.py); a name of the model zoo (configs/metafile.yml) as MODEL brings
@@ -30,7 +30,7 @@ from ravlt_dense.tools.inference import add_model_arguments, default_device, res
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    add_model_arguments(parser, example='configs/maskrcnn_ravlt_s_coco.py')
+    add_model_arguments(parser, example='configs/mask_rcnn/mask-rcnn_ravlt-s_fpn_amp-1x_coco.py')
     parser.add_argument('--out-dir', default='outputs', help='where vis/ and preds/ go')
     parser.add_argument('--pred-score-thr', type=float, default=0.3,
                         help='keep (draw and save) instances with at least this score')

@@ -5,7 +5,7 @@ by patches, where one pass over the downsized image would miss the small objects
         [--patch-size 640] [--patch-overlap-ratio 0.25] [--batch-size 1] [--score-thr 0.3]
         [--merge-iou-thr 0.25] [--merge-nms-type nms] [--full-image-pass]
         [--compare [--compare-crop X Y W H] [--compare-width 1600]]
-    python demo/large_image_demo.py IMAGE ZOO_NAME [...]      # e.g. maskrcnn_ravlt_s_coco
+    python demo/large_image_demo.py IMAGE ZOO_NAME [...]   # mask-rcnn_ravlt-s_fpn_amp-1x_coco
 
 The arguments are those of mmdet's demo/large_image_demo.py; the model is a config and its
 CHECKPOINT (file, URL or zoo name, ours or the authors' release), or a name of the model zoo.

@@ -2,7 +2,8 @@
 
     python demo/seg_demo.py CONFIG CHECKPOINT IMAGE_OR_FOLDER [...] --out-dir OUT
         [--device cpu] [--opacity 0.5] [--slide --crop-size 512 512 --stride 341 341]
-    python demo/seg_demo.py ZOO_NAME IMAGE_OR_FOLDER [...]    # e.g. upernet_ravlt_s_ade20k
+    python demo/seg_demo.py ZOO_NAME IMAGE_OR_FOLDER [...]
+        # ZOO_NAME e.g. upernet_ravlt-s_8xb2-amp-160k_ade20k-512x512
 
 CHECKPOINT is a file, URL or zoo name, ours or the authors' mmseg 0.x release (converted on load,
 by the loader of tools/test.py); a name of the model zoo (configs/metafile.yml) as MODEL brings
@@ -34,7 +35,8 @@ from ravlt_dense.tools.inference import add_model_arguments, default_device, res
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    add_model_arguments(parser, example='configs/fpn_ravlt_t_ade20k.py')
+    add_model_arguments(
+        parser, example='configs/sem_fpn/fpn_ravlt-t_8xb2-amp-80k_ade20k-512x512.py')
     parser.add_argument('--out-dir', default='work_dirs/seg_demo',
                         help='writes OUT_DIR/vis/*.png (overlays) and OUT_DIR/pred/*.png (labels)')
     parser.add_argument('--device', default=None,

@@ -2,7 +2,7 @@
 
     python demo/video_demo.py VIDEO CONFIG CHECKPOINT --out out.mp4 [--show] [--score-thr 0.3]
         [--batch-size 4] [--device cpu|cuda:0] [--opacity 0.5] [--max-frames N]
-    python demo/video_demo.py VIDEO ZOO_NAME --out out.mp4     # e.g. maskrcnn_ravlt_s_coco
+    python demo/video_demo.py VIDEO ZOO_NAME --out out.mp4  # mask-rcnn_ravlt-s_fpn_amp-1x_coco
     python demo/video_demo.py 0 CONFIG CHECKPOINT --show        # camera 0, in a window
 
 The arguments are those of mmdet's and mmseg's demo/video_demo.py: VIDEO is a video file OpenCV

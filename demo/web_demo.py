@@ -3,10 +3,11 @@
     python demo/web_demo.py [MODEL ...] [--host 127.0.0.1] [--port 7860] [--device cpu]
         [--pred-score-thr 0.3] [--examples IMAGE_OR_DIR ...]
 
-    python demo/web_demo.py maskrcnn_ravlt_s_coco upernet_ravlt_s_ade20k
-    python demo/web_demo.py \
-    configs/quickstart/maskrcnn_ravlt_t_shapes.py:work_dirs/quickstart/maskrcnn/train/epoch_8.pth \
-    configs/quickstart/fpn_ravlt_t_shapes.py:work_dirs/quickstart/fpn/train/iter_200.pth
+    python demo/web_demo.py mask-rcnn_ravlt-s_fpn_amp-1x_coco \
+        upernet_ravlt-s_8xb2-amp-160k_ade20k-512x512
+    Q=configs/quickstart W=work_dirs/quickstart; python demo/web_demo.py \
+        $Q/mask-rcnn_ravlt-t_fpn_1xb4-8e_coco-shapes.py:$W/maskrcnn/train/epoch_8.pth \
+        $Q/fpn_ravlt-t_1xb8-200it_ade-shapes-64x64.py:$W/fpn/train/iter_200.pth
 
 Each MODEL is one entry of the page's model list:
     NAME                a model of the zoo (configs/metafile.yml): its config and the authors'
@@ -111,7 +112,8 @@ def parse_model(spec: str) -> ModelChoice:
 
 def unique_labels(choices: Sequence[ModelChoice]) -> List[ModelChoice]:
     """The choices, a label seen before followed by its checkpoint's name (one config with two
-    checkpoints: ``fpn_ravlt_t_shapes``, ``fpn_ravlt_t_shapes (iter_80)``)."""
+    checkpoints: ``fpn_ravlt-t_1xb8-200it_ade-shapes-64x64``,
+    ``fpn_ravlt-t_1xb8-200it_ade-shapes-64x64 (iter_80)``)."""
     taken, unique = set(), []
     for choice in choices:
         label, n = choice.label, 1

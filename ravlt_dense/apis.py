@@ -1,8 +1,9 @@
 """mmdet's and mmseg's inferencers for RAVLT models, by zoo name or config.
 
     from ravlt_dense.apis import RAVLTDetInferencer, RAVLTSegInferencer
-    inferencer = RAVLTDetInferencer('maskrcnn_ravlt_s_coco')        # config + authors' weights
-    inferencer = RAVLTSegInferencer('upernet_ravlt_s_ade20k', weights='mine.pth', device='cpu')
+    inferencer = RAVLTDetInferencer('mask-rcnn_ravlt-s_fpn_amp-1x_coco')  # config + weights
+    inferencer = RAVLTSegInferencer('upernet_ravlt-s_8xb2-amp-160k_ade20k-512x512',
+                                    weights='mine.pth', device='cpu')
     result = inferencer('photo.jpg')
 
 They are ``DetInferencer`` and ``MMSegInferencer`` loading weights as the tools do: files, URLs

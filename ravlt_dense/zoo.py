@@ -10,8 +10,14 @@ The configs and the metafile come with the package: a wheel carries them in
 
 Weights URLs point at the authors' Hugging Face repository. ``RAVLT_ZOO_URL_ROOT`` replaces
 that root (e.g. a mirror or a local server): with ``RAVLT_ZOO_URL_ROOT=http://host/dir`` the
-weights of ``maskrcnn_ravlt_s_coco`` come from ``http://host/dir/maskrcnn_s_1x_12_epoch.pth``.
+weights of ``mask-rcnn_ravlt-s_fpn_amp-1x_coco`` come from
+``http://host/dir/maskrcnn_s_1x_12_epoch.pth``.
+
+Names follow mmdet's and mmseg's config names (a model's name is its config's file name); the
+names the zoo had before still resolve, with a warning naming the new one:
+``configs/renamed.yml`` maps each to its model (:func:`current_name`).
 """
+import logging
 import os
 import os.path as osp
 import re
@@ -25,6 +31,8 @@ _MIM_CONFIGS = osp.join(_PACKAGE, '.mim', 'configs')
 ROOT = osp.join(_PACKAGE, '.mim') if osp.isdir(_MIM_CONFIGS) and not osp.islink(_MIM_CONFIGS) \
     else osp.dirname(_PACKAGE)
 METAFILE = osp.join(ROOT, 'configs', 'metafile.yml')
+# Old zoo names -> current ones: beside the metafile, which keeps OpenMMLab's fields only.
+RENAMED = osp.join(ROOT, 'configs', 'renamed.yml')
 URL_ROOT = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main'
 URL_ROOT_ENV = 'RAVLT_ZOO_URL_ROOT'
 
@@ -46,12 +54,40 @@ def models(metafile: Optional[str] = None) -> Dict[str, dict]:
 
 
 def get(name: str, metafile: Optional[str] = None) -> dict:
-    """The metafile entry of the model ``name``; ValueError listing the names if unknown."""
+    """The metafile entry of the model ``name`` (or of its old name, see :func:`current_name`);
+    ValueError listing the names if unknown."""
     zoo = models(metafile)
+    name = current_name(name) if name not in zoo else name
     if name not in zoo:
         raise ValueError(f'Unknown model {name!r}: the model zoo ({metafile or METAFILE}) has '
                          f'{", ".join(zoo)}')
     return zoo[name]
+
+
+@lru_cache(maxsize=None)
+def renamed() -> Dict[str, str]:
+    """Old zoo names -> the current ones (``configs/renamed.yml``; empty without that file)."""
+    from mmengine.fileio import load
+    return dict(load(RENAMED)['Renamed']) if osp.isfile(RENAMED) else {}
+
+
+@lru_cache(maxsize=None)
+def _warn_renamed(old: str, new: str) -> None:
+    """One warning per old name and process, naming the new one."""
+    from mmengine.logging import print_log
+    print_log(f"RAVLT zoo: '{old}' is now named '{new}' (configs/renamed.yml)",
+              logger='current', level=logging.WARNING)
+
+
+def current_name(name: str) -> str:
+    """The zoo's name for ``name``: the name an old zoo name was given when the configs took
+    mmdet's and mmseg's names (logged once per name), else ``name`` itself. Call it where a
+    name is taken before asking whether it is in the zoo."""
+    new = renamed().get(name) if isinstance(name, str) else None
+    if new is None:
+        return name
+    _warn_renamed(name, new)
+    return new
 
 
 def config_names(metafile: Optional[str] = None) -> List[str]:
@@ -151,5 +187,5 @@ def variant(name: str, metafile: Optional[str] = None) -> str:
 
 def backbone_params(arch: str, metafile: Optional[str] = None) -> int:
     """Parameters of the dense RAVLT backbone of variant ``arch`` (incl. the output norms)."""
-    return get(f'ravlt_{arch}_in1k', metafile)['Metadata']['Backbone Parameters']
+    return get(f'ravlt-{arch}_in1k', metafile)['Metadata']['Backbone Parameters']
 

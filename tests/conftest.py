@@ -36,7 +36,7 @@ if not torch.cuda.is_available() and importlib.util.find_spec('triton') is not N
 REPO = Path(__file__).resolve().parents[1]
 
 # The quick-start Mask R-CNN, and the side of the generated images it is tested on.
-QUICKSTART = 'configs/quickstart/maskrcnn_ravlt_t_shapes.py'
+QUICKSTART = 'configs/quickstart/mask-rcnn_ravlt-t_fpn_1xb4-8e_coco-shapes.py'
 IMG = 64
 
 # Free GiB under the temporary folder below which a test run starts with a warning.
@@ -438,7 +438,8 @@ def quickstart_segmentor(tmp_path_factory, ade_gen) -> SimpleNamespace:
     root = tmp_path_factory.mktemp('quickstart_segmentor')
     ade_gen.make_ade_shapes(str(root / 'ade_shapes'), seed=0)
     return _train_quickstart(
-        'configs/quickstart/fpn_ravlt_t_shapes.py', root / 'ade_shapes', root / 'work', [
+        'configs/quickstart/fpn_ravlt-t_1xb8-200it_ade-shapes-64x64.py', root / 'ade_shapes',
+        root / 'work', [
             'train_cfg.max_iters=120', 'train_cfg.val_interval=120',
             'param_scheduler.1.end=120', 'default_hooks.checkpoint.interval=120'
         ], 'iter_120.pth')

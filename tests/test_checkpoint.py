@@ -173,9 +173,10 @@ def test_non_strict_loads_what_fits_and_reports_the_rest(tmp_path):
 def test_zoo_names_resolve_to_their_weights_and_unknown_names_are_named():
     from ravlt_dense import zoo
     from ravlt_dense.checkpoint import find_checkpoint, load_model_checkpoint
-    assert find_checkpoint('maskrcnn_ravlt_s_coco') == zoo.weights_url('maskrcnn_ravlt_s_coco')
+    name = 'mask-rcnn_ravlt-s_fpn_amp-1x_coco'
+    assert find_checkpoint(name) == zoo.weights_url(name)
     assert find_checkpoint('https://host/x.pth') == 'https://host/x.pth'
-    assert find_checkpoint('maskrcnn_ravlt_z_coco') is None
+    assert find_checkpoint('mask-rcnn_ravlt-z_fpn_amp-1x_coco') is None
     with pytest.raises(FileNotFoundError, match=r'Checkpoint not found: nope\.pth \(neither a '
                        r'file, an http\(s\) URL nor a model of the zoo'):
         load_model_checkpoint(TwoLayers(), 'nope.pth')

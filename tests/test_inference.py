@@ -23,8 +23,8 @@ def test_palette_is_kept_when_complete_else_fixed_random_colours():
 
 
 @pytest.mark.parametrize('config, classes', [
-    ('configs/quickstart/fpn_ravlt_t_shapes.py', 5),  # its metainfo
-    ('configs/maskrcnn_ravlt_t_coco.py', 80),  # CocoDataset's own
+    ('configs/quickstart/fpn_ravlt-t_1xb8-200it_ade-shapes-64x64.py', 5),  # its metainfo
+    ('configs/mask_rcnn/mask-rcnn_ravlt-t_fpn_amp-1x_coco.py', 80),  # CocoDataset's own
 ])
 def test_classes_and_palette_of_the_config_dataset(config, classes):
     import ravlt_dense.datasets  # noqa: F401  the segmentation pipeline's transform

@@ -221,17 +221,21 @@ def test_wheel_resolves_zoo_names_without_a_clone(installed_wheel):
     proc = run('-c', 'import ravlt_dense; '
                'from mmengine.config import Config; '
                'from ravlt_dense.tools.names import resolve_model; '
-               'm = resolve_model("maskrcnn_ravlt_s_coco"); config, weights = m.config, m.weights; '
+               'm = resolve_model("mask-rcnn_ravlt-s_fpn_amp-1x_coco"); '
+               'config, weights = m.config, m.weights; '
                'cfg = Config.fromfile(config); '
                'print(ravlt_dense.__file__, config, weights, cfg.model.backbone.arch, '
-               'cfg.model.roi_head.bbox_head.num_classes)')
+               'cfg.model.roi_head.bbox_head.num_classes, '
+               'resolve_model("maskrcnn_ravlt_s_coco").config)')  # the name it had before
     assert proc.returncode == 0, proc.stderr[-3000:]
-    package, config, weights, arch, classes = proc.stdout.split()
+    package, config, weights, arch, classes, old_name_config = proc.stdout.splitlines()[-1].split()
+    assert "'maskrcnn_ravlt_s_coco' is now named 'mask-rcnn_ravlt-s_fpn_amp-1x_coco'" in proc.stdout
     assert package == str(installed_wheel['site'] / 'ravlt_dense' / '__init__.py')
-    assert config == str(mim / 'configs' / 'maskrcnn_ravlt_s_coco.py')
+    assert config == str(mim / 'configs' / 'mask_rcnn' / 'mask-rcnn_ravlt-s_fpn_amp-1x_coco.py')
+    assert old_name_config == config
     assert weights.endswith('/maskrcnn_s_1x_12_epoch.pth') and (arch, classes) == ('s', '80')
-    for name in ('model-index.yml', 'configs/metafile.yml', 'tools/train.py', 'tools/test.py',
-                 'demo/image_demo.py', 'demo/seg_demo.py'):
+    for name in ('model-index.yml', 'configs/metafile.yml', 'configs/renamed.yml',
+                 'tools/train.py', 'tools/test.py', 'demo/image_demo.py', 'demo/seg_demo.py'):
         assert (mim / name).is_file(), name
 
 
@@ -239,26 +243,27 @@ def test_wheel_runs_the_demo_and_the_inferencers_by_zoo_name(installed_wheel, tm
     from ravlt_dense import zoo
     from ravlt_dense.models import build_model
     run, mim = installed_wheel['run'], installed_wheel['mim']
-    cfg = Config.fromfile(zoo.config_path('fpn_ravlt_t_ade20k'))
+    cfg = Config.fromfile(zoo.config_path('fpn_ravlt-t_8xb2-amp-80k_ade20k-512x512'))
     cfg.model.backbone.pop('init_cfg')
     torch.manual_seed(0)
     torch.save(dict(state_dict=build_model(cfg).state_dict()), tmp_path / 'fpn_t.pth')
     image = tmp_path / 'photo.png'
     cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (64, 96, 3), np.uint8))
-    proc = run(mim / 'demo' / 'seg_demo.py', 'fpn_ravlt_t_ade20k', image, '--weights',
-               tmp_path / 'fpn_t.pth', '--out-dir', tmp_path / 'out', '--device', 'cpu')
+    proc = run(mim / 'demo' / 'seg_demo.py', 'fpn_ravlt-t_8xb2-amp-80k_ade20k-512x512', image,
+               '--weights', tmp_path / 'fpn_t.pth', '--out-dir', tmp_path / 'out',
+               '--device', 'cpu')
     assert proc.returncode == 0, proc.stderr[-3000:]
     label = cv2.imread(str(tmp_path / 'out' / 'pred' / 'photo.png'), cv2.IMREAD_UNCHANGED)
     assert label.shape == (64, 96) and label.max() < 150  # ADE20K's 150 classes
     # mmdet's inferencer on a zoo name: its config, then its weights from the zoo's URL
     proc = run('-c', 'from ravlt_dense.apis import RAVLTDetInferencer; '
-               'RAVLTDetInferencer("maskrcnn_ravlt_t_coco", device="cpu")',
+               'RAVLTDetInferencer("mask-rcnn_ravlt-t_fpn_amp-1x_coco", device="cpu")',
                RAVLT_ZOO_URL_ROOT='http://127.0.0.1:9/zoo')
     assert proc.returncode != 0
     assert 'http://127.0.0.1:9/zoo/maskrcnn_t_1x_12_epoch.pth' in proc.stderr, \
         proc.stderr[-3000:]
     # the tools: a zoo name for the config
-    proc = run(mim / 'tools' / 'train.py', 'upernet_ravlt_s_ade20k')
+    proc = run(mim / 'tools' / 'train.py', 'upernet_ravlt-s_8xb2-amp-160k_ade20k-512x512')
     assert proc.returncode != 0
     assert 'ADE20KDataset not found: data/ade/ADEChallengeData2016' in proc.stderr, \
         proc.stderr[-3000:]
@@ -301,11 +306,11 @@ def test_mim_searches_downloads_trains_and_tests_with_the_wheel(installed_wheel,
     proc = mim_command(python, 'search', 'ravlt_dense', cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert zoo_rows(proc.stdout) == set(zoo.models())
-    proc = mim_command(python, 'search', 'ravlt_dense', '--config', 'upernet_ravlt_s_ade20k',
-                       cwd=work)
-    assert zoo_rows(proc.stdout) == {'upernet_ravlt_s_ade20k'}
+    upernet = 'upernet_ravlt-s_8xb2-amp-160k_ade20k-512x512'
+    proc = mim_command(python, 'search', 'ravlt_dense', '--config', upernet, cwd=work)
+    assert zoo_rows(proc.stdout) == {upernet}
     miou = re.search(r'^ade20k/miou\s+([\d.]+)$', proc.stdout, re.M)
-    assert miou and float(miou.group(1)) == zoo.metrics('upernet_ravlt_s_ade20k')['mIoU']
+    assert miou and float(miou.group(1)) == zoo.metrics(upernet)['mIoU']
 
     # download: the config (mim writes it whole) and the weights, from the metafile's URL
     metafile = mim / 'configs' / 'metafile.yml'
@@ -314,23 +319,24 @@ def test_mim_searches_downloads_trains_and_tests_with_the_wheel(installed_wheel,
     metafile.write_text(published.replace(zoo.URL_ROOT, file_server.url))
     try:
         proc = mim_command(python, 'download', 'ravlt_dense', '--config',
-                           'maskrcnn_ravlt_t_coco', '--dest', tmp_path / 'dl', cwd=work)
+                           'mask-rcnn_ravlt-t_fpn_amp-1x_coco', '--dest', tmp_path / 'dl', cwd=work)
     finally:
         metafile.write_text(published)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert (tmp_path / 'dl' / 'maskrcnn_t_1x_12_epoch.pth').read_bytes() == b'weights of RAVLT-T'
-    downloaded = Config.fromfile(str(tmp_path / 'dl' / 'maskrcnn_ravlt_t_coco.py'))
+    downloaded = Config.fromfile(str(tmp_path / 'dl' / 'mask-rcnn_ravlt-t_fpn_amp-1x_coco.py'))
     assert downloaded.model.backbone.arch == 't'
 
     # train and test a quick-start config found by its file name, as `mim train mmdet X.py`
     options = [*shapes_options(shapes), 'train_cfg.max_epochs=1']
-    proc = mim_command(python, 'train', 'ravlt_dense', 'maskrcnn_ravlt_t_shapes.py',
+    quick = 'mask-rcnn_ravlt-t_fpn_1xb4-8e_coco-shapes.py'
+    proc = mim_command(python, 'train', 'ravlt_dense', quick,
                        '--work-dir', tmp_path / 'train', '--cfg-options', *options, cwd=work)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert str(mim / 'tools' / 'train.py') in proc.stdout
     checkpoint = tmp_path / 'train' / 'epoch_1.pth'
     assert checkpoint.is_file()
-    proc = mim_command(python, 'test', 'ravlt_dense', 'maskrcnn_ravlt_t_shapes.py',
+    proc = mim_command(python, 'test', 'ravlt_dense', quick,
                        '--checkpoint', checkpoint, '--work-dir', tmp_path / 'test',
                        '--cfg-options', *options, cwd=work)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

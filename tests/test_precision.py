@@ -13,8 +13,8 @@ from ravlt_dense.tools.precision import fit_optim_wrapper_to_device
 
 from conftest import QUICKSTART, REPO, TINY_ARCH
 
-DET = REPO / 'configs' / 'maskrcnn_ravlt_s_coco.py'
-SEG = REPO / 'configs' / 'upernet_ravlt_s_ade20k.py'
+DET = REPO / 'configs' / 'mask_rcnn' / 'mask-rcnn_ravlt-s_fpn_amp-1x_coco.py'
+SEG = REPO / 'configs' / 'upernet' / 'upernet_ravlt-s_8xb2-amp-160k_ade20k-512x512.py'
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

@@ -28,27 +28,36 @@ HF = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main/'
 
 def release_file(name):
     """The authors' file name of a config (their B is "b" in file names, "m" in configs)."""
-    family, variant = name.split('_ravlt_')[0], zoo.variant(name)
-    assert name.startswith(f'{family}_ravlt_{variant}_')
-    three_x = '_ms-3x_' in name
-    return {'maskrcnn': f'maskrcnn_{variant}_{"3x_36" if three_x else "1x_12"}_epoch.pth',
+    algorithm, variant = name.split('_')[0], zoo.variant(name)
+    assert name.startswith(f'{algorithm}_ravlt-{variant}_')
+    three_x = name.endswith('_amp-ms-crop-3x_coco')
+    return {'mask-rcnn': f'maskrcnn_{variant}_{"3x_36" if three_x else "1x_12"}_epoch.pth',
             'retinanet': f'retinanet_{variant}_1x_12_epoch.pth',
-            'cascade-maskrcnn': f'Casmaskrcnn_{variant}_3x_36_epoch.pth',
-            'fpn': f'fpn_{variant}_1x.pth', 'upernet': f'uper_{variant}_2x.pth'}[family]
+            'cascade-mask-rcnn': f'Casmaskrcnn_{variant}_3x_36_epoch.pth',
+            'fpn': f'fpn_{variant}_1x.pth', 'upernet': f'uper_{variant}_2x.pth'}[algorithm]
 
 
-# The configs of the query-based heads, in mmdet's layout (one folder per head): configs only,
-# no trained weights of them exist.
+# The zoo's configs by head, in mmdet's and mmseg's folders: the collection of the metafile ->
+# its folder of configs/. The query-based heads' configs are configs only: no trained weights
+# of them exist.
+FOLDERS = {'Mask R-CNN': 'mask_rcnn', 'RetinaNet': 'retinanet',
+           'Cascade Mask R-CNN': 'cascade_rcnn', 'Semantic FPN': 'sem_fpn', 'UperNet': 'upernet',
+           'DINO': 'dino', 'Mask2Former': 'mask2former'}
 CONFIG_ONLY_FOLDERS = ('dino', 'mask2former')
 
 
 def test_metafile_lists_every_config_with_the_authors_weights():
     names = zoo.config_names()
-    configs = [p.stem for p in (REPO / 'configs').glob('*.py')]
+    configs = [p.stem for folder in set(FOLDERS.values()) - set(CONFIG_ONLY_FOLDERS)
+               for p in (REPO / 'configs' / folder).glob('*.py')]
     config_only = [p.stem for folder in CONFIG_ONLY_FOLDERS
                    for p in (REPO / 'configs' / folder).glob('*.py')]
     assert sorted(names) == sorted(configs + config_only)
     assert len(configs) == 21 and len(config_only) == 9
+    for name in names:  # each config in its head's folder, named as its model (mmdet's way)
+        folder = FOLDERS[zoo.get(name)['In Collection']]
+        assert zoo.get(name)['Config'] == f'configs/{folder}/{name}.py'
+        assert (REPO / 'configs' / folder / f'{name}.py').is_file()
     with open(REPO / 'model-index.yml') as f:
         assert 'configs/metafile.yml' in f.read()
     collections = {c['Name'] for c in Config.fromfile(zoo.METAFILE)['Collections']}
@@ -58,10 +67,8 @@ def test_metafile_lists_every_config_with_the_authors_weights():
             # no weights, no paper figures, no results: only what we measured ourselves
             assert not zoo.has_weights(name) and 'Weights' not in model
             assert zoo.paper_figures(name) is None and not zoo.metrics(name)
-            folder = model['In Collection'].lower()  # dino, mask2former
-            assert zoo.get(name)['Config'] == f'configs/{folder}/{name}.py'
             assert osp.isfile(zoo.config_path(name))
-            assert model['Metadata']['Backbone'] == f'ravlt_{zoo.variant(name)}_in1k'
+            assert model['Metadata']['Backbone'] == f'ravlt-{zoo.variant(name)}_in1k'
             ours = zoo.measured(name)
             assert ours['params'] > 0
             assert (ours['flops'] is None) == (ours['flops_traced'] is None)
@@ -77,19 +84,21 @@ def test_metafile_lists_every_config_with_the_authors_weights():
             assert abs(zoo.measured(name)['params'] / 1e6 - zoo.paper_figures(name)['params']) < 1
             # FLOPs counted as the paper does match it within 2G
             assert abs(zoo.measured(name)['flops'] - zoo.paper_figures(name)['flops']) < 2
-        else:
-            variant = name.split('_')[1]
+        else:  # an ImageNet backbone, named in mmpretrain's style
+            variant = zoo.variant(name)
+            assert name == f'ravlt-{variant}_in1k'
             assert model['Weights'] == f'{HF}RAVLT_{variant.upper()}.pth'
 
 
-@pytest.mark.parametrize('name', ['maskrcnn_ravlt_b_ms-3x_coco', 'upernet_ravlt_l_ade20k',
-                                  'retinanet_ravlt_t_coco'])
+@pytest.mark.parametrize('name', ['mask-rcnn_ravlt-b_fpn_amp-ms-crop-3x_coco',
+                                  'upernet_ravlt-l_8xb2-amp-160k_ade20k-512x512',
+                                  'retinanet_ravlt-t_fpn_amp-1x_coco'])
 def test_config_backbone_starts_from_the_zoo_imagenet_weights(name):
     # every config: test_configs/test_*_configs.py; here the link through the metafile
     backbone = Config.fromfile(zoo.config_path(name)).model.backbone
     weights = zoo.get(name)['Metadata']['Backbone']
     assert backbone.init_cfg == dict(type='Pretrained', checkpoint=zoo.weights_url(weights))
-    assert weights == f'ravlt_{backbone.arch}_in1k'
+    assert weights == f'ravlt-{backbone.arch}_in1k'
 
 
 def test_zoo_readme_tables_are_the_metafile():
@@ -137,12 +146,16 @@ def test_relative_links_of_the_readmes_and_docs_resolve(page):
 
 
 def test_unknown_names_are_errors():
-    with pytest.raises(ValueError, match=r"Unknown model 'maskrcnn_ravlt_x_coco': the model zoo "
-                       r'\(.*metafile\.yml\) has ravlt_t_in1k, .*upernet_ravlt_l_ade20k'):
-        zoo.get('maskrcnn_ravlt_x_coco')
+    with pytest.raises(ValueError, match=r"Unknown model 'mask-rcnn_ravlt-x_fpn_amp-1x_coco': the "
+                       r'model zoo \(.*metafile\.yml\) has ravlt-t_in1k, .*'
+                       r'upernet_ravlt-l_8xb2-amp-160k_ade20k-512x512'):
+        zoo.get('mask-rcnn_ravlt-x_fpn_amp-1x_coco')
+    with pytest.raises(ValueError, match="'ravlt-s_in1k' of the zoo has no config"):
+        zoo.config_path('ravlt-s_in1k')
     with pytest.raises(ValueError, match="'ravlt_s_in1k' of the zoo has no config"):
-        zoo.config_path('ravlt_s_in1k')
-    assert zoo.name_of_config('configs/quickstart/fpn_ravlt_t_shapes.py') is None
+        zoo.config_path('ravlt_s_in1k')  # an old name: the same error, and a warning
+    assert zoo.name_of_config('configs/quickstart/fpn_ravlt-t_1xb8-200it_ade-shapes-64x64.py') \
+        is None
 
 
 def test_variants_are_the_arch_zoo_and_every_model_names_one():
@@ -155,33 +168,36 @@ def test_variants_are_the_arch_zoo_and_every_model_names_one():
     assert archs == zoo.variants()
     for name in zoo.models():
         assert zoo.variant(name) in zoo.variants()
-    assert zoo.variant('cascade-maskrcnn_ravlt_b_ms-3x_coco') == 'b'
+    assert zoo.variant('cascade-mask-rcnn_ravlt-b_fpn_amp-ms-crop-3x_coco') == 'b'
 
 
 def test_url_root_override(monkeypatch):
     monkeypatch.delenv(zoo.URL_ROOT_ENV, raising=False)
-    assert zoo.weights_url('upernet_ravlt_s_ade20k') == HF + 'uper_s_2x.pth'
+    upernet = 'upernet_ravlt-s_8xb2-amp-160k_ade20k-512x512'
+    assert zoo.weights_url(upernet) == HF + 'uper_s_2x.pth'
     monkeypatch.setenv(zoo.URL_ROOT_ENV, 'http://mirror.local/ravlt/')
-    assert zoo.weights_url('upernet_ravlt_s_ade20k') == 'http://mirror.local/ravlt/uper_s_2x.pth'
-    named = resolve_model('maskrcnn_ravlt_s_coco')
-    assert named.config == str(REPO / 'configs' / 'maskrcnn_ravlt_s_coco.py')
+    assert zoo.weights_url(upernet) == 'http://mirror.local/ravlt/uper_s_2x.pth'
+    named = resolve_model('mask-rcnn_ravlt-s_fpn_amp-1x_coco')
+    assert named.config == str(REPO / 'configs/mask_rcnn/mask-rcnn_ravlt-s_fpn_amp-1x_coco.py')
     assert named.weights == 'http://mirror.local/ravlt/maskrcnn_s_1x_12_epoch.pth'
-    assert resolve_model('maskrcnn_ravlt_s_coco', 'mine.pth').weights == 'mine.pth'
+    assert resolve_model('mask-rcnn_ravlt-s_fpn_amp-1x_coco', 'mine.pth').weights == 'mine.pth'
 
 
 # --------------------------------------------------------------------------------------------
 # Zoo names end to end: a test metafile whose models are the quick-start ones, their weights
 # in the authors' formats on the loopback server, reached through RAVLT_ZOO_URL_ROOT.
 # --------------------------------------------------------------------------------------------
+DET_QUICK = 'mask-rcnn_ravlt-t_fpn_1xb4-8e_coco-shapes'
+SEG_QUICK = 'fpn_ravlt-t_1xb8-200it_ade-shapes-64x64'
+
+
 @pytest.fixture
 def tiny_zoo(tmp_path, file_server, torch_home, monkeypatch):
     metafile = tmp_path / 'metafile.yml'
     entries = []
-    for name, config, weights in (
-            ('maskrcnn_ravlt_t_shapes', 'maskrcnn_ravlt_t_shapes.py', 'maskrcnn_t_shapes.pth'),
-            ('fpn_ravlt_t_shapes', 'fpn_ravlt_t_shapes.py', 'fpn_t_shapes.pth')):
+    for name, weights in ((DET_QUICK, 'maskrcnn_t_shapes.pth'), (SEG_QUICK, 'fpn_t_shapes.pth')):
         entries.append(f'  - Name: {name}\n    In Collection: RAVLT\n'
-                       f'    Config: {REPO / "configs" / "quickstart" / config}\n'
+                       f'    Config: {REPO / "configs" / "quickstart" / name}.py\n'
                        f'    Weights: {zoo.URL_ROOT}/{weights}\n')
     metafile.write_text('Models:\n' + ''.join(entries))
     monkeypatch.setattr(zoo, 'METAFILE', str(metafile))
@@ -203,14 +219,14 @@ def serve_release(server, config, file, meta):
 
 def test_image_demo_runs_a_zoo_name(tiny_zoo):
     # an mmdet 2.x file without class names: they come from the config's dataset
-    serve_release(tiny_zoo['server'], 'maskrcnn_ravlt_t_shapes.py', 'maskrcnn_t_shapes.pth',
+    serve_release(tiny_zoo['server'], f'{DET_QUICK}.py', 'maskrcnn_t_shapes.pth',
                   dict(epoch=12, mmdet_version='2.25.0'))
     demo = load_script('demo/image_demo.py')
     with mock.patch.object(zoo, 'config_path', wraps=zoo.config_path) as config_path:
-        demo.main(['maskrcnn_ravlt_t_shapes', str(tiny_zoo['photo']), '--out-dir',
+        demo.main([DET_QUICK, str(tiny_zoo['photo']), '--out-dir',
                    str(tiny_zoo['out']), '--pred-score-thr', '0'])
     # the name is read once; the inferencer is given the config file it named
-    assert [c.args[0] for c in config_path.call_args_list] == ['maskrcnn_ravlt_t_shapes']
+    assert [c.args[0] for c in config_path.call_args_list] == [DET_QUICK]
     pred = json.loads((tiny_zoo['out'] / 'preds' / 'photo.json').read_text())
     assert pred['classes'] == ['circle', 'square', 'triangle', 'star']
     assert pred['instances'] and pred['instances'][0]['class_name'] in pred['classes']
@@ -222,15 +238,15 @@ def test_image_demo_runs_a_zoo_name(tiny_zoo):
 def test_seg_demo_runs_a_zoo_name_with_the_release_classes(tiny_zoo):
     classes = ('bg', 'fg', 'c', 'd', 'e')
     palette = [[i * 40, 0, 255 - i * 40] for i in range(5)]
-    source = serve_release(tiny_zoo['server'], 'fpn_ravlt_t_shapes.py', 'fpn_t_shapes.pth',
+    source = serve_release(tiny_zoo['server'], f'{SEG_QUICK}.py', 'fpn_t_shapes.pth',
                            dict(CLASSES=classes, PALETTE=palette, iter=80000))
     demo = load_script('demo/seg_demo.py')
-    written = demo.main(['fpn_ravlt_t_shapes', str(tiny_zoo['photo']), '--out-dir',
+    written = demo.main([SEG_QUICK, str(tiny_zoo['photo']), '--out-dir',
                          str(tiny_zoo['out']), '--device', 'cpu'])
     label = cv2.imread(written[0]['pred'], cv2.IMREAD_UNCHANGED)
     assert label.shape == (64, 80) and label.max() < 5
     # the model and its drawings carry the checkpoint's weights and classes
-    named = resolve_model('fpn_ravlt_t_shapes')
+    named = resolve_model(SEG_QUICK)
     inferencer = demo.build_inferencer(demo.load_config(named.config), named.weights, 'cpu')
     assert tuple(inferencer.visualizer.dataset_meta['classes']) == classes
     assert inferencer.visualizer.dataset_meta['palette'] == palette

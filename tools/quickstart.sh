@@ -24,11 +24,14 @@ esac
 
 for model in $MODELS; do
   case $model in
-    maskrcnn|retinanet|fpn|upernet) cfg=configs/quickstart/${model}_ravlt_t_shapes.py ;;
-    dino) cfg=configs/quickstart/dino-4scale_ravlt-t_shapes.py ;;
-    mask2former) cfg=configs/quickstart/mask2former_ravlt-t_coco-shapes.py ;;
-    mask2former-panoptic) cfg=configs/quickstart/mask2former_ravlt-t_coco-panoptic-shapes.py ;;
-    mask2former-ade) cfg=configs/quickstart/mask2former_ravlt-t_ade-shapes.py ;;
+    maskrcnn) cfg=configs/quickstart/mask-rcnn_ravlt-t_fpn_1xb4-8e_coco-shapes.py ;;
+    retinanet) cfg=configs/quickstart/retinanet_ravlt-t_fpn_1xb4-8e_coco-shapes.py ;;
+    fpn) cfg=configs/quickstart/fpn_ravlt-t_1xb8-200it_ade-shapes-64x64.py ;;
+    upernet) cfg=configs/quickstart/upernet_ravlt-t_1xb8-200it_ade-shapes-64x64.py ;;
+    dino) cfg=configs/quickstart/dino-4scale_ravlt-t_1xb4-4e_coco-shapes.py ;;
+    mask2former) cfg=configs/quickstart/mask2former_ravlt-t_1xb4-150it_coco-shapes.py ;;
+    mask2former-panoptic) cfg=configs/quickstart/mask2former_ravlt-t_1xb4-150it_coco-panoptic-shapes.py ;;
+    mask2former-ade) cfg=configs/quickstart/mask2former_ravlt-t_1xb8-120it_ade-shapes-64x64.py ;;
     *) echo "unknown model '$model' in QUICK_MODELS (maskrcnn retinanet fpn upernet dino" \
          "mask2former mask2former-panoptic mask2former-ade)" >&2; exit 2 ;;
   esac

@@ -5,7 +5,7 @@ Flags follow mmdet's and mmseg's tools/test.py. CHECKPOINT is a file, an http(s)
 (downloaded once into the torch hub cache) or a name of the model zoo (configs/metafile.yml),
 ours or one of the authors' mmdet 2.x / mmseg 0.x checkpoints (converted on load, every key
 checked; --non-strict loads what fits instead), e.g.
-    python tools/test.py configs/maskrcnn_ravlt_s_coco.py \\
+    python tools/test.py configs/mask_rcnn/mask-rcnn_ravlt-s_fpn_amp-1x_coco.py \\
         https://huggingface.co/aldjalkdf/RAVLT/resolve/main/maskrcnn_s_1x_12_epoch.pth
 """
 import argparse

@@ -1,6 +1,7 @@
 """Train a detector (mmdet 3.x) or segmentor (mmseg 1.x) from a config.
 
-    python tools/train.py configs/maskrcnn_ravlt_s_coco.py [--work-dir DIR] [--amp] [--resume]
+    python tools/train.py configs/mask_rcnn/mask-rcnn_ravlt-s_fpn_amp-1x_coco.py
+        [--work-dir DIR] [--amp] [--resume]
 Flags follow mmdet's and mmseg's tools/train.py.
 """
 import argparse

@@ -59,12 +59,13 @@ def load_backbone_checkpoint(model: torch.nn.Module, filename: str,
     """
     hint = ('point the config at a local copy with --cfg-options '
             'model.backbone.init_cfg.checkpoint=PATH')
-    if not is_url(filename) and not osp.isfile(filename):
+    found = find_checkpoint(str(filename))  # a file, a URL, or a zoo name: its weights' URL
+    if found is None:
         raise FileNotFoundError(
             f'RAVLT checkpoint not found: {filename}. Give the ImageNet weights of the variant '
-            f'(a file, or their URL: see README, "Checkpoints"), or set '
-            f'model.backbone.init_cfg=None to train from scratch.')
-    checkpoint = load_checkpoint_file(filename, hint, logger)
+            f'(a file, their URL or their zoo name such as ravlt-s_in1k: see README, '
+            f'"Checkpoints"), or set model.backbone.init_cfg=None to train from scratch.')
+    checkpoint = load_checkpoint_file(found, hint, logger)
     state_dict, dropped = to_backbone_state_dict(unwrap_state_dict(checkpoint), prefix)
     if dropped:
         print_log(f'RAVLT: left out {len(dropped)} key(s) that are not part of the backbone '
@@ -96,7 +97,7 @@ def find_checkpoint(checkpoint: str) -> Optional[str]:
         names = zoo.models()
     except FileNotFoundError:  # installed without the repository's configs/
         return None
-    return zoo.weights_url(checkpoint) if checkpoint in names else None
+    return zoo.weights_url(checkpoint) if zoo.current_name(checkpoint) in names else None
 
 
 def resolve_checkpoint(checkpoint: str) -> str:

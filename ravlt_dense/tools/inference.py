@@ -9,6 +9,7 @@
 * Class names from the checkpoint, else from the config's dataset (COCO's 80, ADE20K's 150, or a
   custom ``metainfo``), never a default of another dataset.
 """
+import dataclasses
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -54,7 +55,7 @@ def resolve_demo_model(model: str, rest: Sequence[str], weights: Optional[str] =
     elif named.weights is None:
         if not rest:
             raise ValueError(f'give the checkpoint of {model} before the images')
-        named = NamedModel(named.name, named.config, rest.pop(0), named.zoo_name)
+        named = dataclasses.replace(named, weights=rest.pop(0))
     if need_inputs and not rest:
         raise ValueError('no input images given')
     return named, rest
@@ -107,7 +108,8 @@ class ReleaseWeightsMixin:
     def _load_model_from_metafile(self, model: str):
         """A model name: one of RAVLT's zoo (config and weights from configs/metafile.yml),
         else one of the inferencer's own scope (mmdet's or mmseg's model names)."""
-        if model not in zoo.config_names():
+        model = zoo.current_name(model)  # an old zoo name: its model's name now
+        if zoo.current_name(model) not in zoo.config_names():  # (an old zoo name too)
             return super()._load_model_from_metafile(model)
         from mmengine.config import Config
         from mmengine.utils import import_modules_from_strings

@@ -2,9 +2,11 @@
 
 A model is named by
 
-* a config file (``configs/maskrcnn_ravlt_s_coco.py``; its weights, if any, given apart),
-* a name of RAVLT's model zoo (``maskrcnn_ravlt_s_coco``, configs/metafile.yml): its config and,
-  unless other weights are given, the authors' weights,
+* a config file (``configs/mask_rcnn/mask-rcnn_ravlt-s_fpn_amp-1x_coco.py``; its weights, if
+  any, given apart; a zoo config's file under the path it had before stands for the new one),
+* a name of RAVLT's model zoo (``mask-rcnn_ravlt-s_fpn_amp-1x_coco``, configs/metafile.yml): its
+  config and, unless other weights are given, the authors' weights; a name the zoo had before
+  (configs/renamed.yml) stands for the model it names now,
 * or a config of an installed OpenMMLab package as ``_base_`` lists name them
   (``mmdet::mask2former/mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco.py``), to compare
   RAVLT with the packages' own models.
@@ -33,16 +35,13 @@ class NamedModel:
             zoo's weights; None when there are none (a config file alone, or a zoo config that
             no one has released weights for).
         zoo_name (str, optional): Its name in RAVLT's zoo, where it has one.
+        from_zoo (bool): Whether it was named by a zoo name (rather than by a config file).
     """
     name: str
     config: str
     weights: Optional[str] = None
     zoo_name: Optional[str] = None
-
-    @property
-    def from_zoo(self) -> bool:
-        """Whether it was named by its zoo name (rather than by its config file)."""
-        return self.name == self.zoo_name
+    from_zoo: bool = False
 
     def checkpoint(self) -> str:
         """``weights``, or ValueError saying how to give them."""
@@ -66,13 +65,24 @@ def resolve_model(name: str, weights: Optional[str] = None) -> NamedModel:
     if PACKAGE_SEPARATOR in name:
         return NamedModel(name, package_config(name), weights)
     if osp.isfile(name) or name.endswith('.py'):
-        if not osp.isfile(name):
-            raise FileNotFoundError(f'config not found: {name}')
-        return NamedModel(name, name, weights, zoo.name_of_config(name))
-    config = zoo.config_path(name)  # ValueError naming the zoo's models
-    if weights is None and zoo.has_weights(name):
-        weights = zoo.weights_url(name)
-    return NamedModel(name, config, weights, name)
+        # a missing file: FileNotFoundError, unless it is a zoo config's path from before
+        config = name if osp.isfile(name) else renamed_config(name)
+        return NamedModel(name, config, weights, zoo.name_of_config(config))
+    current = zoo.current_name(name)  # an old zoo name: its model's name now (logged)
+    config = zoo.config_path(current)  # ValueError naming the zoo's models
+    if weights is None and zoo.has_weights(current):
+        weights = zoo.weights_url(current)
+    return NamedModel(name, config, weights, current, from_zoo=True)
+
+
+def renamed_config(path: str) -> str:
+    """The file of a zoo config given by the path it had before the configs took mmdet's and
+    mmseg's names (its file name is an old zoo name), with the zoo's warning naming the new one;
+    FileNotFoundError for any other missing path."""
+    old = osp.splitext(osp.basename(path))[0]
+    if old not in zoo.renamed():
+        raise FileNotFoundError(f'config not found: {path}')
+    return zoo.config_path(zoo.current_name(old))
 
 
 def package_config(name: str) -> str:

@@ -181,7 +181,8 @@ def test_config_weights_load_by_url_else_architecture_only(tmp_path, images, erf
 
 
 BAD_INPUT = {  # what is wrong -> the message naming it
-    'model': r"Unknown MODEL 'ravlt_x_in1k'.*ravlt_s_in1k.*ravlt_s_rala.*maskrcnn_ravlt_s_coco",
+    'model': r"Unknown MODEL 'ravlt-x_in1k'.*ravlt-s_in1k.*ravlt_s_rala"
+             r".*mask-rcnn_ravlt-s_fpn_amp-1x_coco",
     'folder': r'--images .*absent: no such folder',
     'empty': r'--images: No images .* in folder .*empty',
     'stage': (r'--stage 4: MODEL .*tiny.py has no such stage .*out_indices must be a non-empty '
@@ -198,7 +199,7 @@ def test_bad_input_is_named_and_nothing_is_written(tmp_path, images, erf_tool, c
     config = write_config(tmp_path / 'tiny.py')
     (tmp_path / 'empty').mkdir()
     (tmp_path / 'empty' / 'notes.txt').write_text('no images here')
-    argv = {'model': ['ravlt_x_in1k', '--images', images],
+    argv = {'model': ['ravlt-x_in1k', '--images', images],
             'folder': [config, '--images', tmp_path / 'absent'],
             'empty': [config, '--images', tmp_path / 'empty'],
             'stage': [config, '--images', images, '--stage', 4],

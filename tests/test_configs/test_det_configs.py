@@ -34,7 +34,7 @@ def test_config_builds_with_paper_params(name):
     assert backbone.drop_path_rate == RAVLT.arch_zoo[variant]['drop_path_rate']
     assert backbone.norm_eval is True
     assert backbone.init_cfg == dict(type='Pretrained',
-                                     checkpoint=zoo.weights_url(f'ravlt_{variant}_in1k'))
+                                     checkpoint=zoo.weights_url(f'ravlt-{variant}_in1k'))
     dims = RAVLT.arch_zoo[variant]['embed_dims']
     assert model_cfg.neck.in_channels == [dims[i] for i in backbone.out_indices]
     assert 'SyncBN' not in cfg.pretty_text
@@ -53,10 +53,11 @@ def test_config_builds_with_paper_params(name):
         assert scales[0] == 480 and scales[-1] == 800
     assert cfg.train_dataloader.dataset.data_root == 'data/coco/'
 
-    if name.startswith('maskrcnn') and schedule == '3x':  # the 1x model, trained longer
-        one_x = Config.fromfile(REPO / 'configs' / f'maskrcnn_ravlt_{variant}_coco.py')
+    if name.startswith('mask-rcnn_') and schedule == '3x':  # the 1x model, trained longer
+        one_x_name = f'mask-rcnn_ravlt-{variant}_fpn_amp-1x_coco'
+        one_x = Config.fromfile(zoo.config_path(one_x_name))
         assert cfg.model == one_x.model
-        assert zoo.measured(name) == zoo.measured(f'maskrcnn_ravlt_{variant}_coco')
+        assert zoo.measured(name) == zoo.measured(one_x_name)
         return
     model = build_model(cfg)
     params = sum(p.numel() for p in model.parameters())
@@ -68,7 +69,7 @@ def test_config_builds_with_paper_params(name):
 
 def test_optimizer_skips_decay_on_norms_only():
     from mmengine.optim import build_optim_wrapper
-    cfg = Config.fromfile(REPO / 'configs/maskrcnn_ravlt_t_coco.py')
+    cfg = Config.fromfile(REPO / 'configs/mask_rcnn/mask-rcnn_ravlt-t_fpn_amp-1x_coco.py')
     model = build_model(cfg)
     cfg.optim_wrapper.type = 'OptimWrapper'  # AMP needs a GPU
     optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer

@@ -34,7 +34,7 @@ from conftest import (
 
 CONFIGS = REPO / 'configs'
 DINO = CONFIGS / 'dino' / 'dino-4scale_ravlt-s_8xb2-12e_coco.py'
-DINO_QUICK = CONFIGS / 'quickstart' / 'dino-4scale_ravlt-t_shapes.py'
+DINO_QUICK = CONFIGS / 'quickstart' / 'dino-4scale_ravlt-t_1xb4-4e_coco-shapes.py'
 HF = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main/'
 
 
@@ -271,9 +271,10 @@ def test_dino_quickstart_learns_the_training_images(shapes, tmp_path):
 M2F_ADE = CONFIGS / 'mask2former' / 'mask2former_ravlt-s_8xb2-160k_ade20k-512x512.py'
 M2F_COCO = CONFIGS / 'mask2former' / 'mask2former_ravlt-s_8xb2-lsj-50e_coco.py'
 M2F_PANOPTIC = CONFIGS / 'mask2former' / 'mask2former_ravlt-s_8xb2-lsj-50e_coco-panoptic.py'
-M2F_QUICK = CONFIGS / 'quickstart' / 'mask2former_ravlt-t_ade-shapes.py'
-M2F_COCO_QUICK = CONFIGS / 'quickstart' / 'mask2former_ravlt-t_coco-shapes.py'
-M2F_PANOPTIC_QUICK = CONFIGS / 'quickstart' / 'mask2former_ravlt-t_coco-panoptic-shapes.py'
+M2F_QUICK = CONFIGS / 'quickstart' / 'mask2former_ravlt-t_1xb8-120it_ade-shapes-64x64.py'
+M2F_COCO_QUICK = CONFIGS / 'quickstart' / 'mask2former_ravlt-t_1xb4-150it_coco-shapes.py'
+M2F_PANOPTIC_QUICK = (CONFIGS / 'quickstart'
+                      / 'mask2former_ravlt-t_1xb4-150it_coco-panoptic-shapes.py')
 # RAVLT-B where mmdet / mmseg ship a Swin-B Mask2Former, and the Swin-B config it stands for
 M2F_B_PANOPTIC = CONFIGS / 'mask2former' / 'mask2former_ravlt-b_8xb2-lsj-50e_coco-panoptic.py'
 M2F_B_ADE = CONFIGS / 'mask2former' / 'mask2former_ravlt-b_8xb2-160k_ade20k-640x640.py'

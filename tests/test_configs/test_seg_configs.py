@@ -10,12 +10,12 @@ from ravlt_dense.models import build_model
 from conftest import REPO
 
 CONFIGS = REPO / 'configs'
-FPN_QUICK = CONFIGS / 'quickstart' / 'fpn_ravlt_t_shapes.py'
-UPER_QUICK = CONFIGS / 'quickstart' / 'upernet_ravlt_t_shapes.py'
+FPN_QUICK = CONFIGS / 'quickstart' / 'fpn_ravlt-t_1xb8-200it_ade-shapes-64x64.py'
+UPER_QUICK = CONFIGS / 'quickstart' / 'upernet_ravlt-t_1xb8-200it_ade-shapes-64x64.py'
 
-# The ADE20K models of the zoo (configs/metafile.yml), by config file name.
+# The ADE20K models of the zoo (configs/metafile.yml), by name (= their config's file name).
 # (the configs without trained weights: test_query_head_configs.py)
-ADE20K_CONFIGS = sorted(f'{name}.py' for name in zoo.config_names()
+ADE20K_CONFIGS = sorted(name for name in zoo.config_names()
                         if zoo.get(name)['Metadata']['Training Data'] == 'ADE20K'
                         and zoo.has_weights(name))
 
@@ -33,27 +33,28 @@ def _walk(node):
 
 def test_every_ade20k_config_is_in_the_zoo():
     assert len(ADE20K_CONFIGS) == 7
-    assert sorted(p.name for p in CONFIGS.glob('*_ade20k.py')) == ADE20K_CONFIGS
+    assert sorted(p.stem for folder in ('upernet', 'sem_fpn')
+                  for p in (CONFIGS / folder).glob('*.py')) == ADE20K_CONFIGS
 
 
 @pytest.mark.parametrize('name', ADE20K_CONFIGS)
 def test_ade20k_config_param_count(name):
-    cfg = Config.fromfile(CONFIGS / name)
+    cfg = Config.fromfile(zoo.config_path(name))
     model = build_model(cfg)
     params = sum(p.numel() for p in model.parameters())
-    assert params == zoo.measured(name[:-len('.py')])['params']  # the README's figure
+    assert params == zoo.measured(name)['params']  # the README's figure
     params /= 1e6
-    paper = zoo.paper_figures(name[:-len('.py')])['params']
+    paper = zoo.paper_figures(name)['params']
     assert abs(params - paper) < 1.0, f'{name}: {params:.2f}M, paper {paper}M'
-    variant = zoo.variant(name[:-len('.py')])
+    variant = zoo.variant(name)
     assert cfg.model.backbone.arch == variant
     assert cfg.model.backbone.init_cfg == dict(
-        type='Pretrained', checkpoint=zoo.weights_url(f'ravlt_{variant}_in1k'))
+        type='Pretrained', checkpoint=zoo.weights_url(f'ravlt-{variant}_in1k'))
 
 
 @pytest.mark.parametrize('name', ADE20K_CONFIGS)
 def test_ade20k_config_recipe(name):
-    cfg = Config.fromfile(CONFIGS / name)
+    cfg = Config.fromfile(zoo.config_path(name))
     assert cfg.model.decode_head.num_classes == 150
     assert not [d for d in _walk(cfg._cfg_dict.to_dict()) if d.get('type') == 'SyncBN']
     assert cfg.train_dataloader.batch_size == 2 and cfg.auto_scale_lr.base_batch_size == 16
@@ -85,7 +86,7 @@ def test_ade20k_config_recipe(name):
 def test_upernet_no_decay_on_every_norm():
     """norm_decay_mult reaches the stem's BNs and the output LayerNorms, not only '*norm*' names."""
     from mmengine.optim import build_optim_wrapper
-    cfg = Config.fromfile(CONFIGS / 'upernet_ravlt_s_ade20k.py')
+    cfg = Config.fromfile(CONFIGS / 'upernet' / 'upernet_ravlt-s_8xb2-amp-160k_ade20k-512x512.py')
     model = build_model(cfg)
     optim_cfg = cfg.optim_wrapper.to_dict()
     optim_cfg['type'] = 'OptimWrapper'  # AMP needs a GPU; the parameter groups are the same

@@ -16,11 +16,11 @@ from conftest import QUICKSTART, REPO, TINY_ARCH, load_script, run_tool, shapes_
 
 def test_missing_data_root_is_named_with_the_layout_to_provide(tmp_path):
     missing = tmp_path / 'nowhere'
-    cfg = Config.fromfile(REPO / 'configs/quickstart/fpn_ravlt_t_shapes.py')
+    cfg = Config.fromfile(REPO / 'configs/quickstart/fpn_ravlt-t_1xb8-200it_ade-shapes-64x64.py')
     cfg.train_dataloader.dataset.data_root = str(missing)
     with pytest.raises(FileNotFoundError, match=f'{missing}/images/training does not exist'):
         check_datasets(cfg, loaders=('train_dataloader', ))
-    cfg = Config.fromfile(REPO / 'configs/fpn_ravlt_t_ade20k.py')
+    cfg = Config.fromfile(REPO / 'configs/sem_fpn/fpn_ravlt-t_8xb2-amp-80k_ade20k-512x512.py')
     cfg.train_dataloader.dataset.data_root = str(tmp_path / 'ADEChallengeData2016')
     with pytest.raises(FileNotFoundError, match=r'ADEChallengeData2016/images/training does not '
                        r'exist.*\n.*data/ade/ADEChallengeData2016/.*make_ade_shapes'):
@@ -244,7 +244,7 @@ def test_heads_of_cascade_and_segmentation_models_are_named_by_their_config_keys
 
     from ravlt_dense.models import build_model
     from ravlt_dense.tools.run_checks import find_num_classes_mismatch, head_class_counts
-    cfg = Config.fromfile(REPO / 'configs/quickstart/fpn_ravlt_t_shapes.py')
+    cfg = Config.fromfile(REPO / 'configs/quickstart/fpn_ravlt-t_1xb8-200it_ade-shapes-64x64.py')
     cfg.model.backbone.update(arch='t')
     model = build_model(cfg)
     assert head_class_counts(model) == {'model.decode_head.num_classes': 5}
@@ -253,7 +253,8 @@ def test_heads_of_cascade_and_segmentation_models_are_named_by_their_config_keys
     dataset.metainfo['classes'] += ('f', )
     assert 'but model.decode_head.num_classes=5' in find_num_classes_mismatch(
         model, {'test_loop': dataset})
-    cfg = Config.fromfile(REPO / 'configs/cascade-maskrcnn_ravlt_s_ms-3x_coco.py')
+    cfg = Config.fromfile(
+        REPO / 'configs/cascade_rcnn/cascade-mask-rcnn_ravlt-s_fpn_amp-ms-crop-3x_coco.py')
     cfg.model.backbone.update(arch=TINY_ARCH, init_cfg=None)
     cfg.model.neck.in_channels = TINY_ARCH['embed_dims']
     counts = head_class_counts(build_model(cfg))

@@ -13,7 +13,7 @@ from ravlt_dense.models import build_model
 
 from conftest import REPO
 
-FPN_QUICK = REPO / 'configs' / 'quickstart' / 'fpn_ravlt_t_shapes.py'
+FPN_QUICK = REPO / 'configs' / 'quickstart' / 'fpn_ravlt-t_1xb8-200it_ade-shapes-64x64.py'
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ from conftest import load_script
 
 accuracy_cost = load_script('tools/analysis/accuracy_cost.py')
 
-MASK_RCNN_T = 'maskrcnn_ravlt_t_coco'
+MASK_RCNN_T = 'mask-rcnn_ravlt-t_fpn_amp-1x_coco'
 
 
 def metafile_with_box_ap(tmp_path, name, box_ap):
@@ -58,7 +58,7 @@ def test_ravlt_accuracies_follow_the_metafile_given(tmp_path):
     assert rows['ravlt_t'].value == round(zoo_ap - 11.5, 1)
     assert rows['ravlt_t'].metafile == changed
     # the other variants are as the zoo has them
-    assert rows['ravlt_s'].value == zoo.metrics('maskrcnn_ravlt_s_coco')['box AP']
+    assert rows['ravlt_s'].value == zoo.metrics('mask-rcnn_ravlt-s_fpn_amp-1x_coco')['box AP']
 
 
 def test_peer_accuracies_come_from_the_installed_metafiles():

@@ -178,9 +178,10 @@ def test_a_class_the_dataset_does_not_have(cam_tool, quickstart_segmentor, tmp_p
 
 
 def test_unknown_model_name_and_missing_images(cam_tool, quickstart_detector, tmp_path, capsys):
-    assert run_main(cam_tool, ['maskrcnn_ravlt_q_coco', 'x.png']) == 2
+    assert run_main(cam_tool, ['mask-rcnn_ravlt-q_fpn_amp-1x_coco', 'x.png']) == 2
     error = capsys.readouterr().err
-    assert "Unknown model 'maskrcnn_ravlt_q_coco'" in error and 'maskrcnn_ravlt_s_coco' in error
+    assert "Unknown model 'mask-rcnn_ravlt-q_fpn_amp-1x_coco'" in error
+    assert 'mask-rcnn_ravlt-s_fpn_amp-1x_coco' in error
     model = [quickstart_detector.config, quickstart_detector.checkpoint]
     missing = tmp_path / 'nowhere.png'
     assert run_main(cam_tool, [*model, missing]) == 2

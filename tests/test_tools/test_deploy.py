@@ -65,17 +65,19 @@ def images(tmp_path_factory):
 
 
 DETECTORS = {
-    'retinanet': ('configs/retinanet_ravlt_t_coco.py', [],
+    'retinanet': ('configs/retinanet/retinanet_ravlt-t_fpn_amp-1x_coco.py', [],
                   [('bbox_head.retina_cls.bias', 'add', -7.)]),
-    'maskrcnn': ('configs/maskrcnn_ravlt_t_coco.py', [],
+    'maskrcnn': ('configs/mask_rcnn/mask-rcnn_ravlt-t_fpn_amp-1x_coco.py', [],
                  [('roi_head.bbox_head.fc_cls.weight', 'mul', 20.),
                   ('rpn_head.rpn_reg.weight', 'mul', .1),
                   ('roi_head.bbox_head.fc_reg.weight', 'mul', .1)]),
-    'cascade': ('configs/cascade-maskrcnn_ravlt_s_ms-3x_coco.py', RAVLT_T_DET,
+    'cascade': ('configs/cascade_rcnn/cascade-mask-rcnn_ravlt-s_fpn_amp-ms-crop-3x_coco.py',
+                RAVLT_T_DET,
                 [(f'roi_head.bbox_head.{i}.fc_cls.weight', 'mul', 20.) for i in range(3)]
                 + [('rpn_head.rpn_reg.weight', 'mul', .1)]),
-    'upernet': ('configs/upernet_ravlt_s_ade20k.py', RAVLT_T_UPERNET, []),
-    'fpn': ('configs/fpn_ravlt_t_ade20k.py', [], []),
+    'upernet': ('configs/upernet/upernet_ravlt-s_8xb2-amp-160k_ade20k-512x512.py',
+                RAVLT_T_UPERNET, []),
+    'fpn': ('configs/sem_fpn/fpn_ravlt-t_8xb2-amp-80k_ade20k-512x512.py', [], []),
     # DINO picks its 900 queries among the encoder's tokens: the 64x96 image at 171x256 has 940
     'dino': ('configs/dino/dino-4scale_ravlt-s_8xb2-12e_coco.py',
              ['model.backbone.arch=t', 'model.neck.in_channels=[128,256,512]'], []),
@@ -131,7 +133,7 @@ def test_doctored_model_is_refused_and_deleted(images, tmp_path, monkeypatch, ca
         onnx.save(model, path)
         return path
     monkeypatch.setattr(deploy, 'export', export_then_perturb)
-    config = str(REPO / 'configs/fpn_ravlt_t_ade20k.py')
+    config = str(REPO / 'configs/sem_fpn/fpn_ravlt-t_8xb2-amp-80k_ade20k-512x512.py')
     checkpoint = random_checkpoint(tmp_path / 'model.pth', config, [])
     assert deploy.main([config, checkpoint, images[0], '--work-dir', str(tmp_path / 'out'),
                         '--cfg-options', *SMALL]) == 1

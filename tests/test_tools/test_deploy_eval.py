@@ -19,8 +19,8 @@ test_onnx = load_script('tools/deployment/test_onnx.py')
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
-MASKRCNN = str(REPO / 'configs/quickstart/maskrcnn_ravlt_t_shapes.py')
-FPN = str(REPO / 'configs/quickstart/fpn_ravlt_t_shapes.py')
+MASKRCNN = str(REPO / 'configs/quickstart/mask-rcnn_ravlt-t_fpn_1xb4-8e_coco-shapes.py')
+FPN = str(REPO / 'configs/quickstart/fpn_ravlt-t_1xb8-200it_ade-shapes-64x64.py')
 DEPLOY = REPO / 'configs/deploy'
 
 

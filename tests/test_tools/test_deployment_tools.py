@@ -9,11 +9,13 @@ from conftest import load_script, run_tool
 pytestmark = pytest.mark.usefixtures('fresh_dynamo')
 
 export_onnx = load_script('tools/deployment/export_onnx.py')
+RETINANET_QUICK = 'configs/quickstart/retinanet_ravlt-t_fpn_1xb4-8e_coco-shapes.py'
+FPN_QUICK = 'configs/quickstart/fpn_ravlt-t_1xb8-200it_ade-shapes-64x64.py'
 
 
 def test_export_tool_exports_and_verifies_a_detector(tmp_path, capsys):
     out = tmp_path / 'retinanet.onnx'
-    export_onnx.main(['configs/quickstart/retinanet_ravlt_t_shapes.py', '--shape', '64', '96',
+    export_onnx.main([RETINANET_QUICK, '--shape', '64', '96',
                       '--dynamic', '--exporter', 'torchscript', '--out', str(out),
                       '--repeat', '1'])
     log = capsys.readouterr().out
@@ -25,7 +27,7 @@ def test_export_tool_exports_and_verifies_a_detector(tmp_path, capsys):
 
 def test_export_tool_exports_and_verifies_a_segmentor(tmp_path, capsys):
     out = tmp_path / 'fpn.onnx'
-    export_onnx.main(['configs/quickstart/fpn_ravlt_t_shapes.py', '--shape', '64', '64',
+    export_onnx.main([FPN_QUICK, '--shape', '64', '64',
                       '--exporter', 'torchscript', '--out', str(out), '--repeat', '1'])
     assert out.is_file()
     assert 'onnxruntime matches PyTorch at 64x64' in capsys.readouterr().out
@@ -37,7 +39,7 @@ def test_export_tool_refuses_a_model_that_onnx_does_not_reproduce(tmp_path, monk
     monkeypatch.setattr(ravlt, 'apply_rope', lambda x, sin, cos: x)
     out = tmp_path / 'broken.onnx'
     with pytest.raises(SystemExit, match=r'REFUSED: .* relative difference \d\S* > --rtol'):
-        export_onnx.main(['configs/quickstart/fpn_ravlt_t_shapes.py', '--shape', '64', '64',
+        export_onnx.main([FPN_QUICK, '--shape', '64', '64',
                           '--backbone-only', '--exporter', 'torchscript', '--out', str(out)])
     assert not out.exists()
 
@@ -46,7 +48,7 @@ def test_export_tool_loads_weights_with_the_loader_of_test_py(tmp_path):
     """The release's format converted, every key checked (mmengine's strict loader said
     neither: it cannot read the release's classes and raised its own RuntimeError)."""
     import torch
-    config = 'configs/quickstart/fpn_ravlt_t_shapes.py'
+    config = FPN_QUICK
     args = export_onnx.parse_args([config, '--shape', '64', '64'])
     source = export_onnx.build(args).model
     state = {f'module.{k}': v for k, v in source.state_dict().items()}  # a DDP-saved file
@@ -64,7 +66,7 @@ def test_export_tool_loads_weights_with_the_loader_of_test_py(tmp_path):
 
 def test_export_tool_rejects_too_small_shapes():
     with pytest.raises(SystemExit):
-        export_onnx.parse_args(['configs/quickstart/fpn_ravlt_t_shapes.py', '--shape', '16', '64'])
+        export_onnx.parse_args([FPN_QUICK, '--shape', '16', '64'])
 
 
 def test_train_tool_with_runner_compile(tmp_path):
@@ -73,7 +75,7 @@ def test_train_tool_with_runner_compile(tmp_path):
     data = tmp_path / 'shapes'
     make_ade_shapes.make_ade_shapes(str(data), num_train=2, num_val=1, size=64, seed=0)
     work = tmp_path / 'work'
-    args = ['tools/train.py', 'configs/quickstart/fpn_ravlt_t_shapes.py',
+    args = ['tools/train.py', FPN_QUICK,
            '--work-dir', str(work), '--cfg-options', f'train_dataloader.dataset.data_root={data}',
            f'val_dataloader.dataset.data_root={data}', f'test_dataloader.dataset.data_root={data}',
            'train_dataloader.batch_size=2', 'train_cfg.max_iters=1', 'train_cfg.val_interval=1',
@@ -87,7 +89,7 @@ def test_train_tool_with_runner_compile(tmp_path):
 
 
 def test_export_tool_takes_the_shape_as_every_tool_does(capsys):
-    config = 'configs/quickstart/fpn_ravlt_t_shapes.py'
+    config = FPN_QUICK
     assert export_onnx.parse_args([config, '--shape', '64', '96']).shape == [64, 96]  # H W
     assert export_onnx.parse_args([config, '--shape', '64']).shape == [64, 64]  # a square
     with pytest.raises(SystemExit):

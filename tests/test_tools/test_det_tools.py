@@ -161,8 +161,8 @@ def test_dist_train_two_cpu_processes(shapes, tmp_path):
 # --------------------------------------------------------------------------------------------
 def test_missing_data_root_names_the_coco_layout(tmp_path):
     missing = tmp_path / 'no_coco'
-    proc = run_tool(['tools/train.py', 'configs/maskrcnn_ravlt_t_coco.py', '--work-dir',
-                     str(tmp_path / 'work'), '--cfg-options',
+    proc = run_tool(['tools/train.py', 'configs/mask_rcnn/mask-rcnn_ravlt-t_fpn_amp-1x_coco.py',
+                     '--work-dir', str(tmp_path / 'work'), '--cfg-options',
                      f'train_dataloader.dataset.data_root={missing}/'], check=False)
     assert proc.returncode != 0
     assert re.search(rf'FileNotFoundError: train_dataloader: CocoDataset not found: '
@@ -186,8 +186,8 @@ def test_corrupt_image_error_names_the_file(shapes, tmp_path):
 
 def test_missing_checkpoints(tmp_path):
     # ImageNet weights named by the config's init_cfg
-    cfg = Config.fromfile(REPO / 'configs/maskrcnn_ravlt_t_coco.py')
-    missing = tmp_path / 'ravlt_t_in1k.pth'
+    cfg = Config.fromfile(REPO / 'configs/mask_rcnn/mask-rcnn_ravlt-t_fpn_amp-1x_coco.py')
+    missing = tmp_path / 'ravlt-t_in1k.pth'
     cfg.model.backbone.init_cfg.checkpoint = str(missing)
     model = build_model(cfg)
     with pytest.raises(FileNotFoundError, match=rf'RAVLT checkpoint not found: '
@@ -202,7 +202,7 @@ def test_missing_checkpoints(tmp_path):
 def test_mismatched_checkpoint_names_the_keys(tmp_path):
     ckpt = tmp_path / 'ravlt_t.pth'
     torch.save({'model': RAVLT('t').state_dict()}, ckpt)  # ImageNet-style file of RAVLT-T
-    cfg = Config.fromfile(REPO / 'configs/maskrcnn_ravlt_s_coco.py')
+    cfg = Config.fromfile(REPO / 'configs/mask_rcnn/mask-rcnn_ravlt-s_fpn_amp-1x_coco.py')
     cfg.model.backbone.init_cfg.checkpoint = str(ckpt)
     model = build_model(cfg)
     with pytest.raises(ValueError, match=r'(?s)does not fit RAVLT.*\d+ mismatched key\(s\): .*'

@@ -11,13 +11,15 @@ from ravlt_dense.models.backbones.ravlt import RAVLT
 from conftest import load_script
 
 get_flops = load_script('tools/analysis/get_flops.py')
+RETINANET = 'configs/retinanet/retinanet_ravlt-t_fpn_amp-1x_coco.py'
 
 
 def test_get_flops_counts_both_ways():
-    result = get_flops.main(['configs/retinanet_ravlt_t_coco.py', '--shape', '128', '160'])
+    result = get_flops.main([RETINANET, '--shape', '128', '160'])
     assert result['input_shape'] == [1, 3, 128, 160]
-    assert abs(result['params'] / 1e6 - zoo.paper_figures('retinanet_ravlt_t_coco')['params']) < 1
-    assert result['paper'] == zoo.paper_figures('retinanet_ravlt_t_coco')
+    paper = zoo.paper_figures('retinanet_ravlt-t_fpn_amp-1x_coco')
+    assert abs(result['params'] / 1e6 - paper['params']) < 1
+    assert result['paper'] == paper
     assert result['paper']['shape'] == [800, 1280]
     assert result['flops_traced'] > result['flops_modules_only'] > 0
     assert result['backbone_flops_traced'] > result['backbone_flops_modules_only'] > 0
@@ -26,18 +28,19 @@ def test_get_flops_counts_both_ways():
 
 def test_default_shape_is_the_metafile_input_size_h_w():
     """Without --shape the count is at the zoo's Input Size, in the same H W order."""
-    for name in ('maskrcnn_ravlt_t_coco', 'upernet_ravlt_s_ade20k'):
+    mask_rcnn = 'mask-rcnn_ravlt-t_fpn_amp-1x_coco'
+    for name in (mask_rcnn, 'upernet_ravlt-s_8xb2-amp-160k_ade20k-512x512'):
         args = get_flops.parse_args([zoo.config_path(name)])
         assert args.shape == zoo.paper_figures(name)['shape']
-    assert zoo.paper_figures('maskrcnn_ravlt_t_coco')['shape'] == [800, 1280]  # H < W, as COCO
-    args = get_flops.parse_args(['configs/quickstart/fpn_ravlt_t_shapes.py'])  # outside the zoo
-    assert args.shape == [512, 2048]
-    assert get_flops.parse_args(['configs/retinanet_ravlt_t_coco.py', '--shape', '96']).shape \
-        == [96, 96]
+    assert zoo.paper_figures(mask_rcnn)['shape'] == [800, 1280]  # H < W, as COCO
+    outside_the_zoo = 'configs/quickstart/fpn_ravlt-t_1xb8-200it_ade-shapes-64x64.py'
+    assert get_flops.parse_args([outside_the_zoo]).shape == [512, 2048]
+    assert get_flops.parse_args([RETINANET, '--shape', '96']).shape == [96, 96]
 
 
 def test_get_flops_runs_cascade_mask_heads_on_100_rois_like_mask_rcnn():
-    cfg = Config.fromfile('configs/cascade-maskrcnn_ravlt_s_ms-3x_coco.py')
+    cfg = Config.fromfile(
+        'configs/cascade_rcnn/cascade-mask-rcnn_ravlt-s_fpn_amp-ms-crop-3x_coco.py')
     cfg.model.backbone.update(arch='t', init_cfg=None)
     cfg.model.neck.in_channels = RAVLT.arch_zoo['t']['embed_dims']
     model = build_model(cfg).eval()

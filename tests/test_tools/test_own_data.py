@@ -18,8 +18,8 @@ from conftest import IMG, REPO, tool_env
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
-DET_CONFIG = 'configs/custom/maskrcnn_ravlt_s_my-coco.py'
-SEG_CONFIG = 'configs/custom/upernet_ravlt_s_my-ade.py'
+DET_CONFIG = 'configs/custom/mask-rcnn_ravlt-s_fpn_amp-1x_my-coco.py'
+SEG_CONFIG = 'configs/custom/upernet_ravlt-s_8xb2-amp-20k_my-ade-512x512.py'
 FALLBACK = 'No GPU found: training in fp32'
 SCALE = f'({IMG},{IMG})'
 LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
@@ -71,7 +71,7 @@ def test_coco_format_data(tmp_path, shapes, coco_gen):
     (folder / 'data' / 'my_coco').symlink_to(shapes)
     log = python(folder, 'tools/train.py', DET_CONFIG, '--cfg-options', *DET_SMALL)
     assert log.count(FALLBACK) == 1
-    work = folder / 'work_dirs' / 'maskrcnn_ravlt_s_my-coco'
+    work = folder / 'work_dirs' / 'mask-rcnn_ravlt-s_fpn_amp-1x_my-coco'
     checkpoint = work / 'epoch_1.pth'
     assert checkpoint.is_file()
     assert 'Evaluating bbox' in log  # validated on data/my_coco/annotations/instances_val.json
@@ -80,7 +80,7 @@ def test_coco_format_data(tmp_path, shapes, coco_gen):
                  '--cfg-options', *DET_SMALL)
     assert 'coco/bbox_mAP:' in log and 'coco/segm_mAP:' in log
     # the model predicts the example's classes: the shapes set's four
-    cfg = Config.fromfile(work / 'maskrcnn_ravlt_s_my-coco.py')  # as it trained
+    cfg = Config.fromfile(work / 'mask-rcnn_ravlt-s_fpn_amp-1x_my-coco.py')  # as it trained
     assert tuple(cfg.train_dataloader.dataset.metainfo.classes) == coco_gen.CLASSES
     assert cfg.model.roi_head.bbox_head.num_classes == cfg.model.roi_head.mask_head.num_classes \
         == len(coco_gen.CLASSES)
@@ -92,7 +92,7 @@ def test_ade_format_data(tmp_path, ade_gen):
     ade_gen.make_ade_shapes(str(folder / 'data' / 'my_ade'), num_train=4, num_val=2, size=IMG)
     log = python(folder, 'tools/train.py', SEG_CONFIG, '--cfg-options', *SEG_SMALL)
     assert log.count(FALLBACK) == 1 and 'loss_scale=512.0 dropped' in log
-    work = folder / 'work_dirs' / 'upernet_ravlt_s_my-ade'
+    work = folder / 'work_dirs' / 'upernet_ravlt-s_8xb2-amp-20k_my-ade-512x512'
     checkpoint = work / 'iter_2.pth'
     assert checkpoint.is_file()
 

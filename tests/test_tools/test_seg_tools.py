@@ -18,7 +18,7 @@ import torch
 
 from conftest import REPO, load_script, run_tool
 
-FPN_QUICK = REPO / 'configs' / 'quickstart' / 'fpn_ravlt_t_shapes.py'
+FPN_QUICK = REPO / 'configs' / 'quickstart' / 'fpn_ravlt-t_1xb8-200it_ade-shapes-64x64.py'
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

@@ -161,7 +161,7 @@ def test_refuses_a_model_not_in_the_zoo(demo, det_video, tmp_path, capsys):
     message = refused(demo, [det_video[0], 'maskrcnn_ravlt_x_coco', '--out',
                              tmp_path / 'x.mp4'], capsys)
     assert "Unknown model 'maskrcnn_ravlt_x_coco'" in message
-    assert 'maskrcnn_ravlt_s_coco' in message  # the names it knows
+    assert 'mask-rcnn_ravlt-s_fpn_amp-1x_coco' in message  # the names it knows
     assert list(tmp_path.iterdir()) == []
 
 

@@ -37,6 +37,7 @@ SCREENSHOT_ENV = 'RAVLT_WEB_DEMO_SCREENSHOT'
 SCORE_THR = 0.3  # the page's initial threshold (--pred-score-thr)
 START_TIMEOUT = 180  # s: imports and Gradio's start on two loaded cores
 RESULT_TIMEOUT = 120  # s: the first request also builds the model
+QUICK_NAME = 'mask-rcnn_ravlt-t_fpn_1xb4-8e_coco-shapes'  # the quick-start detector's config
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # the test's own inferencer
 
@@ -61,7 +62,8 @@ def free_port() -> int:
 @pytest.fixture(scope='module')
 def server(quickstart_detector, module_tmp):
     """The demo serving the quick-start detector and the same config with a damaged checkpoint
-    (listed as ``maskrcnn_ravlt_t_shapes (broken)``), on 127.0.0.1 at a free port."""
+    (listed as ``mask-rcnn_ravlt-t_fpn_1xb4-8e_coco-shapes (broken)``), on 127.0.0.1 at a free
+    port."""
     tmp = module_tmp('web_demo')
     broken = tmp / 'broken.pth'
     broken.write_bytes(b'not a checkpoint')
@@ -79,8 +81,7 @@ def server(quickstart_detector, module_tmp):
         # served once the page's fixture has waited for it (see ``page``): the test's own
         # work goes on meanwhile
         yield SimpleNamespace(url=url, proc=proc, log=log, port=port,
-                              models=['maskrcnn_ravlt_t_shapes',
-                                      'maskrcnn_ravlt_t_shapes (broken)'])
+                              models=[QUICK_NAME, f'{QUICK_NAME} (broken)'])
     finally:
         proc.terminate()
         try:
@@ -277,7 +278,7 @@ def test_page_detects_the_shapes_of_an_uploaded_example(server, examples, expect
         f'the quick-start detector finds nothing above {SCORE_THR} in {examples[0]}: {expected}'
     upload(page, examples[0])
     text = wait_for_result(page)
-    assert text.startswith('maskrcnn_ravlt_t_shapes (instance segmentation)'), text
+    assert text.startswith(f'{QUICK_NAME} (instance segmentation)'), text
     headers, count, rows = table(page)
     assert headers == ['class', 'score', 'x1', 'y1', 'x2', 'y2']
     assert_rows_match(rows, count, expected, SCORE_THR)
@@ -352,18 +353,17 @@ def test_port_in_use_is_refused_at_start():
         busy.bind(('127.0.0.1', 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proc = run_tool(['demo/web_demo.py', 'maskrcnn_ravlt_t_coco', '--port', port],
+        proc = run_tool(['demo/web_demo.py', 'mask-rcnn_ravlt-t_fpn_amp-1x_coco', '--port', port],
                         check=False, timeout=120)
     assert proc.returncode == 2
     assert f'cannot serve on 127.0.0.1:{port}' in proc.stderr and '--port' in proc.stderr
 
 
 @pytest.mark.parametrize('model, message', [
-    ('maskrcnn_ravlt_x_coco', "Unknown model 'maskrcnn_ravlt_x_coco'"),
-    ('configs/quickstart/maskrcnn_ravlt_t_shapes.py', 'give the checkpoint of a config as '
+    ('mask-rcnn_ravlt-x_fpn_amp-1x_coco', "Unknown model 'mask-rcnn_ravlt-x_fpn_amp-1x_coco'"),
+    (f'configs/quickstart/{QUICK_NAME}.py', 'give the checkpoint of a config as '
      'CONFIG:CHECKPOINT'),
-    ('configs/quickstart/maskrcnn_ravlt_t_shapes.py:missing.pth', 'checkpoint not found: '
-     'missing.pth'),
+    (f'configs/quickstart/{QUICK_NAME}.py:missing.pth', 'checkpoint not found: missing.pth'),
 ])
 def test_bad_model_is_refused_at_start(web_demo, model, message, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -372,4 +372,4 @@ def test_bad_model_is_refused_at_start(web_demo, model, message, capsys):
     error = capsys.readouterr().err
     assert message in error, error
     if 'Unknown' in message:
-        assert 'maskrcnn_ravlt_t_coco' in error  # the zoo's names are listed
+        assert 'mask-rcnn_ravlt-t_fpn_amp-1x_coco' in error  # the zoo's names are listed

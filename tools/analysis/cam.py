@@ -4,7 +4,7 @@ over the images.
     python tools/analysis/cam.py CONFIG CHECKPOINT IMAGE_OR_DIR [...] [--out-dir work_dirs/cam]
         [--target-layers backbone.layers.2 [...]] [--method gradcam eigencam]
         [--target-det 0] [--class NAME] [--panel FILE] [--device cpu] [--cfg-options ...]
-    python tools/analysis/cam.py ZOO_NAME IMAGE_OR_DIR [...]       # e.g. maskrcnn_ravlt_s_coco
+    python tools/analysis/cam.py ZOO_NAME IMAGE_OR_DIR [...]  # mask-rcnn_ravlt-s_fpn_amp-1x_coco
     python tools/analysis/cam.py CONFIG CHECKPOINT --preview-model  # every layer's name
 
 CONFIG is a config file, a name of the model zoo (its config and weights; ``--weights``

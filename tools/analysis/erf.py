@@ -6,12 +6,12 @@
         [--save-maps] [--cfg-options KEY=VALUE ...] [--out-dir work_dirs/erf]
 
 MODEL is a backbone given as
-  * a config (a file, a name of the model zoo such as ``maskrcnn_ravlt_s_coco``, or an
+  * a config (a file, a name of the model zoo such as ``mask-rcnn_ravlt-s_fpn_amp-1x_coco``, or an
     ``mmdet::`` / ``mmseg::`` name such as ``mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py``):
     its ``model.backbone`` with the ImageNet weights its ``init_cfg`` (or ``model.pretrained``)
     names, loaded by the backbone's own ``init_weights`` (downloaded once into the torch hub
     cache), and the mean, std and channel order of its ``model.data_preprocessor``;
-  * an ImageNet backbone of the zoo (``ravlt_t_in1k`` ... ``ravlt_l_in1k``): the authors' weights;
+  * an ImageNet backbone of the zoo (``ravlt-t_in1k`` ... ``ravlt-l_in1k``): the authors' weights;
   * a backbone of ravlt_dense.tools.benchmark.models (``ravlt_s_rala``, ``swin_t``, ``r50``,
     ``convnext_t``, ...): the architecture only, as these carry no weights.
 ``--random`` (or weights that cannot be had: no network, no torchvision for ``torchvision://``
@@ -133,7 +133,7 @@ def parse_args(argv=None):
 
 # ----------------------------------------------------------------------------- the models
 def imagenet_backbones() -> Dict[str, dict]:
-    """The zoo's ImageNet backbones (``ravlt_s_in1k``...) by name."""
+    """The zoo's ImageNet backbones (``ravlt-s_in1k``...) by name."""
     try:
         return {name: m for name, m in zoo.models().items() if m['Metadata'].get('Variant')}
     except FileNotFoundError:  # installed without the configs: no zoo
@@ -268,6 +268,7 @@ def initialise(build: Callable[[bool], nn.Module], random: bool, name: str, seed
 def resolve_model(name: str, args) -> Subject:
     """Build MODEL ``name`` with its weights (or random ones) and its preprocessing."""
     torch.manual_seed(args.seed)  # each model's random weights, whatever the order
+    name = zoo.current_name(name)  # an old zoo name: its model's name now
     output = args.stage
     if is_config(name):
         backbone_cfg, preprocess, scope = backbone_config(name, args.cfg_options, args.stage)

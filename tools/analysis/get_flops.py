@@ -1,12 +1,14 @@
 r"""Parameters and FLOPs of a whole detector or segmentor, next to the paper's figures.
 
-    python tools/analysis/get_flops.py configs/maskrcnn_ravlt_s_coco.py [--shape 800 1280]
-    python tools/analysis/get_flops.py configs/upernet_ravlt_s_ade20k.py [--shape 512 2048]
+    python tools/analysis/get_flops.py configs/mask_rcnn/mask-rcnn_ravlt-s_fpn_amp-1x_coco.py \
+        [--shape 800 1280]
+    python tools/analysis/get_flops.py \
+        configs/upernet/upernet_ravlt-s_8xb2-amp-160k_ade20k-512x512.py [--shape 512 2048]
     python tools/analysis/get_flops.py \
         mmdet::mask2former/mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco.py
 
-CONFIG is a file, a name of the model zoo (``maskrcnn_ravlt_s_coco``) or an mmdet / mmseg
-config by its ``package::path`` name, to count the same head on another backbone.
+CONFIG is a file, a name of the model zoo (``mask-rcnn_ravlt-s_fpn_amp-1x_coco``) or an mmdet /
+mmseg config by its ``package::path`` name, to count the same head on another backbone.
 
 ``--shape H W`` is the input's height and width; by default the size the zoo's figures are
 counted at (``Input Size`` of configs/metafile.yml), else that of the config's task.

@@ -1,8 +1,0 @@
-# Semantic FPN + RAVLT-B on ADE20K: the RAVLT-T recipe with the B backbone.
-_base_ = './fpn_ravlt_t_ade20k.py'
-
-# the authors' ImageNet-1k weights, downloaded once into the torch hub cache
-pretrained = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main/RAVLT_B.pth'
-model = dict(
-    backbone=dict(arch='b', init_cfg=dict(checkpoint=pretrained)),
-    neck=dict(in_channels=[96, 192, 384, 512]))

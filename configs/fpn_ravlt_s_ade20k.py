@@ -1,8 +1,0 @@
-# Semantic FPN + RAVLT-S on ADE20K: the RAVLT-T recipe with the S backbone.
-_base_ = './fpn_ravlt_t_ade20k.py'
-
-# the authors' ImageNet-1k weights, downloaded once into the torch hub cache
-pretrained = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main/RAVLT_S.pth'
-model = dict(
-    backbone=dict(arch='s', init_cfg=dict(checkpoint=pretrained)),
-    neck=dict(in_channels=[64, 128, 320, 512]))

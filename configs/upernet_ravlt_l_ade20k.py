@@ -1,9 +1,0 @@
-# UperNet + RAVLT-L on ADE20K: the RAVLT-S recipe with the L backbone.
-_base_ = './upernet_ravlt_s_ade20k.py'
-
-# the authors' ImageNet-1k weights, downloaded once into the torch hub cache
-pretrained = 'https://huggingface.co/aldjalkdf/RAVLT/resolve/main/RAVLT_L.pth'
-model = dict(
-    backbone=dict(arch='l', init_cfg=dict(checkpoint=pretrained)),
-    decode_head=dict(in_channels=[96, 192, 448, 640]),
-    auxiliary_head=dict(in_channels=448))

@@ -73,13 +73,18 @@ def onnx_to_openvino(onnx_file: str, xml_file: str) -> str:
     what readers open), so an interrupted conversion leaves no file that looks like a model.
     """
     import openvino as ov
-    unknown = custom_ops(onnx_file)
-    if unknown:
-        raise ValueError(f'{onnx_file} holds ops OpenVINO does not have: {", ".join(unknown)}')
     stem = osp.splitext(xml_file)[0]
     tmp_stem = f'{stem}.part{os.getpid()}'
     try:
-        ov.save_model(ov.convert_model(onnx_file), tmp_stem + '.xml', compress_to_fp16=False)
+        try:
+            model = ov.convert_model(onnx_file)
+        except Exception:
+            unknown = custom_ops(onnx_file)
+            if unknown:
+                raise ValueError(f'{onnx_file} holds ops OpenVINO does not have: '
+                                 f'{", ".join(unknown)}') from None
+            raise
+        ov.save_model(model, tmp_stem + '.xml', compress_to_fp16=False)
         os.replace(tmp_stem + '.bin', stem + '.bin')
         os.replace(tmp_stem + '.xml', xml_file)
     finally:

@@ -1,20 +1,22 @@
-"""Run an ONNX file written by tools/deployment/deploy.py in onnxruntime and draw its results, as
-demo/image_demo.py and demo/seg_demo.py draw PyTorch's.
+"""Run a model written by tools/deployment/deploy.py (end2end.onnx in ONNX Runtime, end2end.xml
+in OpenVINO; their int8 models alike) and draw its results, as demo/image_demo.py and
+demo/seg_demo.py draw PyTorch's.
 
-    python demo/onnx_demo.py CONFIG ONNX_FILE IMAGE_OR_DIR [...] [--out-dir outputs]
-        [--pred-score-thr 0.3] [--cfg-options KEY=VALUE ...]
+    python demo/onnx_demo.py CONFIG MODEL_FILE IMAGE_OR_DIR [...] [--out-dir outputs]
+        [--backend onnxruntime|openvino] [--pred-score-thr 0.3] [--cfg-options KEY=VALUE ...]
 
 CONFIG is the model's config (file or zoo name) the file was exported from: its test pipeline
-prepares the images, its dataset names the classes. Inference goes through mmdeploy's
-End2EndModel (boxes scaled back to the image, masks pasted, the segmentation argmax). For
-every image NAME.EXT it writes OUT_DIR/vis/NAME.png.
+prepares the images, its dataset names the classes. The backend is OpenVINO for a .xml file,
+else ONNX Runtime unless ``--backend openvino`` (OpenVINO reads ONNX files too). Inference goes
+through mmdeploy's End2EndModel (boxes scaled back to the image, masks pasted, the segmentation
+argmax). For every image NAME.EXT it writes OUT_DIR/vis/NAME.png.
 """
 import argparse
 import os
 import os.path as osp
 import sys
 
-from ravlt_dense.deploy import require_mmdeploy
+from ravlt_dense.deploy import BACKEND_NAMES, require_backend, require_mmdeploy
 from ravlt_dense.tools.images import collect_images, unique_stem
 
 
@@ -23,16 +25,23 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='config (file or zoo name) the ONNX file was exported '
                         'from')
-    parser.add_argument('onnx', help='end2end.onnx of tools/deployment/deploy.py')
+    parser.add_argument('onnx', metavar='MODEL_FILE', help='end2end.onnx (or end2end.xml for '
+                        'OpenVINO) of tools/deployment/deploy.py')
     parser.add_argument('inputs', nargs='+', metavar='IMAGE_OR_DIR')
     parser.add_argument('--out-dir', default='outputs', help='where vis/ goes')
+    parser.add_argument('--backend', choices=list(BACKEND_NAMES),
+                        help='runtime (default: openvino for a .xml file, else onnxruntime)')
     parser.add_argument('--pred-score-thr', type=float, default=0.3,
                         help='draw detections with at least this score')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='the settings given to tools/deployment/deploy.py, if any')
     args = parser.parse_args(argv)
     if not osp.isfile(args.onnx):
-        parser.error(f'ONNX file not found: {args.onnx}')
+        parser.error(f'model file not found: {args.onnx}')
+    if args.backend is None:
+        args.backend = 'openvino' if args.onnx.endswith('.xml') else 'onnxruntime'
+    elif args.backend == 'onnxruntime' and args.onnx.endswith('.xml'):
+        parser.error(f'{args.onnx} is OpenVINO IR: --backend openvino runs it')
     try:
         args.images = collect_images(args.inputs)
     except (FileNotFoundError, ValueError) as err:
@@ -43,6 +52,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     require_mmdeploy()  # mmdeploy, onnxruntime, RAVLT and the project's rewrites
+    require_backend(args.backend)
     from mmdeploy.apis import build_task_processor
     from mmdeploy.utils import get_input_shape
     from mmengine.config import Config
@@ -54,7 +64,13 @@ def main(argv=None):
     model_cfg = Config.fromfile(config)
     if args.cfg_options:
         model_cfg.merge_from_dict(args.cfg_options)
-    deploy_cfg = Config.fromfile(deploy_config_path(model_cfg, onnx_input_size(args.onnx) is None))
+    if args.backend == 'openvino':
+        from ravlt_dense.deploy.openvino_backend import refusal
+        reason = refusal(model_cfg)
+        if reason:
+            raise SystemExit(f'{args.config}: {reason}')
+    deploy_cfg = Config.fromfile(deploy_config_path(
+        model_cfg, onnx_input_size(args.onnx) is None, args.backend))
     task_processor = build_task_processor(model_cfg, deploy_cfg, 'cpu')
     model = task_processor.build_backend_model(
         [args.onnx], data_preprocessor_updater=task_processor.update_data_preprocessor)

@@ -4,8 +4,12 @@
 (it needs mmdeploy: ``pip install --no-deps mmdeploy==1.3.1``, see docs/deployment.md);
 :mod:`.pooling` needs torch alone, :mod:`.configs` (the deploy configs by task) mmengine;
 :mod:`.evaluation` evaluates an exported file on a data set with PyTorch's post-processing
-(tools/deployment/test_onnx.py).
+(tools/deployment/test_onnx.py); :mod:`.openvino_backend` runs the graphs in OpenVINO;
+:mod:`.quantization` quantizes them to int8.
 """
+
+# mmdeploy's backend name -> how the tools name it to users
+BACKEND_NAMES = {'onnxruntime': 'onnxruntime', 'openvino': 'OpenVINO'}
 
 INSTALL_HINT = ('pip install -e ".[deploy]" && pip install --no-deps mmdeploy==1.3.1 '
                 '(or `make env`; see docs/deployment.md)')
@@ -27,3 +31,14 @@ def require_mmdeploy() -> None:
         raise SystemExit(f'mmdeploy {mmdeploy.__version__} does not import with this stack: '
                          f'{err}. Tested: mmdeploy 1.3.1 with requirements/stack.txt; '
                          f'{INSTALL_HINT}')
+
+
+def require_backend(backend: str) -> None:
+    """Check that ``backend``'s runtime imports (and, for OpenVINO, put the project's OpenVINO
+    backend in mmdeploy's registry), or exit naming the package to install. Call
+    :func:`require_mmdeploy` first."""
+    if backend not in BACKEND_NAMES:
+        raise SystemExit(f'unknown backend {backend!r}: choose one of {", ".join(BACKEND_NAMES)}')
+    if backend == 'openvino':
+        from .openvino_backend import require_openvino
+        require_openvino()

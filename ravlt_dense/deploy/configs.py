@@ -1,16 +1,18 @@
-"""The project's deploy configs (configs/deploy/) by task: what tools/deployment/deploy.py
-exports with and demo/onnx_demo.py runs with. Needs mmengine only."""
+"""The project's deploy configs (configs/deploy/) by task and backend: what
+tools/deployment/deploy.py exports with and demo/onnx_demo.py runs with. Needs mmengine only."""
+import copy
 import os.path as osp
 
 from ravlt_dense import zoo
 
+# (task, dynamic) -> the deploy config's name; {backend} is onnxruntime or openvino
 DEPLOY_CONFIGS = {
-    ('ObjectDetection', False): 'detection_onnxruntime_static.py',
-    ('ObjectDetection', True): 'detection_onnxruntime_dynamic.py',
-    ('InstanceSegmentation', False): 'instance-seg_onnxruntime_static.py',
-    ('InstanceSegmentation', True): 'instance-seg_onnxruntime_dynamic.py',
-    ('Segmentation', False): 'segmentation_onnxruntime_static.py',
-    ('Segmentation', True): 'segmentation_onnxruntime_dynamic.py',
+    ('ObjectDetection', False): 'detection_{backend}_static.py',
+    ('ObjectDetection', True): 'detection_{backend}_dynamic.py',
+    ('InstanceSegmentation', False): 'instance-seg_{backend}_static.py',
+    ('InstanceSegmentation', True): 'instance-seg_{backend}_dynamic.py',
+    ('Segmentation', False): 'segmentation_{backend}_static.py',
+    ('Segmentation', True): 'segmentation_{backend}_dynamic.py',
 }
 
 
@@ -34,7 +36,18 @@ def model_task(model_cfg) -> str:
     return 'InstanceSegmentation' if roi_head.get('mask_head') else 'ObjectDetection'
 
 
-def deploy_config_path(model_cfg, dynamic: bool) -> str:
-    """The onnxruntime deploy config of configs/deploy/ for ``model_cfg``."""
-    return osp.join(zoo.ROOT, 'configs', 'deploy', DEPLOY_CONFIGS[model_task(model_cfg),
-                                                                  dynamic])
+def deploy_config_path(model_cfg, dynamic: bool, backend: str = 'onnxruntime') -> str:
+    """The deploy config of configs/deploy/ for ``model_cfg`` and ``backend``."""
+    name = DEPLOY_CONFIGS[model_task(model_cfg), dynamic].format(backend=backend)
+    return osp.join(zoo.ROOT, 'configs', 'deploy', name)
+
+
+def graph_config(deploy_cfg):
+    """The deploy config the ONNX graph is exported with: ``deploy_cfg`` itself for ONNX
+    Runtime; for OpenVINO, which converts that same graph (standard ONNX ops, mmdet's exact
+    post-processing), a copy whose backend is onnxruntime, so that the same rewrites apply."""
+    if deploy_cfg.backend_config.type == 'onnxruntime':
+        return deploy_cfg
+    graph_cfg = copy.deepcopy(deploy_cfg)
+    graph_cfg.backend_config = dict(type='onnxruntime')
+    return graph_cfg

@@ -1,8 +1,9 @@
-"""Evaluating an exported whole model (end2end.onnx of tools/deployment/deploy.py) on a data set
-with the model config's own evaluator, as mmdeploy's tools/test.py does
-(tools/deployment/test_onnx.py).
+"""Evaluating an exported whole model (end2end.onnx, or end2end.xml for OpenVINO, of
+tools/deployment/deploy.py) on a data set with the model config's own evaluator, as mmdeploy's
+tools/test.py does (tools/deployment/test_onnx.py).
 
-mmdeploy's End2EndModel runs the graph; :class:`PyTorchPostProcessing` wraps it so that what
+mmdeploy's End2EndModel runs the graph (and :class:`PyTorchPostProcessing` times each run:
+``graph_seconds``); :class:`PyTorchPostProcessing` wraps it so that what
 follows the graph is what PyTorch's model does after the same computation:
 
 * detection: boxes clipped to the image before its padding (``img_shape``, as mmdet's box
@@ -18,38 +19,60 @@ The graphs are batch 1: the loader gives one image at a time. A static graph tak
 size; a data set whose images come out of the pipeline at other sizes needs a ``--dynamic``
 export (the model says which size it got and which it takes).
 """
+import time
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.model import BaseModel
 
+# the files each backend runs (OpenVINO reads ONNX files too)
+MODEL_FILES = {'onnxruntime': ('.onnx', ), 'openvino': ('.xml', '.onnx')}
 
-def onnx_input_size(onnx_file: str) -> Optional[Tuple[int, int]]:
-    """(height, width) a static graph takes, None for a dynamic one."""
+
+def _openvino_model(xml_file: str):
+    import openvino as ov
+    return ov.Core().read_model(xml_file)
+
+
+def onnx_input_size(model_file: str) -> Optional[Tuple[int, int]]:
+    """(height, width) a static graph takes, None for a dynamic one; ``model_file`` is an ONNX
+    file or OpenVINO IR (.xml)."""
+    if model_file.endswith('.xml'):
+        shape = _openvino_model(model_file).inputs[0].get_partial_shape()
+        if shape[2].is_dynamic or shape[3].is_dynamic:
+            return None
+        return shape[2].get_length(), shape[3].get_length()
     import onnx
-    dims = onnx.load(onnx_file, load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    dims = onnx.load(model_file, load_external_data=False).graph.input[0].type.tensor_type.shape.dim
     if any(not d.HasField('dim_value') for d in dims[2:]):
         return None
     return int(dims[2].dim_value), int(dims[3].dim_value)
 
 
-def onnx_output_names(onnx_file: str) -> List[str]:
+def onnx_output_names(model_file: str) -> List[str]:
+    """The outputs of an ONNX file or OpenVINO IR (.xml), in order."""
+    if model_file.endswith('.xml'):
+        return [output.get_any_name() for output in _openvino_model(model_file).outputs]
     import onnx
-    return [o.name for o in onnx.load(onnx_file, load_external_data=False).graph.output]
+    return [o.name for o in onnx.load(model_file, load_external_data=False).graph.output]
 
 
-def check_deploy_config(onnx_file: str, deploy_cfg) -> None:
-    """Raise ValueError when the deploy config does not describe the file (another task's
-    outputs: a detection config for a Mask R-CNN file would drop its masks)."""
+def check_deploy_config(model_file: str, deploy_cfg) -> None:
+    """Raise ValueError when the deploy config does not describe the file: a backend that
+    does not run such files, or another task's outputs (a detection config for a Mask R-CNN
+    file would drop its masks)."""
     from mmdeploy.utils import get_backend_config, get_onnx_config
     backend = get_backend_config(deploy_cfg).get('type')
-    if backend != 'onnxruntime':
+    if backend not in MODEL_FILES:
         raise ValueError(f'the deploy config is for {backend}; this tool evaluates onnxruntime '
-                         'files (configs/deploy/*_onnxruntime_*.py)')
+                         'and openvino models (configs/deploy/*_{onnxruntime,openvino}_*.py)')
+    if not model_file.endswith(MODEL_FILES[backend]):
+        raise ValueError(f'{model_file} is not a {backend} model (' + ' or '.join(
+            MODEL_FILES[backend]) + '): give the deploy config of its backend')
     expected = list(get_onnx_config(deploy_cfg).get('output_names') or [])
-    found = onnx_output_names(onnx_file)
+    found = onnx_output_names(model_file)
     if expected != found:
-        raise ValueError(f'{onnx_file} has the outputs {found}, the deploy config names '
+        raise ValueError(f'{model_file} has the outputs {found}, the deploy config names '
                          f'{expected}: give the deploy config the file was exported with '
                          '(tools/deployment/deploy.py prints it)')
 
@@ -80,6 +103,7 @@ class PyTorchPostProcessing(BaseModel):
         self.align_corners = align_corners
         self.threshold = threshold
         self.with_argmax = with_argmax
+        self.graph_seconds = []  # each image's run of the graph alone (latency)
 
     def forward(self, inputs: torch.Tensor, data_samples=None, mode: str = 'predict'):
         if mode != 'predict':
@@ -98,10 +122,14 @@ class PyTorchPostProcessing(BaseModel):
         if self.task == 'Segmentation':
             if self.with_argmax:
                 return self.backend(inputs, data_samples, mode='predict')
+            start = time.perf_counter()
             logits = self.backend.wrapper({self.backend.input_name: inputs})[
                 self.backend.output_names[0]]
+            self.graph_seconds.append(time.perf_counter() - start)
             return self.segmentation_results(logits, data_samples)
+        start = time.perf_counter()
         outputs = self.backend.predict(inputs)
+        self.graph_seconds.append(time.perf_counter() - start)
         dets, labels = outputs[:2]
         masks = outputs[2] if len(outputs) > 2 else None
         for i, sample in enumerate(data_samples):

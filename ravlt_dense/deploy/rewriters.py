@@ -17,6 +17,11 @@ mmdeploy's files are left as they are).
   dynamic Semantic FPN graphs at the export size.
 * The detection heads' post-processing for onnxruntime: mmdet's steps rather than mmdeploy's
   approximations (:mod:`ravlt_dense.deploy.detection`).
+* ``F.scaled_dot_product_attention`` for onnxruntime (RAVLT's softmax stages): mmdeploy's
+  default rewrite ends in ``torch.dropout(attn, p, train=True)``, a ``Dropout`` node in training
+  mode that ONNX Runtime runs as the identity at p = 0 but OpenVINO, which converts the same
+  graph, refuses ("Training mode is not supported for Dropout op"); this one leaves it out at
+  p = 0 (and takes ``scale`` as PyTorch does: a factor, not mmdeploy's divisor).
 
 mmdeploy does not apply a config's ``custom_imports``: importing this module imports
 ``ravlt_dense`` (RAVLT in mmengine's registry) before anything is built.
@@ -80,6 +85,27 @@ def roi_align__onnxruntime(g, input, rois, output_size, spatial_scale, sampling_
                 mode_s=pool_mode,
                 coordinate_transformation_mode_s='half_pixel' if aligned
                 else 'output_half_pixel')
+
+
+@FUNCTION_REWRITER.register_rewriter(
+    func_name='torch.nn.functional.scaled_dot_product_attention', backend='onnxruntime')
+def scaled_dot_product_attention__no_dropout(query, key, value, attn_mask=None, dropout_p=0.,
+                                             is_causal=False, scale=None, **kwargs):
+    """softmax(q k^T * scale + mask) v in plain ops, a Dropout only where ``dropout_p`` > 0."""
+    scale = query.shape[-1]**-0.5 if scale is None else scale
+    attn = (query @ key.transpose(-2, -1)) * scale
+    if is_causal:
+        attn_mask = torch.ones(query.shape[-2], key.shape[-2], dtype=torch.bool,
+                               device=query.device).tril()
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            attn_mask = torch.zeros_like(attn_mask, dtype=attn.dtype).masked_fill(
+                ~attn_mask, float('-inf'))
+        attn = attn + attn_mask
+    attn = torch.softmax(attn, dim=-1)
+    if dropout_p:
+        attn = torch.dropout(attn, dropout_p, True)
+    return attn @ value
 
 
 @FUNCTION_REWRITER.register_rewriter(

@@ -1,8 +1,9 @@
-"""Deploy a whole RAVLT detector or segmentor to ONNX with mmdeploy, and refuse a file whose
-results differ from PyTorch's.
+"""Deploy a whole RAVLT detector or segmentor to ONNX Runtime or OpenVINO with mmdeploy, refuse
+a model whose results differ from PyTorch's, and quantize it to int8 if asked.
 
-    python tools/deployment/deploy.py CONFIG CHECKPOINT IMAGE [IMAGE ...] --backend onnxruntime
-        [--dynamic] [--work-dir DIR] [--deploy-cfg FILE] [--benchmark]
+    python tools/deployment/deploy.py CONFIG CHECKPOINT IMAGE [IMAGE ...]
+        [--backend onnxruntime|openvino] [--dynamic] [--work-dir DIR] [--deploy-cfg FILE]
+        [--calib-images DIR [--calib-num N]] [--benchmark]
 
 CONFIG is a config file or a name of the model zoo (configs/metafile.yml); CHECKPOINT a file,
 an http(s) URL or a zoo name, ours or the authors' release, loaded by the loader of
@@ -14,17 +15,29 @@ Importing ravlt_dense.deploy.rewriters registers, in mmdeploy's rewriter registr
 mmdeploy 1.3.1 needs with current torch, an exact adaptive average pooling (UperNet), sizes
 that follow the input (Semantic FPN) and mmdet's own post-processing (docs/deployment.md).
 
-Then every IMAGE runs through PyTorch and onnxruntime (the first image is the one exported;
+``--backend openvino`` converts that graph (standard ONNX ops) with ``openvino.convert_model``
+to WORK_DIR/end2end.xml / .bin, run by OpenVINO's runtime (ravlt_dense/deploy/openvino_backend.py;
+DINO and Mask2Former, whose graphs hold mmdeploy's own ``grid_sampler`` op, are refused by name).
+
+Then every IMAGE runs through PyTorch and the backend (the first image is the one exported;
 with ``--dynamic`` give images of other sizes too), and the results are compared:
 detections (labels, boxes, scores; masks for instance segmentation) or the segmentation logits
-and their argmax. When they differ beyond the tolerances the file is deleted and the tool
-exits with status 1, naming the difference. ``--benchmark`` then times both on this machine.
-tools/deployment/test_onnx.py evaluates the file on a data set (metrics as tools/test.py's).
+and their argmax. When they differ beyond the tolerances the model is deleted and the tool
+exits with status 1, naming the difference.
+
+``--calib-images DIR`` then quantizes the checked graph to int8 (ONNX Runtime's quantizer,
+QDQ, calibrated on the first ``--calib-num`` images of DIR prepared as the test pipeline
+prepares them; ravlt_dense/deploy/quantization.py) into WORK_DIR/end2end_int8.onnx (and
+end2end_int8.xml for OpenVINO), and prints how its results on the first IMAGE differ from
+PyTorch's (int8 differs by design: evaluate it with test_onnx.py --int8). ``--benchmark`` then
+times PyTorch and the backend (and int8) on this machine. tools/deployment/test_onnx.py
+evaluates the models on a data set (metrics as tools/test.py's).
 
 Needs mmdeploy 1.3.1 installed without its dependencies (it declares protobuf<=3.20.2, which
 the onnx it exports with excludes): ``make env`` does it, else
-``pip install -e ".[deploy]" && pip install --no-deps mmdeploy==1.3.1`` (docs/deployment.md).
-TensorRT deploy configs are in configs/deploy/ but not run here.
+``pip install -e ".[deploy]" && pip install --no-deps mmdeploy==1.3.1`` (docs/deployment.md);
+OpenVINO: ``pip install openvino``. TensorRT deploy configs are in configs/deploy/ but not run
+here.
 """
 import argparse
 import copy
@@ -38,7 +51,7 @@ import timeit
 import numpy as np
 import torch
 
-from ravlt_dense.deploy import require_mmdeploy
+from ravlt_dense.deploy import BACKEND_NAMES, require_backend, require_mmdeploy
 
 
 def parse_args(argv=None):
@@ -48,7 +61,7 @@ def parse_args(argv=None):
     parser.add_argument('checkpoint', help='weights: file, URL or zoo name')
     parser.add_argument('images', nargs='+', metavar='IMAGE',
                         help='image(s): the first is exported, all are compared')
-    parser.add_argument('--backend', default='onnxruntime', choices=['onnxruntime'],
+    parser.add_argument('--backend', default='onnxruntime', choices=list(BACKEND_NAMES),
                         help='inference backend (TensorRT: see docs/deployment.md, not run '
                         'here)')
     parser.add_argument('--dynamic', action='store_true',
@@ -70,13 +83,25 @@ def parse_args(argv=None):
                         'logits')
     parser.add_argument('--argmax-tol', type=float, default=1e-3,
                         help='largest accepted fraction of pixels whose argmax differs')
+    parser.add_argument('--calib-images', metavar='DIR',
+                        help='quantize to int8 too, calibrated on images of this folder (like '
+                        'those the model will see)')
+    parser.add_argument('--calib-num', type=int, default=100, metavar='N',
+                        help='calibration images: the first N of --calib-images (default 100)')
     parser.add_argument('--benchmark', action='store_true',
-                        help='time PyTorch (eager) and onnxruntime on the first image')
+                        help='time PyTorch (eager) and the backend on the first image')
     parser.add_argument('--repeat', type=int, default=5, help='timed runs for --benchmark')
     args = parser.parse_args(argv)
     for image in args.images:
         if not osp.isfile(image):
             parser.error(f'image not found: {image}')
+    args.calibration = None
+    if args.calib_images is not None:
+        from ravlt_dense.deploy.quantization import calibration_images
+        try:
+            args.calibration = calibration_images(args.calib_images, args.calib_num)
+        except ValueError as err:
+            parser.error(str(err))
     return args
 
 
@@ -116,20 +141,31 @@ def load_configs(args):
         task = model_task(model_cfg)
     except ValueError as error:
         raise SystemExit(f'{args.config}: {error}')
-    deploy_file = args.deploy_cfg or deploy_config_path(model_cfg, args.dynamic)
+    if args.backend == 'openvino':
+        from ravlt_dense.deploy.openvino_backend import refusal
+        reason = refusal(model_cfg)
+        if reason:
+            raise SystemExit(f'{args.config}: {reason}')
+    deploy_file = args.deploy_cfg or deploy_config_path(model_cfg, args.dynamic, args.backend)
     deploy_cfg = Config.fromfile(deploy_file)
     if deploy_cfg.backend_config.type != args.backend:
-        raise SystemExit(f'{deploy_file} is for {deploy_cfg.backend_config.type}; this tool '
-                         f'exports and checks for {args.backend} only')
+        raise SystemExit(f'{deploy_file} is for {deploy_cfg.backend_config.type}, not '
+                         f'--backend {args.backend}: give a deploy config for {args.backend} '
+                         '(configs/deploy/) or leave --deploy-cfg out')
     if task != 'Segmentation':
         deploy_cfg.codebase_config.post_processing.update(post_processing_of(model_cfg))
     return config, model_cfg, deploy_cfg, deploy_file, task
 
 
 def export(task_processor, torch_model, deploy_cfg, image, work_dir) -> str:
-    """WORK_DIR/end2end.onnx of ``torch_model`` through mmdeploy's export; returns its path."""
+    """WORK_DIR/end2end.onnx of ``torch_model`` through mmdeploy's export; returns its path.
+    For OpenVINO the graph is ONNX Runtime's (:func:`ravlt_dense.deploy.configs.graph_config`).
+    """
     from mmdeploy.apis.onnx import export as onnx_export
     from mmdeploy.utils import get_dynamic_axes, get_input_shape, get_onnx_config
+
+    from ravlt_dense.deploy.configs import graph_config
+    deploy_cfg = graph_config(deploy_cfg)
     onnx_cfg = get_onnx_config(deploy_cfg)
     data, inputs = task_processor.create_input(
         image, get_input_shape(deploy_cfg), data_preprocessor=torch_model.data_preprocessor)
@@ -191,8 +227,8 @@ def compare_detections(expected, actual, tol) -> dict:
     return worst
 
 
-def describe_detections(r) -> str:
-    return (f"{r['torch']} detections (PyTorch) vs {r['onnx']} (onnxruntime), unmatched "
+def describe_detections(r, backend='onnxruntime') -> str:
+    return (f"{r['torch']} detections (PyTorch) vs {r['onnx']} ({backend}), unmatched "
             f"{r['unmatched']}, max box difference {r['box']:.3g} px, max score difference "
             f"{r['score']:.3g}, max mask pixel difference {r['mask']:.3g}")
 
@@ -227,8 +263,8 @@ def segmentation_logits(torch_model, inputs, data_samples) -> torch.Tensor:
 
 
 def run_both(task, task_processor, torch_model, backend_model, image, deploy_cfg, tol):
-    """(report, torch call, onnxruntime call) for one image."""
-    from mmdeploy.utils import get_input_shape
+    """(report, torch call, backend call) for one image."""
+    from mmdeploy.utils import get_backend, get_input_shape
     data, inputs = task_processor.create_input(image, get_input_shape(deploy_cfg),
                                                data_preprocessor=torch_model.data_preprocessor)
     if task == 'Segmentation':
@@ -269,7 +305,7 @@ def run_both(task, task_processor, torch_model, backend_model, image, deploy_cfg
                 return backend_model.test_step(copy.deepcopy(raw))
         expected, actual = torch_call(), onnx_call()
         report = compare_detections(expected[0].pred_instances, actual[0].pred_instances, tol)
-        report['text'] = describe_detections(report)
+        report['text'] = describe_detections(report, BACKEND_NAMES[get_backend(deploy_cfg).value])
     report['size'] = 'x'.join(str(int(s)) for s in inputs.shape[2:])
     return report, torch_call, onnx_call
 
@@ -279,9 +315,77 @@ def median_seconds(fn, repeat: int) -> float:
     return statistics.median(timeit.repeat(fn, number=1, repeat=repeat))
 
 
+# how far int8 results may be from PyTorch's and still count as the same detection (what
+# deploy.py prints about the int8 model; no check)
+INT8_TOLERANCES = dict(score=0.05, box=2., mask=0.05, logit=1., argmax=1.)
+
+
+def backend_files(backend: str, onnx_file: str) -> list:
+    """The files of the deployed model: the ONNX file, and OpenVINO's IR made from it."""
+    if backend == 'openvino':
+        stem = osp.splitext(onnx_file)[0]
+        return [onnx_file, stem + '.xml', stem + '.bin']
+    return [onnx_file]
+
+
+def to_backend(backend: str, onnx_file: str) -> str:
+    """The file the backend runs: the ONNX file itself, or its OpenVINO IR (.xml)."""
+    if backend == 'openvino':
+        from ravlt_dense.deploy.openvino_backend import onnx_to_openvino
+        return onnx_to_openvino(onnx_file, osp.splitext(onnx_file)[0] + '.xml')
+    return onnx_file
+
+
+def describe_files(files) -> str:
+    """'a.onnx (12.3 MB), a.xml (+ .bin, 12.3 MB)'."""
+    described = []
+    for path in files:
+        stem, ext = osp.splitext(path)
+        if ext == '.xml':
+            size = osp.getsize(path) + osp.getsize(stem + '.bin')
+            described.append(f'{path} (+ .bin, {size / 2**20:.1f} MB)')
+        elif ext != '.bin':
+            described.append(f'{path} ({osp.getsize(path) / 2**20:.1f} MB)')
+    return ', '.join(described)
+
+
+def quantize(args, task_processor, torch_model, onnx_file) -> str:
+    """``onnx_file`` quantized to int8 next to it (``end2end_int8.onnx``), calibrated on
+    ``args.calibration`` prepared as the test pipeline and the data preprocessor prepare them
+    (a static graph's size is cropped or padded to); returns the backend's int8 file."""
+    from ravlt_dense.deploy.evaluation import onnx_input_size
+    from ravlt_dense.deploy.quantization import ImageCalibrationReader, quantize_int8
+
+    def prepare(path):
+        inputs = task_processor.create_input(
+            path, None, data_preprocessor=torch_model.data_preprocessor)[1]
+        return inputs[0] if isinstance(inputs, list) else inputs
+
+    def progress(i, n, path):
+        if i == 1 or i == n or i % 10 == 0:
+            print(f'calibrating int8: image {i}/{n} ({path})', flush=True)
+    images = args.calibration
+    if len(images) < args.calib_num:
+        print(f'{args.calib_images} has {len(images)} image(s), fewer than --calib-num '
+              f'{args.calib_num}: calibrating on all of them')
+    reader = ImageCalibrationReader(images, prepare, input_size=onnx_input_size(onnx_file),
+                                    progress=progress)
+    int8_onnx = osp.splitext(onnx_file)[0] + '_int8.onnx'
+    try:
+        quantize_int8(onnx_file, int8_onnx, reader)
+        return to_backend(args.backend, int8_onnx)
+    except Exception as err:
+        for path in backend_files(args.backend, int8_onnx):
+            if osp.exists(path):
+                os.remove(path)
+        raise SystemExit(f'int8 quantization failed: {type(err).__name__}: {err}. No int8 '
+                         f'model was written; {onnx_file} (checked) is kept.')
+
+
 def main(argv=None):
     args = parse_args(argv)
     require_mmdeploy()
+    require_backend(args.backend)
     from mmdeploy.apis import build_task_processor
 
     from ravlt_dense.checkpoint import load_model_checkpoint, resolve_checkpoint
@@ -294,6 +398,7 @@ def main(argv=None):
         'work_dirs', 'deploy',
         osp.splitext(osp.basename(config))[0] + ('-dynamic' if args.dynamic else ''))
     os.makedirs(work_dir, exist_ok=True)
+    name = BACKEND_NAMES[args.backend]
     print(f'{config}: {task}, deploy config {deploy_file}')
 
     task_processor = build_task_processor(model_cfg, deploy_cfg, 'cpu')
@@ -303,9 +408,18 @@ def main(argv=None):
     # mmdeploy's export leaves the exported module's forward rewritten: export a copy
     onnx_file = export(task_processor, copy.deepcopy(torch_model), deploy_cfg, args.images[0],
                        work_dir)
+    files = backend_files(args.backend, onnx_file)
+    try:
+        model_file = to_backend(args.backend, onnx_file)
+    except Exception as err:  # OpenVINO's conversion: an op it does not have
+        for path in files:
+            if osp.exists(path):
+                os.remove(path)
+        raise SystemExit(f'{name} could not convert the exported graph ({type(err).__name__}): '
+                         f'{err}\n{onnx_file} was deleted.')
 
     backend_model = task_processor.build_backend_model(
-        [onnx_file], data_preprocessor_updater=task_processor.update_data_preprocessor)
+        [model_file], data_preprocessor_updater=task_processor.update_data_preprocessor)
     tol = dict(score=args.score_tol, box=args.box_tol, mask=args.mask_tol,
                logit=args.logit_tol, argmax=args.argmax_tol)
     calls = None
@@ -314,23 +428,41 @@ def main(argv=None):
                                                  backend_model, image, deploy_cfg, tol)
         calls = calls or (torch_call, onnx_call, report['size'])
         if not report['ok']:
-            os.remove(onnx_file)
-            print(f"REFUSED: onnxruntime's results differ from PyTorch's on {image} (input "
-                  f"{report['size']}): {report['text']}. {onnx_file} was deleted.",
-                  file=sys.stderr)
+            for path in files:
+                os.remove(path)
+            print(f"REFUSED: {name}'s results differ from PyTorch's on {image} (input "
+                  f"{report['size']}): {report['text']}. {' and '.join(files)} "
+                  f"{'was' if len(files) == 1 else 'were'} deleted.", file=sys.stderr)
             return 1
-        print(f"onnxruntime matches PyTorch on {image} (input {report['size']}): "
+        print(f"{name} matches PyTorch on {image} (input {report['size']}): "
+              f"{report['text']}")
+
+    int8_call = None
+    if args.calibration:
+        int8_file = quantize(args, task_processor, torch_model, onnx_file)
+        files += backend_files(args.backend, osp.splitext(onnx_file)[0] + '_int8.onnx')
+        int8_model = task_processor.build_backend_model(
+            [int8_file], data_preprocessor_updater=task_processor.update_data_preprocessor)
+        report, _, int8_call = run_both(task, task_processor, torch_model, int8_model,
+                                        args.images[0], deploy_cfg, INT8_TOLERANCES)
+        matched = '' if task == 'Segmentation' else \
+            ', detections matched within 2 px and 0.05 of score'
+        print(f"int8 {name} vs PyTorch on {args.images[0]} (not a check: int8 differs by "
+              f"design; evaluate it with tools/deployment/test_onnx.py --int8{matched}): "
               f"{report['text']}")
 
     if args.benchmark:
         torch_call, onnx_call, size = calls
         torch_s = median_seconds(torch_call, args.repeat)
         onnx_s = median_seconds(onnx_call, args.repeat)
-        print(f'Latency at {size}, batch 1, {torch.get_num_threads()} thread(s), median of '
-              f'{args.repeat}: PyTorch (eager) {torch_s * 1e3:.1f} ms, onnxruntime '
-              f'{onnx_s * 1e3:.1f} ms ({torch_s / onnx_s:.2f}x)')
-    print(f'Wrote {onnx_file} ({osp.getsize(onnx_file) / 2**20:.1f} MB, opset '
-          f"{deploy_cfg.onnx_config.opset_version}, "
+        line = (f'Latency at {size}, batch 1, {torch.get_num_threads()} thread(s), median of '
+                f'{args.repeat}: PyTorch (eager) {torch_s * 1e3:.1f} ms, {name} '
+                f'{onnx_s * 1e3:.1f} ms ({torch_s / onnx_s:.2f}x)')
+        if int8_call:
+            int8_s = median_seconds(int8_call, args.repeat)
+            line += f', {name} int8 {int8_s * 1e3:.1f} ms ({torch_s / int8_s:.2f}x)'
+        print(line)
+    print(f'Wrote {describe_files(files)} (opset {deploy_cfg.onnx_config.opset_version}, '
           f"{'dynamic' if args.dynamic else 'static'} height/width)")
     return 0
 

@@ -30,7 +30,7 @@ test_onnx = load_script('tools/deployment/test_onnx.py')
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 DEPLOY = REPO / 'configs/deploy'
-FPN = str(REPO / 'configs/fpn_ravlt_t_ade20k.py')
+FPN = str(REPO / 'configs/sem_fpn/fpn_ravlt-t_8xb2-amp-80k_ade20k-512x512.py')
 NO_WORKERS = ['test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False']
 
 needs_openvino = pytest.mark.skipif(
@@ -175,7 +175,7 @@ def test_onnx_evaluates_retinanet_dynamic_and_upernet(name, request, tmp_path):
     retinanet = name.startswith('retinanet')
     if retinanet:
         data = request.getfixturevalue('quickstart_detector').data_root
-        config = str(REPO / 'configs/quickstart/retinanet_ravlt_t_shapes.py')
+        config = str(REPO / 'configs/quickstart/retinanet_ravlt-t_fpn_1xb4-8e_coco-shapes.py')
         image = str(tmp_path / 'wide.png')
         cv2.imwrite(image, cv2.resize(cv2.imread(str(data / 'val' / '000000.png')), (160, 128)))
         options = [f'test_dataloader.dataset.data_root={data}/',
@@ -185,7 +185,7 @@ def test_onnx_evaluates_retinanet_dynamic_and_upernet(name, request, tmp_path):
         deploy_cfg, dynamic = 'detection_onnxruntime_dynamic.py', ['--dynamic']
     else:
         data = request.getfixturevalue('quickstart_segmentor').data_root
-        config = str(REPO / 'configs/quickstart/upernet_ravlt_t_shapes.py')
+        config = str(REPO / 'configs/quickstart/upernet_ravlt-t_1xb8-200it_ade-shapes-64x64.py')
         image = str(sorted((data / 'images' / 'validation').iterdir())[0])
         options = [f'test_dataloader.dataset.data_root={data}/']
         adjust, deploy_cfg, dynamic = [], 'segmentation_onnxruntime_static.py', []

@@ -10,6 +10,7 @@ checkpoint loading, data transforms and deployment rewrites live beside this pac
   images.py      demo inputs: files and folders of images, decoded with clear errors
   inference.py   mmdet's / mmseg's inferencers with the release's weights (``ravlt_dense.apis``)
   analysis/      FLOPs, rank, receptive field, class activation maps, robustness, accuracy
+  benchmark/     speed and memory, one case per process: the benchmark, the resolution sweep
 
 Nothing here is imported by ``import ravlt_dense`` or by a config (but ``saving``, which a
 dumped config imports for its file backend): each tool imports what it uses.

@@ -49,7 +49,7 @@ from ravlt_dense.tools.inference import default_device
 from ravlt_dense.tools.saving import ATOMIC_BACKEND
 
 import seg_demo  # demo/ is sys.path[0] when this runs as a script
-from video_demo import det_inferencer, is_segmentor, resolve_model
+from video_demo import det_inferencer, is_segmentor, model_and_checkpoint
 
 ATOMIC = dict(backend=ATOMIC_BACKEND)  # files written whole (temporary name, then renamed)
 DEFAULT_PATCH = dict(det=640, seg=512)  # mmdet's demo; ADE20K's crops
@@ -93,7 +93,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     check_options(parser, args)
     try:
-        args.config, args.checkpoint = resolve_model(args.model, args.checkpoint, args.weights)
+        args.config, args.checkpoint = model_and_checkpoint(args.model, args.checkpoint,
+                                                            args.weights)
         args.images = checked_images(args.img)
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))

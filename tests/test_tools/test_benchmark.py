@@ -238,6 +238,18 @@ def test_ratios_are_against_timms_swin_t_where_mmdets_was_not_measured():
     assert models.baseline(r['model'] for r in ours) is None
 
 
+def test_mmdet_competitors_build_whatever_scope_the_process_is_in():
+    """A config loaded or a runner built before leaves mmengine's default scope elsewhere; the
+    competitors from mmdet build in mmdet's registry all the same."""
+    from mmengine.registry import DefaultScope
+    pytest.importorskip('mmdet')
+    if models.missing_requirement('swin_t', 'backbone'):
+        pytest.skip(models.missing_requirement('swin_t', 'backbone'))
+    with DefaultScope.overwrite_default_scope('mmengine'):
+        net = models.build('swin_t', 'backbone', shape=(224, 320))
+    assert type(net).__module__ == 'mmdet.models.backbones.swin'
+
+
 @pytest.mark.parametrize('name, package, weights', [
     ('convnext_t', 'mmpretrain', 27.82e6), ('convnext_t_timm', 'timm', 27.82e6),
     ('swin_t', 'mmdet', 27.52e6), ('swin_t_timm', 'timm', 27.52e6)])

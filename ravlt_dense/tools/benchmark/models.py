@@ -37,8 +37,11 @@ def _mmdet(cfg: dict) -> Callable[[Tuple[int, int]], nn.Module]:
     def build(shape):
         from mmdet.registry import MODELS
         from mmdet.utils import register_all_modules
+        from mmengine.registry import DefaultScope
         register_all_modules(init_default_scope=False)
-        return MODELS.build(dict(cfg))
+        # in mmdet's scope whatever scope the process is in (a config loaded before, a runner)
+        with DefaultScope.overwrite_default_scope('mmdet'):
+            return MODELS.build(dict(cfg))
     return build
 
 

@@ -31,6 +31,14 @@ def replace_atomically(path: str, write: Callable[[str], None]) -> None:
             os.remove(tmp)
 
 
+def write_text(path: str, text: str) -> None:
+    """``text`` into ``path``, whole or not at all (:func:`replace_atomically`)."""
+    def write(name):
+        with open(name, 'w') as f:
+            f.write(text)
+    replace_atomically(path, write)
+
+
 def write_csv(rows: List[dict], path: str, columns: List[str] = COLUMNS) -> None:
     def write(name):
         with open(name, 'w', newline='') as f:

@@ -245,11 +245,7 @@ def main(argv=None):
     if notes:
         lines += ['', 'Notes:'] + notes
     text = '\n'.join(lines) + '\n'
-
-    def write(name):
-        with open(name, 'w') as f:
-            f.write(text)
-    report.replace_atomically(paths['benchmark.md'], write)
+    report.write_text(paths['benchmark.md'], text)
     print(text)
     print('wrote ' + ', '.join(written))
     return rows

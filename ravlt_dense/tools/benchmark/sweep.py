@@ -484,11 +484,7 @@ def main(argv=None):
     lines = render(rows, notes, args, time.monotonic() - start, fits,
                    f'- {why_not}' if why_not else f"- Plot: `{paths['png']}`")
     text = '\n'.join(lines) + '\n'
-
-    def write(name):
-        with open(name, 'w') as f:
-            f.write(text)
-    report.replace_atomically(paths['md'], write)
+    report.write_text(paths['md'], text)
     print(text)
     print('wrote ' + ', '.join(p for k, p in paths.items() if k != 'png' or not why_not))
     return rows

@@ -40,7 +40,8 @@ def kind_of(op_name):
 
 
 def stage_times(model, x, device, dtype, steps):
-    """Mean seconds of the stem and of each stage over ``steps`` forwards."""
+    """Mean seconds of the stem and of each stage over ``steps`` forwards, and what those
+    forwards cost the process (:func:`process_usage`)."""
     parts = [('stem', model.patch_embed)] + [(f'stage {i + 1}', s)
                                              for i, s in enumerate(model.layers)]
     totals = defaultdict(float)
@@ -61,23 +62,22 @@ def stage_times(model, x, device, dtype, steps):
     handles = [h for name, m in parts for h in (m.register_forward_pre_hook(pre(name)),
                                                 m.register_forward_hook(post(name)))]
     with torch.inference_mode(), autocast(device, dtype):
-        for _ in range(steps):
-            model(x)
-    for h in handles:
-        h.remove()
-    return {name: totals[name] / steps for name, _ in parts}
-
-
-def process_times(model, x, device, dtype, steps):
-    """Per forward: wall seconds, the process's user and system CPU seconds and its minor page
-    faults (a page touched for the first time: on the CPU, what a fresh large tensor costs)."""
-    with torch.inference_mode(), autocast(device, dtype):
         before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         for _ in range(steps):
             model(x)
         synchronize(device)
         after, end = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    return dict(wall=(end - start) / steps, user=(after.ru_utime - before.ru_utime) / steps,
+    for h in handles:
+        h.remove()
+    return ({name: totals[name] / steps for name, _ in parts},
+            process_usage(before, after, end - start, steps))
+
+
+def process_usage(before, after, seconds, steps):
+    """Per forward: wall seconds, the process's user and system CPU seconds and its minor page
+    faults (a page touched for the first time: on the CPU, what a fresh large tensor costs),
+    from ``getrusage`` before and after ``steps`` forwards that took ``seconds``."""
+    return dict(wall=seconds / steps, user=(after.ru_utime - before.ru_utime) / steps,
                 system=(after.ru_stime - before.ru_stime) / steps,
                 faults=(after.ru_minflt - before.ru_minflt) / steps,
                 peak_rss_mb=after.ru_maxrss / 1024)
@@ -154,14 +154,14 @@ def main(argv=None):
         with torch.inference_mode(), autocast(args.device, dtype):
             for _ in range(2):
                 model(x)
-        stages = stage_times(model, x, args.device, dtype, args.steps)
+        stages, usage = stage_times(model, x, args.device, dtype, args.steps)
         total = sum(stages.values())
         print(f'## {attn}: {total * 1e3:.1f} ms per forward ({args.batch / total:.1f} img/s)\n')
         if args.device == 'cpu':
-            t = process_times(model, x, args.device, dtype, args.steps)
-            print(f'Process, per forward: wall {t["wall"]:.2f} s, CPU user {t["user"]:.2f} s, '
-                  f'system {t["system"]:.2f} s, {t["faults"]:,.0f} minor page faults; peak '
-                  f'resident memory {t["peak_rss_mb"]:.0f} MB\n')
+            print(f'Process, per forward: wall {usage["wall"]:.2f} s, CPU user '
+                  f'{usage["user"]:.2f} s, system {usage["system"]:.2f} s, '
+                  f'{usage["faults"]:,.0f} minor page faults; peak resident memory '
+                  f'{usage["peak_rss_mb"]:.0f} MB\n')
         print('| part | ms | share |\n|---|---|---|')
         for part, t in stages.items():
             print(f'| {part} | {t * 1e3:.2f} | {t / total:.0%} |')
